@@ -1,0 +1,182 @@
+"""
+The ``netlab`` command: talk to netlab's services (or any like them) from a shell.
+
+Exit status: 0 when the server answered, 1 when the network failed (refused,
+timed out, reset, name not found), 2 for a usage mistake such as a bad
+endpoint string. Every failure is one line on standard error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from twisted.internet import defer, error, task
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from netlab import __version__, tcp
+
+EXIT_NETWORK = 1
+EXIT_USAGE = 2
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be positive, not {value}")
+    return number
+
+
+class _ExchangeOptions(usage.Options):
+    """
+    Options of a command that sends one message and prints the reply.
+    """
+
+    default_message = tcp.DEFAULT_CLIENT_MESSAGE
+    optParameters = [
+        [
+            "timeout",
+            "t",
+            tcp.DEFAULT_CLIENT_TIMEOUT,
+            "Seconds for the whole exchange.",
+            _positive_float,
+        ],
+        [
+            "max-reply",
+            None,
+            tcp.DEFAULT_MAX_REPLY,
+            "The largest reply to accept, in bytes.",
+            int,
+        ],
+    ]
+
+    def getSynopsis(self) -> str:
+        return (
+            f"Usage: netlab {self.name} [options] ENDPOINT [MESSAGE]\n"
+            "ENDPOINT is a Twisted client endpoint string (tcp:127.0.0.1:8007).\n"
+            f"MESSAGE defaults to {self.default_message.decode()!r}; "
+            "'-' reads it from standard input."
+        )
+
+    def parseArgs(self, endpoint: str, message: str | None = None) -> None:
+        self["endpoint"] = endpoint
+        self["message"] = message
+
+    def message(self) -> bytes:
+        """
+        :return: the message to send, from the command line or standard input.
+        """
+        if self["message"] is None:
+            return self.default_message
+        if self["message"] == "-":
+            return sys.stdin.buffer.read()
+        return self["message"].encode("utf-8")
+
+
+class EchoOptions(_ExchangeOptions):
+    """
+    ``netlab echo``.
+    """
+
+    name = "echo"
+    send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.echo)
+
+
+class GreetOptions(_ExchangeOptions):
+    """
+    ``netlab greet``.
+    """
+
+    name = "greet"
+    send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.greet)
+
+
+class Options(usage.Options):
+    """
+    ``netlab``: the top-level command.
+    """
+
+    synopsis = "Usage: netlab COMMAND [options] ..."
+    subCommands = [
+        [
+            "echo",
+            None,
+            EchoOptions,
+            "Send a message to an echo server, print the reply.",
+        ],
+        ["greet", None, GreetOptions, "Greet a greeting server, print its answer."],
+    ]
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print netlab's version and exit.
+        """
+        sys.stdout.write(f"netlab {__version__}\n")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a command is required (try netlab --help)")
+
+
+def describe_failure(failure: Failure) -> str:
+    """
+    :return: one line that says what went wrong with a network exchange.
+    """
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(defer.TimeoutError, error.TimeoutError):
+        return "timed out"
+    if failure.check(error.DNSLookupError):
+        return f"host name not found ({failure.getErrorMessage()})"
+    if failure.check(error.ConnectionLost):
+        return "connection lost before the server finished"
+    message = " ".join(failure.getErrorMessage().split())
+    return message or failure.type.__name__
+
+
+async def _run(reactor: Any, options: _ExchangeOptions) -> None:
+    message = options.message()
+    where = options["endpoint"]
+    try:
+        reply = await options.send(
+            where,
+            message,
+            reactor=reactor,
+            timeout=options["timeout"],
+            max_reply=options["max-reply"],
+        )
+    except ValueError as bad:
+        _fail(f"netlab {options.name}: bad endpoint {where!r}: {bad}", EXIT_USAGE)
+    except Exception:
+        reason = describe_failure(Failure())
+        _fail(f"netlab {options.name}: {where}: {reason}", EXIT_NETWORK)
+    if options["message"] != "-" and not reply.endswith(b"\n"):
+        reply += b"\n"
+    sys.stdout.buffer.write(reply)
+    sys.stdout.flush()
+
+
+def _fail(line: str, status: int) -> NoReturn:
+    sys.stderr.write(line + "\n")
+    raise SystemExit(status)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """
+    Run the ``netlab`` command with ``argv`` (default: ``sys.argv[1:]``).
+    """
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as mistake:
+        _fail(f"netlab: {mistake}", EXIT_USAGE)
+    task.react(
+        lambda reactor: defer.Deferred.fromCoroutine(_run(reactor, options.subOptions))
+    )
+
+
+if __name__ == "__main__":
+    main()

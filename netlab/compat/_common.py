@@ -1,0 +1,52 @@
+"""
+What every twin's ``main`` shares: the command line, logging and a clean stop.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+
+
+def parse_args(description, port, argv=None, client=False):
+    """Parse a server's ``--host --port --idle-timeout``, or a client's
+    ``--host --port --timeout [MESSAGE]``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    parser.add_argument("--port", type=int, default=port, help="default: %(default)s")
+    if client:
+        parser.add_argument(
+            "--timeout", type=float, default=10.0, help="default: %(default)s"
+        )
+        parser.add_argument(
+            "message",
+            nargs="?",
+            default="Hello from client!",
+            help="what to send ('-' reads standard input; default: %(default)s)",
+        )
+    else:
+        parser.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=60.0,
+            help="seconds of silence before a client is dropped (default: %(default)s)",
+        )
+    return parser.parse_args(argv)
+
+
+def run(serve, args):
+    """
+    Run ``serve(args)`` until SIGINT or SIGTERM, then return 0.
+
+    Both signals become ``KeyboardInterrupt`` so that ``with`` blocks close
+    the sockets on the way out.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        serve(args)
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).info("stopped")
+    except OSError as error:
+        sys.exit(f"{sys.argv[0]}: {error}")
+    return 0

@@ -1,0 +1,373 @@
+"""
+The TCP services: echo and greeting, and the clients that talk to them.
+
+Both servers are ordinary Twisted protocols and factories::
+
+    from twisted.internet import endpoints, reactor
+    from netlab.tcp import EchoFactory
+
+    endpoint = endpoints.serverFromString(reactor, "tcp:8007:interface=127.0.0.1")
+    endpoint.listen(EchoFactory())
+
+The clients return a :class:`~twisted.internet.defer.Deferred` of the reply::
+
+    reply = await echo("tcp:127.0.0.1:8007", b"ping")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netlab.limits import DEFAULT_LIMITS, Limits
+
+#: Where ``twistd netlab-echo`` listens unless told otherwise.
+DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
+#: Where ``twistd netlab-greeting`` listens unless told otherwise.
+DEFAULT_GREETING_LISTEN = "tcp:8008:interface=127.0.0.1"
+
+#: The greeting server's whole answer.
+GREETING = b"Hello from server!"
+#: What the greeting client says when given nothing else to say.
+DEFAULT_CLIENT_MESSAGE = b"Hello from client!"
+#: The greeting server reads at most this much of the first message, like ``recv(1024)``.
+GREETING_READ_SIZE = 1024
+
+#: Seconds a client waits for the whole exchange, connect to close.
+DEFAULT_CLIENT_TIMEOUT = 10.0
+#: The largest reply a client accepts before it gives up on the server.
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+
+
+def describe_address(address: IAddress) -> str:
+    """
+    :return: ``host:port`` for an IP address, or the address's own text otherwise.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+class ServiceFactory(Factory):
+    """
+    What the netlab TCP servers share: limits, a clock, and the live connections.
+
+    :ivar connections: the protocols currently connected.
+    """
+
+    #: Names the service in log events.
+    service_name = "tcp"
+
+    def __init__(
+        self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.limits = limits
+        self.reactor = reactor
+        self.connections: set[ServiceProtocol] = set()
+        self._drained: list[defer.Deferred[None]] = []
+
+    def drained(self) -> defer.Deferred[None]:
+        """
+        :return: a Deferred that fires once no connection is left open.
+        """
+        if not self.connections:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(waiter)
+        return waiter
+
+    def _forget(self, protocol: ServiceProtocol) -> None:
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiters, self._drained = self._drained, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+class ServiceProtocol(Protocol, TimeoutMixin):
+    """
+    A server connection that logs its life, counts its bytes and times out when idle.
+
+    Subclasses implement :meth:`handle` for what arrives.
+    """
+
+    _log = Logger()
+    factory: ServiceFactory
+
+    peer = "?"
+    bytes_in = 0
+    bytes_out = 0
+
+    def connectionMade(self) -> None:
+        self.peer = describe_address(self.transport.getPeer())
+        self.callLater = self.factory.reactor.callLater
+        self.setTimeout(self.factory.limits.idle_timeout)
+        self.factory.connections.add(self)
+        self._log.info(
+            "{service} connection from {peer}",
+            service=self.factory.service_name,
+            peer=self.peer,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self.bytes_in += len(data)
+        self.handle(data)
+
+    def handle(self, data: bytes) -> None:
+        """
+        Called with each chunk of bytes the peer sends.
+        """
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        """
+        Send ``data`` to the peer, counting it.
+        """
+        self.bytes_out += len(data)
+        self.transport.write(data)
+
+    def timeoutConnection(self) -> None:
+        self._log.info(
+            "{service} connection from {peer} idle for {timeout}s, dropping it",
+            service=self.factory.service_name,
+            peer=self.peer,
+            timeout=self.timeOut,
+        )
+        # Abort, not lose: a peer that stopped reading would keep a graceful
+        # close waiting on its write buffer forever.
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.setTimeout(None)
+        self._log.info(
+            "{service} connection from {peer} closed: "
+            "{bytes_in} bytes in, {bytes_out} bytes out ({reason})",
+            service=self.factory.service_name,
+            peer=self.peer,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            reason=reason.getErrorMessage(),
+        )
+        self.factory._forget(self)
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class Echo(ServiceProtocol):
+    """
+    Writes back every byte it receives, with flow control and half-close.
+
+    The protocol registers itself as the producer feeding its own transport:
+    when the peer stops reading and the transport's write buffer fills, the
+    transport pauses us and we stop reading from the peer, so a client that
+    never reads cannot make the server buffer without bound.
+
+    When the peer shuts down its writing side, everything already received is
+    still echoed before the connection closes.
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.registerProducer(self, True)
+
+    def handle(self, data: bytes) -> None:
+        self.write(data)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def readConnectionLost(self) -> None:
+        # The transport waits for a registered producer before it closes.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class EchoFactory(ServiceFactory):
+    """
+    Makes :class:`Echo` connections.
+    """
+
+    protocol = Echo
+    service_name = "echo"
+
+
+@implementer(IHalfCloseableProtocol)
+class Greeting(ServiceProtocol):
+    """
+    Reads the peer's first message, answers :data:`GREETING`, and closes.
+
+    A peer that closes its writing side without saying anything is greeted too.
+    """
+
+    answered = False
+
+    def handle(self, data: bytes) -> None:
+        if self.answered:
+            return
+        message = data[:GREETING_READ_SIZE]
+        self._log.info(
+            "greeting from {peer}: {message!r} ({size} bytes)",
+            peer=self.peer,
+            message=message,
+            size=len(message),
+        )
+        self._answer()
+
+    def readConnectionLost(self) -> None:
+        if not self.answered:
+            self._answer()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.answered = True
+        self.write(GREETING)
+        self.transport.loseConnection()
+
+
+class GreetingFactory(ServiceFactory):
+    """
+    Makes :class:`Greeting` connections.
+    """
+
+    protocol = Greeting
+    service_name = "greeting"
+
+
+class ReplyTooLarge(Exception):
+    """
+    The server sent more than the client agreed to keep.
+    """
+
+
+class _Exchange(Protocol):
+    """
+    Sends one message, shuts down its writing side and keeps what comes back
+    until the server closes.
+    """
+
+    def __init__(self, message: bytes, max_reply: int) -> None:
+        self._message = message
+        self._max_reply = max_reply
+        self._received: list[bytes] = []
+        self._size = 0
+        self.reply: defer.Deferred[bytes] = defer.Deferred(self._cancel)
+
+    def _cancel(self, reply: defer.Deferred[bytes]) -> None:
+        self.transport.abortConnection()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._message)
+        self.transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max_reply:
+            self.reply.errback(
+                ReplyTooLarge(f"reply larger than {self._max_reply} bytes")
+            )
+            self.transport.abortConnection()
+            return
+        self._received.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self.reply.called:
+            return
+        if reason.check(ConnectionDone):
+            self.reply.callback(b"".join(self._received))
+        else:
+            self.reply.errback(reason)
+
+
+def _exchange(
+    endpoint: IStreamClientEndpoint | str,
+    message: bytes,
+    reactor: Any,
+    timeout: float,
+    max_reply: int,
+) -> defer.Deferred[bytes]:
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        if isinstance(endpoint, str):
+            endpoint = clientFromString(reactor, endpoint)
+    except Exception:
+        return defer.fail()
+    exchange = _Exchange(message, max_reply)
+    done = connectProtocol(endpoint, exchange)
+    done.addCallback(lambda _: exchange.reply)
+    done.addTimeout(timeout, reactor)
+    return done
+
+
+def echo(
+    endpoint: IStreamClientEndpoint | str,
+    message: bytes,
+    *,
+    reactor: Any = None,
+    timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    max_reply: int = DEFAULT_MAX_REPLY,
+) -> defer.Deferred[bytes]:
+    """
+    Send ``message`` to an echo server and collect what it sends back.
+
+    :param endpoint: a client endpoint, or a client endpoint string such as
+        ``"tcp:127.0.0.1:8007"``.
+    :param timeout: seconds for the whole exchange, from connecting to the
+        server's close; past it the Deferred fails with
+        :class:`~twisted.internet.defer.TimeoutError`.
+    :param max_reply: the most bytes kept before failing with :class:`ReplyTooLarge`.
+    :return: a Deferred that fires with the whole reply once the server closes.
+    """
+    return _exchange(endpoint, message, reactor, timeout, max_reply)
+
+
+def greet(
+    endpoint: IStreamClientEndpoint | str,
+    message: bytes = DEFAULT_CLIENT_MESSAGE,
+    *,
+    reactor: Any = None,
+    timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    max_reply: int = DEFAULT_MAX_REPLY,
+) -> defer.Deferred[bytes]:
+    """
+    Say ``message`` to a greeting server and collect its answer.
+
+    Takes the same arguments as :func:`echo`.
+
+    :return: a Deferred that fires with the server's answer once it closes.
+    """
+    return _exchange(endpoint, message, reactor, timeout, max_reply)

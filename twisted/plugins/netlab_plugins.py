@@ -1,0 +1,16 @@
+# The twistd plugins of netlab. Keep this module to ServiceMaker lines: it is
+# imported whenever anyone lists plugins, and must not import the reactor.
+from twisted.application.service import ServiceMaker
+
+netlab = ServiceMaker(
+    "netlab", "netlab.tap.lab", "Every netlab service in one process.", "netlab"
+)
+netlabEcho = ServiceMaker(
+    "netlab-echo", "netlab.tap.echo", "The netlab TCP echo service.", "netlab-echo"
+)
+netlabGreeting = ServiceMaker(
+    "netlab-greeting",
+    "netlab.tap.greeting",
+    "The netlab TCP greeting service.",
+    "netlab-greeting",
+)
