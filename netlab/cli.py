@@ -104,7 +104,7 @@ class Options(usage.Options):
             "echo",
             None,
             EchoOptions,
-            "Send a message to an echo server, print the reply.",
+            "Send to an echo server, print the reply.",
         ],
         ["greet", None, GreetOptions, "Greet a greeting server, print its answer."],
     ]

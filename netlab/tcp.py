@@ -28,7 +28,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -45,7 +45,7 @@ DEFAULT_GREETING_LISTEN = "tcp:8008:interface=127.0.0.1"
 GREETING = b"Hello from server!"
 #: What the greeting client says when given nothing else to say.
 DEFAULT_CLIENT_MESSAGE = b"Hello from client!"
-#: The greeting server reads at most this much of the first message, like ``recv(1024)``.
+#: How much of the first message the greeting server reads, like ``recv(1024)``.
 GREETING_READ_SIZE = 1024
 
 #: Seconds a client waits for the whole exchange, connect to close.
@@ -161,7 +161,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         # close waiting on its write buffer forever.
         self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
         self._log.info(
             "{service} connection from {peer} closed: "
@@ -303,7 +303,7 @@ class _Exchange(Protocol):
             return
         self._received.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.reply.called:
             return
         if reason.check(ConnectionDone):
