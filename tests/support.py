@@ -1,0 +1,282 @@
+"""
+What the tests share: servers to start, peers to drive them, processes to run.
+
+Every wait is bounded: a test that would hang fails within ``WAIT`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+from netlab.limits import Limits
+from netlab.tcp import ServiceFactory
+
+#: Seconds any single wait in a test may take.
+WAIT = 30.0
+LOOPBACK = "127.0.0.1"
+
+
+def bounded(d: defer.Deferred[Any], seconds: float = WAIT) -> defer.Deferred[Any]:
+    """
+    :return: ``d``, failed with a TimeoutError if it has not fired in time.
+    """
+    return d.addTimeout(seconds, reactor)
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """
+    Let this process hold ``wanted`` file descriptors, if the hard limit allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+class Peer(protocol.Protocol):
+    """
+    The test's side of a connection: keeps what arrives, tells when it closes.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        #: Fires with None once the connection is closed; ``reason`` says how.
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.reason: Failure | None = None
+        self._waiting: list[tuple[int, defer.Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        ready = [(n, d) for n, d in self._waiting if len(self.received) >= n]
+        for entry in ready:
+            self._waiting.remove(entry)
+            entry[1].callback(bytes(self.received))
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            d.errback(reason)
+        self.reason = reason
+        self.closed.callback(None)
+
+    def received_at_least(self, size: int) -> defer.Deferred[bytes]:
+        """
+        :return: a Deferred of all received so far, once that is ``size`` bytes.
+        """
+        if len(self.received) >= size:
+            return defer.succeed(bytes(self.received))
+        d: defer.Deferred[bytes] = defer.Deferred()
+        self._waiting.append((size, d))
+        return bounded(d)
+
+    async def reply_to(self, message: bytes) -> bytes:
+        """
+        Send ``message``, shut down writing, and return all received until close.
+        """
+        self.transport.write(message)
+        self.transport.loseWriteConnection()
+        await bounded(self.closed)
+        self.reason.trap(ConnectionDone)
+        return bytes(self.received)
+
+
+async def connect(host: str, port: int) -> Peer:
+    """
+    :return: a connected :class:`Peer`.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=WAIT)
+    return await bounded(connectProtocol(endpoint, Peer()))
+
+
+@dataclass
+class Running:
+    """
+    A server the test started: where it is, and how to stop it.
+    """
+
+    host: str
+    port: int
+    stop: Callable[[], Awaitable[None]]
+
+
+class TwistedServer:
+    """
+    A netlab factory listening in this process.
+    """
+
+    def __init__(self, factory_class: type[ServiceFactory]) -> None:
+        self.factory_class = factory_class
+
+    async def start(self, idle_timeout: float) -> Running:
+        factory = self.factory_class(limits=Limits(idle_timeout=idle_timeout))
+        endpoint = serverFromString(reactor, f"tcp:0:interface={LOOPBACK}")
+        port = await endpoint.listen(factory)
+
+        async def stop() -> None:
+            await port.stopListening()
+            for connection in list(factory.connections):
+                connection.transport.abortConnection()
+            await bounded(factory.drained())
+
+        return Running(LOOPBACK, port.getHost().port, stop)
+
+
+@dataclass
+class ProcessResult:
+    """
+    How a child process ended and what it printed.
+    """
+
+    status: int | None
+    signal: int | None
+    out: bytes
+    err: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"<exit {self.status} signal {self.signal}: "
+            f"out={self.out[-500:]!r} err={self.err[-2000:]!r}>"
+        )
+
+
+class _Child(protocol.ProcessProtocol):
+    def __init__(self, stdin: bytes | None, watch: re.Pattern[bytes] | None) -> None:
+        self.stdin = stdin
+        self.watch = watch
+        self.out = bytearray()
+        self.err = bytearray()
+        self.seen: defer.Deferred[re.Match[bytes]] = defer.Deferred()
+        self.ended: defer.Deferred[ProcessResult] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.stdin is not None:
+            self.transport.write(self.stdin)
+            self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        self._look()
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+        self._look()
+
+    def _look(self) -> None:
+        if self.watch is None or self.seen.called:
+            return
+        match = self.watch.search(bytes(self.out + self.err))
+        if match:
+            self.seen.callback(match)
+
+    def processEnded(self, reason: Failure) -> None:
+        result = ProcessResult(
+            reason.value.exitCode,
+            reason.value.signal,
+            bytes(self.out),
+            bytes(self.err),
+        )
+        if self.watch is not None and not self.seen.called:
+            self.seen.errback(AssertionError(f"exited before it was ready: {result}"))
+        self.ended.callback(result)
+
+
+@dataclass
+class Child:
+    """
+    A running child process.
+    """
+
+    process: Any
+    protocol: _Child = field(repr=False)
+
+    def signal(self, name: str) -> None:
+        """
+        Send the signal called ``name`` (``"TERM"``, ``"INT"``, ...).
+        """
+        self.process.signalProcess(name)
+
+    async def ended(self) -> ProcessResult:
+        return await bounded(self.protocol.ended)
+
+
+def spawn(
+    args: list[str],
+    *,
+    stdin: bytes | None = None,
+    watch: bytes | None = None,
+    cwd: str | None = None,
+) -> Child:
+    """
+    Start ``args`` with this environment; ``watch`` is a regex to wait for.
+    """
+    child = _Child(stdin, re.compile(watch) if watch else None)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = reactor.spawnProcess(child, args[0], args, env=env, path=cwd)
+    return Child(process, child)
+
+
+async def run(args: list[str], stdin: bytes = b"", cwd: str | None = None):
+    """
+    Run ``args`` to completion, feeding it ``stdin``.
+
+    :return: its :class:`ProcessResult`.
+    """
+    return await spawn(args, stdin=stdin, cwd=cwd).ended()
+
+
+def python(*args: str) -> list[str]:
+    """
+    :return: the command line that runs this Python with ``args``.
+    """
+    return [sys.executable, *args]
+
+
+LISTENING = rb"listening on \S+ port (\d+)"
+
+
+class TwinServer:
+    """
+    A compat twin, run as ``python -m netlab.compat.<module>``.
+    """
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    async def start(self, idle_timeout: float) -> Running:
+        child = spawn(
+            python(
+                "-m",
+                self.module,
+                "--host",
+                LOOPBACK,
+                "--port",
+                "0",
+                "--idle-timeout",
+                str(idle_timeout),
+            ),
+            watch=LISTENING,
+        )
+        match = await bounded(child.protocol.seen)
+
+        async def stop() -> None:
+            child.signal("TERM")
+            result = await child.ended()
+            if result.status != 0 or b"Traceback" in result.err:
+                raise AssertionError(f"{self.module} did not stop cleanly: {result}")
+
+        return Running(LOOPBACK, int(match.group(1)), stop)

@@ -1,0 +1,294 @@
+"""
+One contract per service, run against the Twisted service and each compat twin,
+over real loopback sockets, and with each client against each server.
+
+A new server joins by one line in ``ECHO_SERVERS`` or ``GREETING_SERVERS``; a
+new client by one line in ``CLIENTS``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from netlab import tcp
+from netlab.compat import socket_client
+from tests.support import (
+    WAIT,
+    Peer,
+    TwinServer,
+    TwistedServer,
+    bounded,
+    connect,
+    python,
+    raise_fd_limit,
+    run,
+)
+
+ECHO_SERVERS = {
+    "Twisted": TwistedServer(tcp.EchoFactory),
+    "Selectors": TwinServer("netlab.compat.selectors_echo"),
+    "Asyncio": TwinServer("netlab.compat.asyncio_echo"),
+}
+GREETING_SERVERS = {
+    "Twisted": TwistedServer(tcp.GreetingFactory),
+    "Socket": TwinServer("netlab.compat.socket_server"),
+}
+
+
+# A client: (command, host, port, message) -> the reply; command is "echo"
+# or "greet".
+Client = Callable[[str, str, int, bytes], Awaitable[bytes]]
+
+
+async def twisted_client(command: str, host: str, port: int, message: bytes) -> bytes:
+    send = tcp.echo if command == "echo" else tcp.greet
+    return await send(f"tcp:{host}:{port}", message, timeout=WAIT)
+
+
+async def netlab_cli(command: str, host: str, port: int, message: bytes) -> bytes:
+    args = python("-m", "netlab", command, f"tcp:{host}:{port}", "-")
+    return _output_of(await run(args, stdin=message))
+
+
+async def compat_client(command: str, host: str, port: int, message: bytes) -> bytes:
+    return await deferToThread(socket_client.exchange, host, port, message, WAIT)
+
+
+async def compat_cli(command: str, host: str, port: int, message: bytes) -> bytes:
+    args = python(
+        "-m", "netlab.compat.socket_client", "--host", host, "--port", str(port), "-"
+    )
+    return _output_of(await run(args, stdin=message))
+
+
+def _output_of(result) -> bytes:
+    if result.status != 0 or result.err:
+        raise AssertionError(f"client failed: {result}")
+    return result.out
+
+
+CLIENTS: dict[str, Client] = {
+    "twisted": twisted_client,
+    "netlab_cli": netlab_cli,
+    "compat": compat_client,
+    "compat_cli": compat_cli,
+}
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """
+    :return: ``size`` reproducible bytes covering every byte value.
+    """
+    return random.Random(seed).randbytes(size)
+
+
+class _Contract(TestCase):
+    """
+    Starts ``server`` before each test and stops it after; hostile-input cases
+    that every server must survive.
+    """
+
+    timeout = 120
+    server: TwistedServer | TwinServer
+    idle_timeout = 30.0
+
+    async def setUp(self) -> None:
+        running = await self.server.start(self.idle_timeout)
+        self.host, self.port = running.host, running.port
+        self.addCleanup(running.stop)
+
+    async def connect(self) -> Peer:
+        peer = await connect(self.host, self.port)
+        self.addCleanup(_abort, peer)
+        return peer
+
+    async def assert_serves_normally(self) -> None:
+        raise NotImplementedError
+
+    async def test_garbage_then_normal(self) -> None:
+        """
+        A client that sends random bytes and vanishes does not hurt the next.
+        """
+        peer = await self.connect()
+        peer.transport.write(payload(70_000, seed=1))
+        peer.transport.abortConnection()
+        await self.assert_serves_normally()
+
+    async def test_reset_mid_message_then_normal(self) -> None:
+        """
+        A connection reset halfway through a message does not hurt the next.
+        """
+        peer = await self.connect()
+        peer.transport.write(payload(1024 * 1024, seed=2))
+        await peer.received_at_least(1)
+        peer.transport.abortConnection()
+        await self.assert_serves_normally()
+
+    async def test_thousand_connects_then_normal(self) -> None:
+        """
+        1,000 simultaneous connects, each dropped at once, leave the server serving.
+        """
+        raise_fd_limit(4096)
+
+        async def connect_and_drop() -> None:
+            peer = await connect(self.host, self.port)
+            peer.transport.abortConnection()
+
+        results = await defer.DeferredList(
+            [defer.ensureDeferred(connect_and_drop()) for _ in range(1000)],
+            consumeErrors=True,
+        )
+        self.assertGreater(sum(ok for ok, _ in results), 900)
+        await self.assert_serves_normally()
+
+    async def test_idle_connection_dropped(self) -> None:
+        """
+        A client that says nothing is disconnected after the idle timeout.
+        """
+        await self.start_another(idle_timeout=0.5)
+        peer = await self.connect()
+        await bounded(peer.closed, 10)
+        self.assertEqual(peer.received, b"")
+
+    async def start_another(self, idle_timeout: float) -> None:
+        running = await self.server.start(idle_timeout)
+        self.host, self.port = running.host, running.port
+        self.addCleanup(running.stop)
+
+
+async def _abort(peer: Peer) -> None:
+    if peer.transport.connected:
+        peer.transport.abortConnection()
+    await bounded(peer.closed)
+
+
+class EchoContract(_Contract):
+    """
+    Every byte comes back, in order, until the client closes; half-close is
+    honoured.
+    """
+
+    async def assert_serves_normally(self) -> None:
+        message = payload(10_000, seed=3)
+        peer = await self.connect()
+        self.assertEqual(await peer.reply_to(message), message)
+
+    async def test_empty(self) -> None:
+        peer = await self.connect()
+        self.assertEqual(await peer.reply_to(b""), b"")
+
+    async def test_binary_payloads(self) -> None:
+        """
+        Payloads from 1 byte to several MiB come back whole, even when the
+        client shuts down writing before reading anything back.
+        """
+        for size in (1, 1000, 65_537, 4 * 1024 * 1024):
+            message = payload(size, seed=size)
+            peer = await self.connect()
+            self.assertEqual(await peer.reply_to(message), message, size)
+
+    async def test_interleaved_small_messages(self) -> None:
+        """
+        Each small message comes back before the next is sent.
+        """
+        peer = await self.connect()
+        expected = b""
+        for i in range(100):
+            message = b"message %d\n" % (i,)
+            expected += message
+            peer.transport.write(message)
+            self.assertEqual(await peer.received_at_least(len(expected)), expected)
+        self.assertEqual(await peer.reply_to(b""), expected)
+
+    async def test_concurrent_clients(self) -> None:
+        """
+        100 clients at once each get their own bytes back.
+        """
+        messages = [payload(20_000, seed=i) for i in range(100)]
+        peers = [await self.connect() for _ in messages]
+        replies = await defer.gatherResults(
+            [
+                defer.ensureDeferred(peer.reply_to(message))
+                for peer, message in zip(peers, messages, strict=True)
+            ]
+        )
+        self.assertEqual(replies, messages)
+
+
+class GreetingContract(_Contract):
+    """
+    The first message is answered with exactly ``Hello from server!``, then
+    the server closes.
+    """
+
+    async def assert_serves_normally(self) -> None:
+        peer = await self.connect()
+        self.assertEqual(await peer.reply_to(b"Hello from client!"), tcp.GREETING)
+
+    async def test_greeting_without_half_close(self) -> None:
+        """
+        The server closes after its answer even if the client keeps its side open.
+        """
+        peer = await self.connect()
+        peer.transport.write(b"Hello from client!")
+        await bounded(peer.closed)
+        self.assertEqual(peer.received, tcp.GREETING)
+
+    async def test_silent_client(self) -> None:
+        """
+        A client that shuts down writing without a word is greeted too.
+        """
+        peer = await self.connect()
+        self.assertEqual(await peer.reply_to(b""), tcp.GREETING)
+
+    async def test_full_size_message(self) -> None:
+        peer = await self.connect()
+        message = payload(tcp.GREETING_READ_SIZE, seed=4)
+        self.assertEqual(await peer.reply_to(message), tcp.GREETING)
+
+    async def test_concurrent_clients(self) -> None:
+        peers = [await self.connect() for _ in range(50)]
+        replies = await defer.gatherResults(
+            [defer.ensureDeferred(peer.reply_to(b"hi")) for peer in peers]
+        )
+        self.assertEqual(replies, [tcp.GREETING] * 50)
+
+
+def _client_test(name: str, client: Client, command: str):
+    async def test(self: _Contract) -> None:
+        if command == "echo":
+            for message in (b"Hello from client!", payload(256 * 1024, seed=5)):
+                reply = await client(command, self.host, self.port, message)
+                self.assertEqual(reply, message)
+        else:
+            reply = await client(command, self.host, self.port, b"Hello from client!")
+            self.assertEqual(reply, tcp.GREETING)
+
+    test.__name__ = f"test_client_{name}"
+    test.__doc__ = f"The {name} client talks to this server."
+    return test
+
+
+def _register(
+    contract: type[_Contract],
+    servers: dict[str, TwistedServer | TwinServer],
+    command: str,
+) -> None:
+    for server_name, server in servers.items():
+        attributes = {
+            f"test_client_{name}": _client_test(name, client, command)
+            for name, client in CLIENTS.items()
+        }
+        attributes["server"] = server
+        name = f"{server_name}{contract.__name__}"
+        globals()[name] = type(name, (contract,), attributes)
+
+
+_register(EchoContract, ECHO_SERVERS, "echo")
+_register(GreetingContract, GREETING_SERVERS, "greet")
+del EchoContract, GreetingContract, _Contract
