@@ -87,10 +87,12 @@ def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-class _Contract(TestCase):
+class _Contract:
     """
     Starts ``server`` before each test and stops it after; hostile-input cases
     that every server must survive.
+
+    A mixin: :func:`_register` makes one ``TestCase`` per server from it.
     """
 
     timeout = 120
@@ -286,9 +288,8 @@ def _register(
         }
         attributes["server"] = server
         name = f"{server_name}{contract.__name__}"
-        globals()[name] = type(name, (contract,), attributes)
+        globals()[name] = type(name, (contract, TestCase), attributes)
 
 
 _register(EchoContract, ECHO_SERVERS, "echo")
 _register(GreetingContract, GREETING_SERVERS, "greet")
-del EchoContract, GreetingContract, _Contract
