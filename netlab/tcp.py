@@ -238,9 +238,9 @@ class Greeting(ServiceProtocol):
             return
         message = data[:GREETING_READ_SIZE]
         self._log.info(
-            "greeting from {peer}: {message!r} ({size} bytes)",
+            "greeting from {peer}: {said!r} ({size} bytes)",
             peer=self.peer,
-            message=message,
+            said=message,
             size=len(message),
         )
         self._answer()
@@ -329,8 +329,16 @@ def _exchange(
     exchange = _Exchange(message, max_reply)
     done = connectProtocol(endpoint, exchange)
     done.addCallback(lambda _: exchange.reply)
-    done.addTimeout(timeout, reactor)
+    done.addTimeout(timeout, reactor, onTimeoutCancel=_timed_out)
     return done
+
+
+def _timed_out(result: object, timeout: float) -> object:
+    # Cancelling a connect attempt fails with ConnectingCancelledError, not
+    # CancelledError: report every phase's timeout the same way.
+    if isinstance(result, Failure):
+        raise defer.TimeoutError(f"no complete reply within {timeout} seconds")
+    return result
 
 
 def echo(
