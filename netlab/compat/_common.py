@@ -4,6 +4,7 @@ What every twin's ``main`` shares: the command line, logging and a clean stop.
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -48,5 +49,5 @@ def run(serve, args):
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("stopped")
     except OSError as error:
-        sys.exit(f"{sys.argv[0]}: {error}")
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {error}")
     return 0

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.logger import Logger
 from twisted.python import usage
 
 from netlab.limits import LimitOptions
@@ -33,13 +35,36 @@ def check_endpoint(description: str) -> str:
     return description
 
 
+class PluginService(MultiService):
+    """
+    The service a netlab plugin hands to twistd.
+
+    A port it cannot listen on ends twistd with one logged line and exit
+    status 1, instead of a traceback.
+    """
+
+    _log = Logger()
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            self._log.critical(
+                "cannot listen on {interface}:{port}: {reason}",
+                interface=error.interface or "*",
+                port=error.port,
+                reason=error.socketError,
+            )
+            raise SystemExit(1) from None
+
+
 def listening_service(
     descriptions: Iterable[str], factory: IProtocolFactory
 ) -> MultiService:
     """
     :return: a service that listens with ``factory`` on each endpoint string.
     """
-    service = MultiService()
+    service = PluginService()
     for description in descriptions:
         strports.service(description, factory).setServiceParent(service)
     return service
@@ -57,21 +82,20 @@ class ServiceOptions(LimitOptions):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self.docs["listen"] = (
+            "Listen on this Twisted server endpoint string (repeatable). "
+            f"[default: {self.default_listen}]"
+        )
 
     def opt_listen(self, description: str) -> None:
         """
-        Listen on ENDPOINT, a Twisted server endpoint string such as
-        tcp:8007:interface=127.0.0.1 (repeatable; without it, the service
-        listens on its documented loopback port).
+        Listen on this Twisted server endpoint string (repeatable).
         """
         self["listen"].append(check_endpoint(description))
 
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [self.default_listen]
-
-    def getSynopsis(self) -> str:
-        return f"{super().getSynopsis()}\n(default: --listen {self.default_listen})"
 
 
 def make_service_maker(

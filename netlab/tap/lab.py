@@ -31,13 +31,16 @@ class Options(LimitOptions):
     """
 
     synopsis = "[options]"
-    longdesc = "Runs every netlab service in one process, on loopback by default:\n" + (
-        "\n".join(f"  {name:10} {listen}" for name, (listen, _) in SERVICES.items())
-    )
+    longdesc = "Runs every netlab service in one process, on loopback by default."
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = {name: [] for name in SERVICES}
+        for name, (default, _) in SERVICES.items():
+            self.docs[name] = (
+                f"Where the {name} service listens (endpoint string, repeatable), "
+                f"or off. [default: {default}]"
+            )
 
     def _place(self, name: str, description: str) -> None:
         if description != OFF:
@@ -46,15 +49,13 @@ class Options(LimitOptions):
 
     def opt_echo(self, description: str) -> None:
         """
-        Where the echo service listens (an endpoint string, repeatable), or
-        "off".
+        Where the echo service listens (endpoint string, repeatable), or off.
         """
         self._place("echo", description)
 
     def opt_greeting(self, description: str) -> None:
         """
-        Where the greeting service listens (an endpoint string, repeatable),
-        or "off".
+        Where the greeting service listens (endpoint string, repeatable), or off.
         """
         self._place("greeting", description)
 

@@ -1,0 +1,94 @@
+"""
+The ``netlab`` command and the compat client, run as users run them.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.trial.unittest import TestCase
+
+from netlab import __version__, tcp
+from tests.support import python, run
+
+
+def netlab(*args: str) -> list[str]:
+    return python("-m", "netlab", *args)
+
+
+class CommandTests(TestCase):
+    timeout = 120
+
+    async def serve(self, factory: tcp.ServiceFactory) -> str:
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        return f"tcp:127.0.0.1:{port.getHost().port}"
+
+    def assert_one_line_failure(self, result, status: int, *words: bytes) -> None:
+        self.assertEqual(result.status, status, result)
+        self.assertEqual(result.out, b"", result)
+        self.assertEqual(result.err.count(b"\n"), 1, result)
+        self.assertNotIn(b"Traceback", result.err)
+        for word in words:
+            self.assertIn(word, result.err)
+
+    async def test_greet(self) -> None:
+        where = await self.serve(tcp.GreetingFactory())
+        result = await run(netlab("greet", where))
+        self.assertEqual((result.status, result.out), (0, b"Hello from server!\n"))
+
+    async def test_echo_message(self) -> None:
+        where = await self.serve(tcp.EchoFactory())
+        result = await run(netlab("echo", where, "héllo"))
+        self.assertEqual((result.status, result.out), (0, "héllo\n".encode()))
+
+    async def test_echo_stdin_is_byte_exact(self) -> None:
+        where = await self.serve(tcp.EchoFactory())
+        data = bytes(range(256)) * 1000
+        result = await run(netlab("echo", where, "-"), stdin=data)
+        self.assertEqual((result.status, result.out), (0, data))
+
+    async def test_refused(self) -> None:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+            port = closed.getsockname()[1]
+            result = await run(netlab("greet", f"tcp:127.0.0.1:{port}"))
+        self.assert_one_line_failure(result, 1, b"connection refused")
+
+    async def test_timeout(self) -> None:
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()  # the kernel accepts; nobody ever answers
+            port = silent.getsockname()[1]
+            result = await run(
+                netlab("greet", "--timeout", "0.5", f"tcp:127.0.0.1:{port}")
+            )
+        self.assert_one_line_failure(result, 1, b"timed out")
+
+    async def test_bad_endpoint(self) -> None:
+        result = await run(netlab("echo", "nonsense:1", "x"))
+        self.assert_one_line_failure(result, 2, b"bad endpoint 'nonsense:1'")
+
+    async def test_usage_mistakes(self) -> None:
+        for args in ((), ("echo",), ("echo", "tcp:h:1", "a", "b"), ("frobnicate",)):
+            result = await run(netlab(*args))
+            self.assert_one_line_failure(result, 2, b"netlab")
+        result = await run(netlab("greet", "--timeout", "-1", "tcp:h:1"))
+        self.assert_one_line_failure(result, 2, b"must be positive")
+
+    async def test_version(self) -> None:
+        result = await run(netlab("--version"))
+        self.assertEqual(result.out, f"netlab {__version__}\n".encode())
+
+    async def test_compat_client_refused(self) -> None:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+            result = await run(
+                python("-m", "netlab.compat.socket_client", "--port", str(port))
+            )
+        self.assert_one_line_failure(result, 1, b"Connection refused")

@@ -1,0 +1,122 @@
+"""
+Tests of the twistd plugins' options and services, in process.
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from netlab import tcp
+from netlab.tap import echo, greeting, lab
+
+
+def listeners(service) -> list[StreamServerEndpointService]:
+    """
+    :return: every endpoint service under ``service``.
+    """
+    found = []
+    for child in service:
+        if isinstance(child, StreamServerEndpointService):
+            found.append(child)
+        else:
+            found.extend(listeners(child))
+    return found
+
+
+class SingleServiceTests(SynchronousTestCase):
+    def test_default_is_loopback(self) -> None:
+        for module, default in (
+            (echo, tcp.DEFAULT_ECHO_LISTEN),
+            (greeting, tcp.DEFAULT_GREETING_LISTEN),
+        ):
+            options = module.Options()
+            options.parseOptions([])
+            self.assertEqual(options["listen"], [default])
+            self.assertIn("interface=127.0.0.1", default)
+            self.assertIn(default, options.getUsage())
+
+    def test_listen_is_repeatable(self) -> None:
+        options = echo.Options()
+        places = ["tcp:9001:interface=127.0.0.1", "tcp:9002:interface=127.0.0.2"]
+        options.parseOptions(["--listen", places[0], "--listen", places[1]])
+        self.assertEqual(options["listen"], places)
+        service = echo.makeService(options)
+        found = listeners(service)
+        self.assertEqual(len(found), 2)
+        self.assertIsInstance(found[0].factory, tcp.EchoFactory)
+        self.assertIs(found[0].factory, found[1].factory)
+
+    def test_bad_endpoint_is_a_usage_error(self) -> None:
+        for bad in ("tcp:notaport", "nosuchtype:1", ""):
+            error = self.assertRaises(
+                usage.UsageError, echo.Options().parseOptions, ["--listen", bad]
+            )
+            self.assertIn(repr(bad), str(error))
+            self.assertNotIn("\n", str(error))
+
+    def test_idle_timeout(self) -> None:
+        options = greeting.Options()
+        options.parseOptions(["--idle-timeout", "2.5"])
+        [listener] = listeners(greeting.makeService(options))
+        self.assertEqual(listener.factory.limits.idle_timeout, 2.5)
+        self.assertIsInstance(listener.factory, tcp.GreetingFactory)
+        for bad in ("0", "-1", "soon"):
+            self.assertRaises(
+                usage.UsageError,
+                greeting.Options().parseOptions,
+                ["--idle-timeout", bad],
+            )
+
+    def test_help_shows_limits_with_defaults(self) -> None:
+        text = " ".join(echo.Options().getUsage().split())
+        self.assertIn("--idle-timeout=", text)
+        self.assertIn("[default: 60.0]", text)
+
+
+class LabTests(SynchronousTestCase):
+    def parse(self, *args: str) -> lab.Options:
+        options = lab.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_every_service_by_default(self) -> None:
+        options = self.parse()
+        self.assertEqual(
+            options["listen"],
+            {
+                "echo": [tcp.DEFAULT_ECHO_LISTEN],
+                "greeting": [tcp.DEFAULT_GREETING_LISTEN],
+            },
+        )
+        service = lab.makeService(options)
+        self.assertEqual(sorted(s.name for s in service), ["echo", "greeting"])
+        factories = {type(s.factory) for s in listeners(service)}
+        self.assertEqual(factories, {tcp.EchoFactory, tcp.GreetingFactory})
+
+    def test_move_and_turn_off(self) -> None:
+        options = self.parse(
+            "--echo", "tcp:9100:interface=127.0.0.1", "--greeting", "off"
+        )
+        self.assertEqual(
+            options["listen"],
+            {"echo": ["tcp:9100:interface=127.0.0.1"], "greeting": []},
+        )
+        service = lab.makeService(options)
+        self.assertEqual([s.name for s in service], ["echo"])
+
+    def test_contradictions_are_usage_errors(self) -> None:
+        self.assertRaises(
+            usage.UsageError, self.parse, "--echo", "off", "--echo", "tcp:1"
+        )
+        self.assertRaises(
+            usage.UsageError, self.parse, "--echo", "off", "--greeting", "off"
+        )
+        self.assertRaises(usage.UsageError, self.parse, "--greeting", "tcp:x")
+
+    def test_limits_reach_every_service(self) -> None:
+        service = lab.makeService(self.parse("--idle-timeout", "7"))
+        self.assertEqual(
+            {s.factory.limits.idle_timeout for s in listeners(service)}, {7.0}
+        )

@@ -1,0 +1,153 @@
+"""
+The plugins as users run them: real ``twistd`` processes, started outside the
+checkout so that only the installed package is seen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+
+from twisted.trial.unittest import TestCase
+
+from netlab import tcp
+from tests.support import WAIT, bounded, connect, python, run, spawn
+
+
+def twistd(*args: str) -> list[str]:
+    """
+    :return: the command line of the ``twistd`` installed beside this Python.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [script, *args]
+    return python("-c", "from twisted.scripts.twistd import run; run()", *args)
+
+
+LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
+
+
+class TwistdTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        # Outside the checkout: from its root, the source tree on sys.path
+        # would hide a packaging mistake.
+        self.outside = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, self.outside)
+
+    async def test_help_lists_plugins(self) -> None:
+        result = await run(twistd("--help"), cwd=self.outside)
+        self.assertEqual(result.status, 0, result)
+        for name in (b"netlab ", b"netlab-echo ", b"netlab-greeting "):
+            self.assertIn(b"    " + name, result.out)
+
+    async def start(self, *args: str, factories: tuple[str, ...]) -> tuple:
+        """
+        Start ``twistd -n`` with ``args``; return the child and the port of
+        each factory, read from twistd's own log.
+        """
+        pattern = b"(?s)" + b".*".join(
+            b"%s starting on (\\d+)" % (name.encode(),) for name in factories
+        )
+        child = spawn(
+            twistd("-n", "--pidfile=", *args),
+            watch=pattern,
+            cwd=self.outside,
+        )
+        self.addCleanup(self.kill, child)
+        match = await bounded(child.protocol.seen)
+        return child, [int(port) for port in match.groups()]
+
+    def kill(self, child) -> None:
+        if child.protocol.ended.called:
+            return
+        child.signal("KILL")
+        return child.ended()
+
+    async def assert_stops_on_sigterm(self, child, port: int) -> None:
+        """
+        SIGTERM closes open connections and the listening port, and ends twistd
+        the way it always ends on a signal, without a traceback.
+        """
+        held = await connect("127.0.0.1", port)
+        child.signal("TERM")
+        await bounded(held.closed)
+        result = await child.ended()
+        self.assertEqual(result.signal, signal.SIGTERM, result)
+        self.assertNotIn(b"Traceback", result.out + result.err)
+        self.assertIn(b"Server Shut Down.", result.out)
+        with socket.socket() as probe:
+            self.assertNotEqual(probe.connect_ex(("127.0.0.1", port)), 0)
+
+    async def test_echo_plugin(self) -> None:
+        child, [port] = await self.start(
+            "netlab-echo", "--listen", LOOPBACK_ANY_PORT, factories=("EchoFactory",)
+        )
+        reply = await tcp.echo(f"tcp:127.0.0.1:{port}", b"ping", timeout=WAIT)
+        self.assertEqual(reply, b"ping")
+        await self.assert_stops_on_sigterm(child, port)
+
+    async def test_lab_on_asyncio_reactor(self) -> None:
+        """
+        ``twistd -r asyncio netlab`` runs every service (the plugin module must
+        not import a reactor before twistd installs one).
+        """
+        child, [echo_port, greeting_port] = await self.start(
+            "-r",
+            "asyncio",
+            "netlab",
+            "--echo",
+            LOOPBACK_ANY_PORT,
+            "--greeting",
+            LOOPBACK_ANY_PORT,
+            factories=("EchoFactory", "GreetingFactory"),
+        )
+        self.assertEqual(
+            await tcp.greet(f"tcp:127.0.0.1:{greeting_port}", timeout=WAIT),
+            tcp.GREETING,
+        )
+        self.assertEqual(
+            await tcp.echo(f"tcp:127.0.0.1:{echo_port}", b"x" * 100_000, timeout=WAIT),
+            b"x" * 100_000,
+        )
+        result_text = child.protocol.out
+        self.assertIn(b"AsyncioSelectorReactor", result_text)
+        await self.assert_stops_on_sigterm(child, echo_port)
+
+    async def test_port_in_use_is_one_line(self) -> None:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            result = await run(
+                twistd(
+                    "-n",
+                    "--pidfile=",
+                    "netlab-greeting",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                ),
+                cwd=self.outside,
+            )
+        self.assertEqual(result.status, 1, result)
+        self.assertNotIn(b"Traceback", result.out + result.err)
+        self.assertTrue(
+            re.search(
+                rb"cannot listen on 127\.0\.0\.1:%d: .*Address already in use" % port,
+                result.out,
+            ),
+            result,
+        )
+
+    async def test_bad_option_is_one_line(self) -> None:
+        result = await run(
+            twistd("-n", "netlab-echo", "--listen", "tcp:nope"), cwd=self.outside
+        )
+        self.assertEqual(result.status, 1, result)
+        self.assertNotIn(b"Traceback", result.out + result.err)
+        self.assertIn(b"bad endpoint 'tcp:nope'", result.out + result.err)
