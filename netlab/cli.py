@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from twisted.internet import defer, error, task
+from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -138,18 +139,20 @@ def describe_failure(failure: Failure) -> str:
 
 
 async def _run(reactor: Any, options: _ExchangeOptions) -> None:
-    message = options.message()
     where = options["endpoint"]
     try:
+        endpoint = clientFromString(reactor, where)
+    except Exception as bad:
+        _fail(f"netlab {options.name}: bad endpoint {where!r}: {bad}", EXIT_USAGE)
+    message = options.message()
+    try:
         reply = await options.send(
-            where,
+            endpoint,
             message,
             reactor=reactor,
             timeout=options["timeout"],
             max_reply=options["max-reply"],
         )
-    except ValueError as bad:
-        _fail(f"netlab {options.name}: bad endpoint {where!r}: {bad}", EXIT_USAGE)
     except Exception:
         reason = describe_failure(Failure())
         _fail(f"netlab {options.name}: {where}: {reason}", EXIT_NETWORK)

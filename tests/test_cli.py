@@ -70,8 +70,11 @@ class CommandTests(TestCase):
         self.assert_one_line_failure(result, 1, b"timed out")
 
     async def test_bad_endpoint(self) -> None:
-        result = await run(netlab("echo", "nonsense:1", "x"))
-        self.assert_one_line_failure(result, 2, b"bad endpoint 'nonsense:1'")
+        for bad in ("nonsense:1", "tcp:127.0.0.1", "tcp:[::1]:1", "tcp:h:port"):
+            result = await run(netlab("echo", bad, "x"))
+            self.assert_one_line_failure(
+                result, 2, b"bad endpoint %r" % (bad.encode(),)
+            )
 
     async def test_usage_mistakes(self) -> None:
         for args in ((), ("echo",), ("echo", "tcp:h:1", "a", "b"), ("frobnicate",)):
