@@ -72,9 +72,7 @@ class CommandTests(TestCase):
     async def test_bad_endpoint(self) -> None:
         for bad in ("nonsense:1", "tcp:127.0.0.1", "tcp:[::1]:1", "tcp:h:port"):
             result = await run(netlab("echo", bad, "x"))
-            self.assert_one_line_failure(
-                result, 2, b"bad endpoint %r" % (bad.encode(),)
-            )
+            self.assert_one_line_failure(result, 2, f"bad endpoint {bad!r}".encode())
 
     async def test_usage_mistakes(self) -> None:
         for args in ((), ("echo",), ("echo", "tcp:h:1", "a", "b"), ("frobnicate",)):
