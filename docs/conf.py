@@ -20,7 +20,7 @@ nitpicky = False
 # the docstring of Twisted's Protocol.connectionMade.
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False
-autodoc_typehints = "description"
+autodoc_typehints = "none"
 
 html_theme = "alabaster"
 html_theme_options = {
