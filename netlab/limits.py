@@ -1,13 +1,17 @@
 """
 The limits and timeouts every netlab service shares.
 
-They live here, once, so that each service and each twistd plugin offers the
-same names with the same documented defaults.
+They live here, once: each service reads the :class:`Limits` it is given, and
+each twistd plugin offers the options for the limits that apply to it, with
+the same names and documented defaults everywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 from twisted.python import usage
 
@@ -15,50 +19,114 @@ from twisted.python import usage
 @dataclass(frozen=True)
 class Limits:
     """
-    Bounds a netlab server puts on each connection.
+    Bounds a netlab server puts on each connection and request.
 
     :ivar idle_timeout: seconds a connection may stay silent (nothing
-        received) before the server drops it.
+        received) before the server drops it; for HTTP, also how long a
+        kept-alive connection waits for its next request.
+    :ivar head_timeout: seconds an HTTP client has, from the start of a
+        request, to send the whole request line and headers (``408`` after).
+    :ivar max_body: the largest HTTP request body, in bytes (``413`` above).
+    :ivar max_request_line: the longest HTTP request line, in bytes (``414``).
+    :ivar max_header_block: the most bytes of HTTP headers in one request, and
+        the longest single header line is ``max_request_line`` (``431``).
+    :ivar max_headers: the most HTTP header fields in one request (``431``).
     """
 
     idle_timeout: float = 60.0
+    head_timeout: float = 10.0
+    max_body: int = 1024 * 1024
+    max_request_line: int = 8192
+    max_header_block: int = 16384
+    max_headers: int = 100
 
     def __post_init__(self) -> None:
-        if not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive, not {self.idle_timeout}")
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{field.name} must be positive, not {value}")
 
 
 #: What a server uses when given no :class:`Limits`.
 DEFAULT_LIMITS = Limits()
 
 
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"must be a positive number of seconds, not {value}")
-    return number
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def coerce(value: str) -> Any:
+        number = kind(value)
+        if not (number > 0 and math.isfinite(number)):
+            raise ValueError(f"must be a positive number, not {value}")
+        return number
+
+    coerce.coerceDoc = "Must be a positive number."  # type: ignore[attr-defined]
+    return coerce
 
 
-_positive_float.coerceDoc = "Must be a positive number."  # type: ignore[attr-defined]
+# Each limit's option: its name on the command line, its help, its type.
+_OPTIONS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
+    "idle_timeout": (
+        "idle-timeout",
+        "Seconds a connection may stay silent before it is dropped.",
+        _positive(float),
+    ),
+    "head_timeout": (
+        "head-timeout",
+        "Seconds a client has to send a whole HTTP request head.",
+        _positive(float),
+    ),
+    "max_body": ("max-body", "Largest HTTP request body, in bytes.", _positive(int)),
+    "max_request_line": (
+        "max-request-line",
+        "Longest HTTP request line or header line, in bytes.",
+        _positive(int),
+    ),
+    "max_header_block": (
+        "max-header-block",
+        "Most bytes of HTTP headers in one request.",
+        _positive(int),
+    ),
+    "max_headers": (
+        "max-headers",
+        "Most HTTP header fields in one request.",
+        _positive(int),
+    ),
+}
+
+#: The limits that apply to a raw TCP service.
+TCP_LIMITS = ("idle_timeout",)
+#: The limits that apply to an HTTP service.
+HTTP_LIMITS = tuple(_OPTIONS)
+
+
+def limit_parameters(names: tuple[str, ...]) -> list[list[Any]]:
+    """
+    :return: ``optParameters`` entries for the named :class:`Limits` fields.
+    """
+    return [
+        [option, None, getattr(DEFAULT_LIMITS, name), doc, coerce]
+        for name, (option, doc, coerce) in _OPTIONS.items()
+        if name in names
+    ]
 
 
 class LimitOptions(usage.Options):
     """
     The command-line face of :class:`Limits`, mixed into every netlab plugin.
-    """
 
-    optParameters = [
-        [
-            "idle-timeout",
-            None,
-            DEFAULT_LIMITS.idle_timeout,
-            "Seconds a connection may stay silent before it is dropped.",
-            _positive_float,
-        ],
-    ]
+    Subclasses list the limits they offer with :func:`limit_parameters`.
+    """
 
     def limits(self) -> Limits:
         """
-        :return: the :class:`Limits` these options describe.
+        :return: the :class:`Limits` these options describe; limits without
+            an option keep their defaults.
         """
-        return Limits(idle_timeout=self["idle-timeout"])
+        given = {
+            name: self[option]
+            for name, (option, _, _) in _OPTIONS.items()
+            if option in self
+        }
+        try:
+            return Limits(**given)
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None

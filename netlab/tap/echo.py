@@ -2,7 +2,7 @@
 ``twistd netlab-echo``: the TCP echo service.
 """
 
-from netlab.limits import LimitOptions
+from netlab.limits import TCP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import ServiceOptions, make_service_maker
 from netlab.tcp import DEFAULT_ECHO_LISTEN, EchoFactory
 
@@ -14,6 +14,7 @@ class Options(ServiceOptions):
 
     synopsis = "[options]"
     longdesc = "Echoes back every byte each client sends, until it closes."
+    optParameters = limit_parameters(TCP_LIMITS)
     default_listen = DEFAULT_ECHO_LISTEN
 
 

@@ -2,7 +2,7 @@
 ``twistd netlab-greeting``: the TCP greeting service.
 """
 
-from netlab.limits import LimitOptions
+from netlab.limits import TCP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import ServiceOptions, make_service_maker
 from netlab.tcp import DEFAULT_GREETING_LISTEN, GreetingFactory
 
@@ -16,6 +16,7 @@ class Options(ServiceOptions):
     longdesc = (
         "Reads each client's first message, answers 'Hello from server!' and closes."
     )
+    optParameters = limit_parameters(TCP_LIMITS)
     default_listen = DEFAULT_GREETING_LISTEN
 
 

@@ -13,7 +13,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
-from netlab.limits import LimitOptions
+from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import check_endpoint, echo, greeting, listening_service
 
 #: Each service the lab runs: its default endpoint and how to build its factory.
@@ -32,6 +32,7 @@ class Options(LimitOptions):
 
     synopsis = "[options]"
     longdesc = "Runs every netlab service in one process, on loopback by default."
+    optParameters = limit_parameters(HTTP_LIMITS)
 
     def __init__(self) -> None:
         super().__init__()
