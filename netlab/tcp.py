@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tracking import ConnectionTracker
 
 #: Where ``twistd netlab-echo`` listens unless told otherwise.
 DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
@@ -67,11 +68,9 @@ def describe_address(address: IAddress) -> str:
     return f"{host}:{port}"
 
 
-class ServiceFactory(Factory):
+class ServiceFactory(ConnectionTracker, Factory):
     """
     What the netlab TCP servers share: limits, a clock, and the live connections.
-
-    :ivar connections: the protocols currently connected.
     """
 
     #: Names the service in log events.
@@ -80,31 +79,13 @@ class ServiceFactory(Factory):
     def __init__(
         self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
     ) -> None:
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self.limits = limits
         self.reactor = reactor
-        self.connections: set[ServiceProtocol] = set()
-        self._drained: list[defer.Deferred[None]] = []
-
-    def drained(self) -> defer.Deferred[None]:
-        """
-        :return: a Deferred that fires once no connection is left open.
-        """
-        if not self.connections:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._drained.append(waiter)
-        return waiter
-
-    def _forget(self, protocol: ServiceProtocol) -> None:
-        self.connections.discard(protocol)
-        if not self.connections:
-            waiters, self._drained = self._drained, []
-            for waiter in waiters:
-                waiter.callback(None)
 
 
 class ServiceProtocol(Protocol, TimeoutMixin):
@@ -125,7 +106,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         self.peer = describe_address(self.transport.getPeer())
         self.callLater = self.factory.reactor.callLater
         self.setTimeout(self.factory.limits.idle_timeout)
-        self.factory.connections.add(self)
+        self.factory.track(self)
         self._log.info(
             "{service} connection from {peer}",
             service=self.factory.service_name,
@@ -172,7 +153,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             bytes_out=self.bytes_out,
             reason=reason.getErrorMessage(),
         )
-        self.factory._forget(self)
+        self.factory.forget(self)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

@@ -1,0 +1,51 @@
+"""
+Knowing which connections a server has open, and when the last one closes.
+
+Shared by every netlab factory: tests wait on it before they end, and a
+graceful stop can close what is left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+
+class ConnectionTracker:
+    """
+    A factory mixin: ``connections`` holds the live protocols.
+
+    Protocols call :meth:`track` when they connect and :meth:`forget` when
+    they close.
+    """
+
+    def __init__(self) -> None:
+        self.connections: set[Any] = set()
+        self._drained: list[defer.Deferred[None]] = []
+
+    def track(self, protocol: Any) -> None:
+        """
+        Count ``protocol`` as open.
+        """
+        self.connections.add(protocol)
+
+    def forget(self, protocol: Any) -> None:
+        """
+        Count ``protocol`` as closed.
+        """
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiters, self._drained = self._drained, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drained(self) -> defer.Deferred[None]:
+        """
+        :return: a Deferred that fires once no connection is left open.
+        """
+        if not self.connections:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(waiter)
+        return waiter
