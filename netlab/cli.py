@@ -8,16 +8,19 @@ endpoint string. Every failure is one line on standard error.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from hyperlink import DecodedURL
 from twisted.internet import defer, error, task
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseFailed
 
-from netlab import __version__, tcp
+from netlab import __version__, http, tcp
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2
@@ -94,6 +97,69 @@ class GreetOptions(_ExchangeOptions):
     send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.greet)
 
 
+class GetOptions(usage.Options):
+    """
+    ``netlab get``.
+    """
+
+    name = "get"
+    optFlags = [["json", None, "Pretty-print a JSON body."]]
+    optParameters = [
+        [
+            "timeout",
+            "t",
+            http.DEFAULT_CLIENT_TIMEOUT,
+            "Seconds for the whole exchange, body included.",
+            _positive_float,
+        ],
+        ["data", "d", None, "Send this body in a POST ('-' reads standard input)."],
+        [
+            "max-body",
+            None,
+            http.DEFAULT_MAX_RESPONSE,
+            "The largest response body to accept, in bytes.",
+            int,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["headers"] = {}
+
+    def getSynopsis(self) -> str:
+        return "Usage: netlab get [options] URL"
+
+    def opt_header(self, header: str) -> None:
+        """
+        Send a request header, "Name: value" (repeatable).
+        """
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip() or name != name.strip():
+            raise usage.UsageError(f"bad header {header!r}: expected 'Name: value'")
+        self["headers"].setdefault(name, []).append(value.strip())
+
+    opt_H = opt_header
+
+    def parseArgs(self, url: str) -> None:
+        try:
+            parsed = DecodedURL.from_text(url)
+        except Exception as bad:
+            raise usage.UsageError(f"bad URL {url!r}: {bad}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise usage.UsageError(f"bad URL {url!r}: expected http://HOST/...")
+        self["url"] = url
+
+    def body(self) -> bytes | None:
+        """
+        :return: the body to send, if any.
+        """
+        if self["data"] == "-":
+            return sys.stdin.buffer.read()
+        if self["data"] is not None:
+            return self["data"].encode("utf-8")
+        return None
+
+
 class Options(usage.Options):
     """
     ``netlab``: the top-level command.
@@ -108,6 +174,7 @@ class Options(usage.Options):
             "Send to an echo server, print the reply.",
         ],
         ["greet", None, GreetOptions, "Greet a greeting server, print its answer."],
+        ["get", None, GetOptions, "Fetch a URL: print the status code, then the body."],
     ]
 
     def opt_version(self) -> NoReturn:
@@ -132,6 +199,8 @@ def describe_failure(failure: Failure) -> str:
         return "timed out"
     if failure.check(error.DNSLookupError):
         return f"host name not found ({failure.getErrorMessage()})"
+    if failure.check(ResponseFailed):
+        return describe_failure(failure.value.reasons[0])
     if failure.check(error.ConnectionLost):
         return "connection lost before the server finished"
     message = " ".join(failure.getErrorMessage().split())
@@ -162,6 +231,36 @@ async def _run(reactor: Any, options: _ExchangeOptions) -> None:
     sys.stdout.flush()
 
 
+async def _get(reactor: Any, options: GetOptions) -> None:
+    data = options.body()
+    try:
+        response = await http.fetch(
+            options["url"],
+            method="GET" if data is None else "POST",
+            headers=options["headers"],
+            data=data,
+            timeout=options["timeout"],
+            max_body=options["max-body"],
+            reactor=reactor,
+        )
+    except Exception:
+        reason = describe_failure(Failure())
+        _fail(f"netlab get: {options['url']}: {reason}", EXIT_NETWORK)
+    body = response.body
+    if options["json"]:
+        try:
+            body = json.dumps(json.loads(body), indent=2).encode()
+        except ValueError:
+            sys.stderr.write("netlab get: the body is not JSON; printed as it is\n")
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
+    sys.stdout.buffer.write(b"%d\n" % (response.code,) + body)
+    sys.stdout.flush()
+
+
+_COMMANDS = {"echo": _run, "greet": _run, "get": _get}
+
+
 def _fail(line: str, status: int) -> NoReturn:
     sys.stderr.write(line + "\n")
     raise SystemExit(status)
@@ -176,8 +275,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         options.parseOptions(argv)
     except usage.UsageError as mistake:
         _fail(f"netlab: {mistake}", EXIT_USAGE)
+    command = _COMMANDS[options.subCommand]
     task.react(
-        lambda reactor: defer.Deferred.fromCoroutine(_run(reactor, options.subOptions))
+        lambda reactor: defer.Deferred.fromCoroutine(
+            command(reactor, options.subOptions)
+        )
     )
 
 

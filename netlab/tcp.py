@@ -34,6 +34,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tracking import ConnectionTracker
 
@@ -310,16 +311,7 @@ def _exchange(
     exchange = _Exchange(message, max_reply)
     done = connectProtocol(endpoint, exchange)
     done.addCallback(lambda _: exchange.reply)
-    done.addTimeout(timeout, reactor, onTimeoutCancel=_timed_out)
-    return done
-
-
-def _timed_out(result: object, timeout: float) -> object:
-    # Cancelling a connect attempt fails with ConnectingCancelledError, not
-    # CancelledError: report every phase's timeout the same way.
-    if isinstance(result, Failure):
-        raise defer.TimeoutError(f"no complete reply within {timeout} seconds")
-    return result
+    return with_deadline(done, timeout, reactor)
 
 
 def echo(

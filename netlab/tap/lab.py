@@ -14,12 +14,13 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
-from netlab.tap import check_endpoint, echo, greeting, listening_service
+from netlab.tap import check_endpoint, echo, greeting, http, listening_service
 
 #: Each service the lab runs: its default endpoint and how to build its factory.
 SERVICES: dict[str, tuple[str, Callable[[LimitOptions], IProtocolFactory]]] = {
     "echo": (echo.Options.default_listen, echo.make_factory),
     "greeting": (greeting.Options.default_listen, greeting.make_factory),
+    "http": (http.Options.default_listen, http.make_factory),
 }
 
 OFF = "off"
@@ -59,6 +60,12 @@ class Options(LimitOptions):
         Where the greeting service listens (endpoint string, repeatable), or off.
         """
         self._place("greeting", description)
+
+    def opt_http(self, description: str) -> None:
+        """
+        Where the HTTP service listens (endpoint string, repeatable), or off.
+        """
+        self._place("http", description)
 
     def postOptions(self) -> None:
         for name, (default, _) in SERVICES.items():

@@ -14,3 +14,6 @@ netlabGreeting = ServiceMaker(
     "The netlab TCP greeting service.",
     "netlab-greeting",
 )
+netlabHTTP = ServiceMaker(
+    "netlab-http", "netlab.tap.http", "The netlab HTTP service.", "netlab-http"
+)

@@ -1,0 +1,513 @@
+"""
+The HTTP service (``GET /`` says ``Hello, world!``) and a client on treq.
+
+The routes are ordinary :class:`~twisted.web.resource.Resource` objects that
+you can mount in your own :class:`~twisted.web.server.Site`::
+
+    root = Resource()
+    root.putChild(b"hello", Hello())
+    root.putChild(b"echo", Echo())
+
+:class:`HTTPSite` serves them (all of them, by default) with netlab's limits::
+
+    endpoint = serverFromString(reactor, "tcp:8080:interface=127.0.0.1")
+    endpoint.listen(HTTPSite())
+
+:func:`fetch` is the client: it returns a Deferred of a :class:`Response`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    PotentialDataLoss,
+    ResponseDone,
+)
+from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from netlab.deadline import with_deadline
+from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tcp import describe_address
+from netlab.tracking import ConnectionTracker
+
+#: Where ``twistd netlab-http`` listens unless told otherwise.
+DEFAULT_HTTP_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+#: The body of ``GET /``.
+HELLO = b"Hello, world!"
+TEXT = b"text/plain; charset=utf-8"
+JSON = b"application/json"
+
+#: Seconds the client gives a whole exchange, connect to last body byte.
+DEFAULT_CLIENT_TIMEOUT = 10.0
+#: The largest response body the client keeps.
+DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
+
+# After refusing a request, how long to keep reading (and dropping) what the
+# client still sends, so that closing does not reset the connection before
+# the client has read the refusal.
+_LINGER_SECONDS = 2.0
+
+
+def plain(request: Request, code: int, text: bytes) -> bytes:
+    """
+    Set ``request``'s status and a plain-text content type.
+
+    :return: ``text``, for a ``render`` method to return.
+    """
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", TEXT)
+    return text
+
+
+def json_body(request: Request, value: object) -> bytes:
+    """
+    :return: ``value`` as a JSON body, with its content type set.
+    """
+    request.setHeader(b"Content-Type", JSON)
+    return json.dumps(value).encode() + b"\n"
+
+
+class NotFound(Resource):
+    """
+    ``404`` with a short plain body, for any method.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return plain(request, 404, b"Not found\n")
+
+
+NOT_FOUND = NotFound()
+
+
+class Route(Resource):
+    """
+    A resource that answers only :attr:`methods`: ``405`` with an ``Allow``
+    header for any other (twisted.web's own answer to an unknown method is
+    ``501``). It has no children: anything below it is :class:`NotFound`.
+    """
+
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+    def render(self, request: Request) -> bytes:
+        if request.method not in self.methods:
+            request.setHeader(b"Allow", b", ".join(self.methods))
+            return plain(request, 405, b"Method not allowed\n")
+        return super().render(request)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return NOT_FOUND
+
+
+class Hello(Route):
+    """
+    ``GET /``: ``Hello, world!`` as plain text.
+    """
+
+    def render_GET(self, request: Request) -> bytes:
+        return plain(request, 200, HELLO)
+
+
+class Health(Route):
+    """
+    ``GET /healthz``: ``{"status": "ok"}``, for load balancers and orchestrators.
+    """
+
+    def render_GET(self, request: Request) -> bytes:
+        return json_body(request, {"status": "ok"})
+
+
+class Echo(Route):
+    """
+    ``GET`` or ``POST /echo``: the request itself, as JSON.
+
+    The reflection holds ``method``, ``path`` (without the query), ``query``
+    (name to list of values), ``headers`` (lower-cased name to list of
+    values), ``body`` (text, or base64 when it is not UTF-8, as
+    ``body_encoding`` says) and the ``client`` address.
+    """
+
+    methods = (b"GET", b"HEAD", b"POST")
+
+    def render_GET(self, request: Request) -> bytes:
+        return json_body(request, reflect(request))
+
+    render_POST = render_GET
+
+
+def reflect(request: Request) -> dict[str, Any]:
+    """
+    :return: what :class:`Echo` answers for ``request``.
+    """
+    body = request.content.read() if request.content is not None else b""
+    try:
+        text, encoding = body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+    client = request.getClientAddress()
+
+    def decode(raw: bytes) -> str:
+        return raw.decode("latin-1")
+
+    return {
+        "method": decode(request.method),
+        "path": decode(request.path),
+        "query": {
+            key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
+            for key, vs in request.args.items()
+        },
+        "headers": {
+            decode(name).lower(): [decode(value) for value in values]
+            for name, values in request.requestHeaders.getAllRawHeaders()
+        },
+        "body": text,
+        "body_encoding": encoding,
+        "client": {
+            "host": getattr(client, "host", None),
+            "port": getattr(client, "port", None),
+        },
+    }
+
+
+class Root(Hello):
+    """
+    The whole service: :class:`Hello` at ``/``, :class:`Echo` at ``/echo``,
+    :class:`Health` at ``/healthz``, and :class:`NotFound` everywhere else.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.putChild(b"echo", Echo())
+        self.putChild(b"healthz", Health())
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"" and not request.postpath:
+            return self
+        return NOT_FOUND
+
+
+_ABSOLUTE_FORM = re.compile(rb"(?i)https?://")
+# RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) and port.
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
+
+
+class LimitedRequest(Request):
+    """
+    A request that keeps within :class:`~netlab.limits.Limits` and serves
+    what RFC 9112 asks of a server: absolute-form targets, and ``400`` for an
+    HTTP/1.1 request without exactly one valid ``Host``.
+    """
+
+    # The body is reflected, not parsed as a form.
+    _parsePOSTFormSubmission = False
+    channel: LimitedChannel
+
+    body_size = 0
+    started = 0.0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body_size += len(data)
+        if self.body_size > self.channel.limits.max_body:
+            self.channel.refuse(413, b"Content too large\n")
+        elif not self.channel.refused:
+            super().handleContentChunk(data)
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.channel.limits.max_body:
+            # Refused before one byte of the body is read.
+            self.channel.refuse(413, b"Content too large\n")
+        super().gotLength(length)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.started = self.channel.factory.reactor.seconds()
+        if _ABSOLUTE_FORM.match(path):
+            target = urlsplit(path)
+            self.requestHeaders.setRawHeaders(b"Host", [target.netloc])
+            path = (target.path or b"/") + (
+                b"?" + target.query if target.query else b""
+            )
+        hosts = self.requestHeaders.getRawHeaders(b"Host") or []
+        if version == b"HTTP/1.1" and (
+            len(hosts) != 1 or not _HOST.fullmatch(hosts[0])
+        ):
+            self.channel.refuse(400, b"Bad request: one valid Host header needed\n")
+            return
+        super().requestReceived(command, path, version)
+
+
+class LimitedChannel(HTTPChannel):
+    """
+    An HTTP/1.1 connection held to :class:`~netlab.limits.Limits`.
+
+    Each refusal is a complete response (status, plain body, ``Connection:
+    close``) followed by a lingering close, so that the client reads it.
+    """
+
+    _log = Logger()
+    limits: Limits = DEFAULT_LIMITS
+    factory: HTTPSite
+    refused = False
+    _awaiting_request_line = True
+    _in_body = False
+    _head_size = 0
+    _header_count = 0
+    _head_timer: Any = None
+    peer = "?"
+
+    def connectionMade(self) -> None:
+        # Twisted's own checks (silent drop, bare 400) are set looser than
+        # netlab's, which answer with the status the RFCs name.
+        self.MAX_LENGTH = self.limits.max_request_line
+        self.totalHeadersSize = (
+            self.limits.max_request_line + self.limits.max_header_block
+        )
+        self.maxHeaders = self.limits.max_headers + 1
+        self.peer = describe_address(self.transport.getPeer())
+        super().connectionMade()
+        self.factory.track(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self._head_timer is None and not (self._handlingRequest or self._in_body):
+            self._head_timer = self.callLater(
+                self.limits.head_timeout, self.refuse, 408, b"Request timeout\n"
+            )
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.refused:
+            return
+        if self._awaiting_request_line:
+            if line:
+                self._awaiting_request_line = False
+                self._head_size = self._header_count = 0
+        else:
+            self._head_size += len(line) + 2
+            if line and line[:1] not in b" \t":
+                self._header_count += 1
+            if (
+                self._head_size > self.limits.max_header_block
+                or self._header_count > self.limits.max_headers
+            ):
+                self.refuse(431, b"Request header fields too large\n")
+                return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._awaiting_request_line:
+            self.refuse(414, b"URI too long\n")
+        else:
+            self.refuse(431, b"Request header fields too large\n")
+
+    def allHeadersReceived(self) -> None:
+        self._stop_head_timer()
+        self._in_body = True
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        if self.refused:
+            return
+        self._in_body = False
+        self._awaiting_request_line = True
+        super().allContentReceived()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's own answer to a malformed request: make it a whole one.
+        self.refuse(400, b"Bad request\n")
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            if self._head_timer.active():
+                self._head_timer.cancel()
+            self._head_timer = None
+
+    def refuse(self, code: int, text: bytes) -> None:
+        """
+        Answer ``code`` with ``text``, stop parsing, and close.
+        """
+        if self.refused or self.transport is None:
+            return
+        self.refused = True
+        self._stop_head_timer()
+        self._log.info(
+            "refused a request from {peer}: {status} {reason}",
+            peer=self.peer,
+            status=code,
+            reason=text.decode().strip(),
+        )
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s"
+            % (code, RESPONSES.get(code, b"Error"), TEXT, len(text), text)
+        )
+        # Keep reading (and dropping) for a moment, then close for good.
+        self.transport.resumeProducing()
+        self.setTimeout(None)
+        self.callLater(_LINGER_SECONDS, self.transport.abortConnection)
+        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        if lose_write is not None:
+            lose_write()
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_head_timer()
+        super().connectionLost(reason)
+        self.factory.forget(self)
+
+
+class HTTPSite(ConnectionTracker, Site):
+    """
+    A :class:`~twisted.web.server.Site` held to :class:`~netlab.limits.Limits`,
+    with one structured access-log event per request.
+
+    :param resource: the root resource; by default netlab's :class:`Root`.
+    """
+
+    _log = Logger()
+    protocol = LimitedChannel
+    requestFactory = LimitedRequest
+    displayTracebacks = False
+
+    def __init__(
+        self,
+        resource: Resource | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        ConnectionTracker.__init__(self)
+        Site.__init__(
+            self,
+            Root() if resource is None else resource,
+            timeout=limits.idle_timeout,
+            reactor=reactor,
+        )
+        self.limits = limits
+
+    def buildProtocol(self, addr: Any) -> LimitedChannel:
+        channel = super().buildProtocol(addr)
+        channel.limits = self.limits
+        return channel
+
+    def getResourceFor(self, request: Request) -> Resource:
+        # Twisted has just set "Server: TwistedWeb/<version>": say less.
+        request.setHeader(b"Server", b"netlab")
+        return super().getResourceFor(request)
+
+    def log(self, request: LimitedRequest) -> None:
+        self._log.info(
+            "{method} {path} {status} {bytes} bytes {duration:.4f}s {peer}",
+            method=request.method.decode("latin-1"),
+            path=request.uri.decode("latin-1"),
+            status=request.code,
+            bytes=request.sentLength,
+            duration=self.reactor.seconds() - request.started,
+            peer=request.channel.peer,
+        )
+
+
+@dataclass(frozen=True)
+class Response:
+    """
+    A whole HTTP response, as :func:`fetch` gives it.
+    """
+
+    code: int
+    phrase: bytes
+    headers: Headers
+    body: bytes
+
+
+class ResponseTooLarge(Exception):
+    """
+    The server sent more body than the client agreed to keep.
+    """
+
+
+class _BoundedBody(Protocol):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.done: defer.Deferred[bytes] = defer.Deferred(
+            lambda _: self.transport.stopProducing()
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            self.transport.stopProducing()
+            if not self.done.called:
+                self.done.errback(
+                    ResponseTooLarge(f"response body larger than {self.limit} bytes")
+                )
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, list[str]] | None = None,
+    data: bytes | None = None,
+    timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    max_body: int = DEFAULT_MAX_RESPONSE,
+    reactor: Any = None,
+) -> defer.Deferred[Response]:
+    """
+    Make one HTTP request with treq and read the whole response.
+
+    The connection is not kept for reuse, so nothing is left open when the
+    Deferred fires (tests see a clean reactor).
+
+    :param timeout: seconds for the whole exchange, from connecting to the last
+        byte of the body (treq's own ``timeout`` covers only the headers);
+        past it the Deferred fails with
+        :class:`~twisted.internet.defer.TimeoutError`.
+    :param max_body: the most body bytes kept before failing with
+        :class:`ResponseTooLarge`.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    client = HTTPClient(
+        Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+    )
+
+    async def exchange() -> Response:
+        response = await client.request(method, url, headers=headers, data=data)
+        body = _BoundedBody(max_body)
+        response.deliverBody(body)
+        return Response(
+            response.code, response.phrase, response.headers, await body.done
+        )
+
+    return with_deadline(defer.Deferred.fromCoroutine(exchange()), timeout, reactor)
