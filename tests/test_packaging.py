@@ -111,5 +111,8 @@ class WheelTests(TestCase):
             cwd=str(outside),
         )
         self.assertEqual(listed.status, 0, listed)
-        for name in (b"netlab ", b"netlab-echo ", b"netlab-greeting ", b"web "):
+        for name in (
+            *(b"netlab ", b"netlab-echo ", b"netlab-greeting ", b"netlab-http "),
+            b"web ",
+        ):
             self.assertIn(b"    " + name, listed.out)

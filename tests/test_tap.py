@@ -8,8 +8,9 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from netlab import tcp
+from netlab import http, tcp
 from netlab.tap import echo, greeting, lab
+from netlab.tap import http as http_tap
 
 
 def listeners(service) -> list[StreamServerEndpointService]:
@@ -30,6 +31,7 @@ class SingleServiceTests(SynchronousTestCase):
         for module, default in (
             (echo, tcp.DEFAULT_ECHO_LISTEN),
             (greeting, tcp.DEFAULT_GREETING_LISTEN),
+            (http_tap, http.DEFAULT_HTTP_LISTEN),
         ):
             options = module.Options()
             options.parseOptions([])
@@ -88,20 +90,24 @@ class LabTests(SynchronousTestCase):
             {
                 "echo": [tcp.DEFAULT_ECHO_LISTEN],
                 "greeting": [tcp.DEFAULT_GREETING_LISTEN],
+                "http": [http.DEFAULT_HTTP_LISTEN],
             },
         )
         service = lab.makeService(options)
-        self.assertEqual(sorted(s.name for s in service), ["echo", "greeting"])
+        self.assertEqual(sorted(s.name for s in service), ["echo", "greeting", "http"])
         factories = {type(s.factory) for s in listeners(service)}
-        self.assertEqual(factories, {tcp.EchoFactory, tcp.GreetingFactory})
+        self.assertEqual(
+            factories, {tcp.EchoFactory, tcp.GreetingFactory, http.HTTPSite}
+        )
 
     def test_move_and_turn_off(self) -> None:
         options = self.parse(
-            "--echo", "tcp:9100:interface=127.0.0.1", "--greeting", "off"
+            *("--echo", "tcp:9100:interface=127.0.0.1"),
+            *("--greeting", "off", "--http", "off"),
         )
         self.assertEqual(
             options["listen"],
-            {"echo": ["tcp:9100:interface=127.0.0.1"], "greeting": []},
+            {"echo": ["tcp:9100:interface=127.0.0.1"], "greeting": [], "http": []},
         )
         service = lab.makeService(options)
         self.assertEqual([s.name for s in service], ["echo"])
@@ -111,12 +117,34 @@ class LabTests(SynchronousTestCase):
             usage.UsageError, self.parse, "--echo", "off", "--echo", "tcp:1"
         )
         self.assertRaises(
-            usage.UsageError, self.parse, "--echo", "off", "--greeting", "off"
+            usage.UsageError,
+            self.parse,
+            *("--echo", "off", "--greeting", "off", "--http", "off"),
         )
         self.assertRaises(usage.UsageError, self.parse, "--greeting", "tcp:x")
 
     def test_limits_reach_every_service(self) -> None:
-        service = lab.makeService(self.parse("--idle-timeout", "7"))
+        service = lab.makeService(self.parse("--idle-timeout", "7", "--max-body", "99"))
         self.assertEqual(
             {s.factory.limits.idle_timeout for s in listeners(service)}, {7.0}
         )
+        [site] = [
+            s.factory
+            for s in listeners(service)
+            if s.name is None and isinstance(s.factory, http.HTTPSite)
+        ]
+        self.assertEqual(site.limits.max_body, 99)
+        self.assertEqual(site.timeOut, 7.0)
+
+    def test_http_help_shows_every_http_limit(self) -> None:
+        text = " ".join(http_tap.Options().getUsage().split())
+        for option in (
+            "--idle-timeout=",
+            "--head-timeout=",
+            "--max-body=",
+            "--max-request-line=",
+            "--max-header-block=",
+            "--max-headers=",
+        ):
+            self.assertIn(option, text)
+        self.assertIn("[default: 1048576]", text)

@@ -14,7 +14,7 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
-from netlab import tcp
+from netlab import http, tcp
 from tests.support import WAIT, bounded, connect, python, run, spawn
 
 
@@ -43,7 +43,7 @@ class TwistdTests(TestCase):
     async def test_help_lists_plugins(self) -> None:
         result = await run(twistd("--help"), cwd=self.outside)
         self.assertEqual(result.status, 0, result)
-        for name in (b"netlab ", b"netlab-echo ", b"netlab-greeting "):
+        for name in (b"netlab ", b"netlab-echo ", b"netlab-greeting ", b"netlab-http "):
             self.assertIn(b"    " + name, result.out)
 
     async def start(self, *args: str, factories: tuple[str, ...]) -> tuple:
@@ -97,16 +97,17 @@ class TwistdTests(TestCase):
         ``twistd -r asyncio netlab`` runs every service (the plugin module must
         not import a reactor before twistd installs one).
         """
-        child, [echo_port, greeting_port] = await self.start(
+        child, [echo_port, greeting_port, http_port] = await self.start(
             "-r",
             "asyncio",
             "netlab",
-            "--echo",
-            LOOPBACK_ANY_PORT,
-            "--greeting",
-            LOOPBACK_ANY_PORT,
-            factories=("EchoFactory", "GreetingFactory"),
+            *("--echo", LOOPBACK_ANY_PORT),
+            *("--greeting", LOOPBACK_ANY_PORT),
+            *("--http", LOOPBACK_ANY_PORT),
+            factories=("EchoFactory", "GreetingFactory", "HTTPSite"),
         )
+        response = await http.fetch(f"http://127.0.0.1:{http_port}/", timeout=WAIT)
+        self.assertEqual((response.code, response.body), (200, http.HELLO))
         self.assertEqual(
             await tcp.greet(f"tcp:127.0.0.1:{greeting_port}", timeout=WAIT),
             tcp.GREETING,
