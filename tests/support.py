@@ -103,6 +103,33 @@ async def connect(host: str, port: int) -> Peer:
     return await bounded(connectProtocol(endpoint, Peer()))
 
 
+async def abort(peer: Peer) -> None:
+    """
+    Abort ``peer``'s connection if it is still open, and wait until it is closed.
+    """
+    if peer.transport.connected:
+        peer.transport.abortConnection()
+    await bounded(peer.closed)
+
+
+def register(
+    namespace: dict[str, Any],
+    contract: type,
+    servers: dict[str, Any],
+    tests: dict[str, Callable[..., Any]],
+) -> None:
+    """
+    Put in ``namespace`` one ``TestCase`` per server: the ``contract`` mixin
+    with its ``server`` set, plus ``tests`` (name to method).
+    """
+    from twisted.trial.unittest import TestCase
+
+    for server_name, server in servers.items():
+        name = f"{server_name}{contract.__name__}"
+        attributes = dict(tests, server=server)
+        namespace[name] = type(name, (contract, TestCase), attributes)
+
+
 @dataclass
 class Running:
     """

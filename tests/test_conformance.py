@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
 from netlab import tcp
 from netlab.compat import socket_client
@@ -22,10 +21,12 @@ from tests.support import (
     Peer,
     TwinServer,
     TwistedServer,
+    abort,
     bounded,
     connect,
     python,
     raise_fd_limit,
+    register,
     run,
 )
 
@@ -92,7 +93,7 @@ class _Contract:
     Starts ``server`` before each test and stops it after; hostile-input cases
     that every server must survive.
 
-    A mixin: :func:`_register` makes one ``TestCase`` per server from it.
+    A mixin: :func:`tests.support.register` makes one ``TestCase`` per server.
     """
 
     timeout = 120
@@ -106,7 +107,7 @@ class _Contract:
 
     async def connect(self) -> Peer:
         peer = await connect(self.host, self.port)
-        self.addCleanup(_abort, peer)
+        self.addCleanup(abort, peer)
         return peer
 
     async def assert_serves_normally(self) -> None:
@@ -161,12 +162,6 @@ class _Contract:
         running = await self.server.start(idle_timeout)
         self.host, self.port = running.host, running.port
         self.addCleanup(running.stop)
-
-
-async def _abort(peer: Peer) -> None:
-    if peer.transport.connected:
-        peer.transport.abortConnection()
-    await bounded(peer.closed)
 
 
 class EchoContract(_Contract):
@@ -276,20 +271,12 @@ def _client_test(name: str, client: Client, command: str):
     return test
 
 
-def _register(
-    contract: type[_Contract],
-    servers: dict[str, TwistedServer | TwinServer],
-    command: str,
-) -> None:
-    for server_name, server in servers.items():
-        attributes = {
-            f"test_client_{name}": _client_test(name, client, command)
-            for name, client in CLIENTS.items()
-        }
-        attributes["server"] = server
-        name = f"{server_name}{contract.__name__}"
-        globals()[name] = type(name, (contract, TestCase), attributes)
+def _client_tests(command: str) -> dict:
+    return {
+        f"test_client_{name}": _client_test(name, client, command)
+        for name, client in CLIENTS.items()
+    }
 
 
-_register(EchoContract, ECHO_SERVERS, "echo")
-_register(GreetingContract, GREETING_SERVERS, "greet")
+register(globals(), EchoContract, ECHO_SERVERS, _client_tests("echo"))
+register(globals(), GreetingContract, GREETING_SERVERS, _client_tests("greet"))
