@@ -271,6 +271,7 @@ class LimitedChannel(HTTPChannel):
     _head_size = 0
     _header_count = 0
     _head_timer: Any = None
+    _linger: Any = None
     peer = "?"
 
     def connectionMade(self) -> None:
@@ -363,7 +364,7 @@ class LimitedChannel(HTTPChannel):
         # Keep reading (and dropping) for a moment, then close for good.
         self.transport.resumeProducing()
         self.setTimeout(None)
-        self.callLater(_LINGER_SECONDS, self.transport.abortConnection)
+        self._linger = self.callLater(_LINGER_SECONDS, self.transport.abortConnection)
         lose_write = getattr(self.transport, "loseWriteConnection", None)
         if lose_write is not None:
             lose_write()
@@ -372,6 +373,8 @@ class LimitedChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_head_timer()
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         super().connectionLost(reason)
         self.factory.forget(self)
 

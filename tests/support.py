@@ -126,7 +126,7 @@ def register(
 
     for server_name, server in servers.items():
         name = f"{server_name}{contract.__name__}"
-        attributes = dict(tests, server=server)
+        attributes = dict(tests, server=server, __module__=namespace["__name__"])
         namespace[name] = type(name, (contract, TestCase), attributes)
 
 

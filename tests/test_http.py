@@ -305,6 +305,11 @@ class SiteTests(SynchronousTestCase):
         self.connection.channel.connectionLost(None)
         self.assertEqual(self.site.connections, set())
 
+    def test_closing_a_refused_connection_leaves_no_timer(self) -> None:
+        self.request(b"GET / HTTP/1.1\r\n\r\n")
+        self.connection.channel.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
 
 class EmbeddingTests(SynchronousTestCase):
     def test_resources_mount_in_a_plain_site(self) -> None:
