@@ -33,7 +33,20 @@ def _positive_float(value: str) -> float:
     return number
 
 
-class _ExchangeOptions(usage.Options):
+class _CommandOptions(usage.Options):
+    """
+    What every ``netlab`` command's options share.
+    """
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print netlab's version and exit.
+        """
+        sys.stdout.write(f"netlab {__version__}\n")
+        raise SystemExit(0)
+
+
+class _ExchangeOptions(_CommandOptions):
     """
     Options of a command that sends one message and prints the reply.
     """
@@ -97,7 +110,7 @@ class GreetOptions(_ExchangeOptions):
     send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.greet)
 
 
-class GetOptions(usage.Options):
+class GetOptions(_CommandOptions):
     """
     ``netlab get``.
     """
@@ -160,7 +173,7 @@ class GetOptions(usage.Options):
         return None
 
 
-class Options(usage.Options):
+class Options(_CommandOptions):
     """
     ``netlab``: the top-level command.
     """
@@ -177,16 +190,9 @@ class Options(usage.Options):
         ["get", None, GetOptions, "Fetch a URL: print the status code, then the body."],
     ]
 
-    def opt_version(self) -> NoReturn:
-        """
-        Print netlab's version and exit.
-        """
-        sys.stdout.write(f"netlab {__version__}\n")
-        raise SystemExit(0)
-
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("a command is required (try netlab --help)")
+            raise usage.UsageError("a command is required")
 
 
 def describe_failure(failure: Failure) -> str:
@@ -274,7 +280,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         options.parseOptions(argv)
     except usage.UsageError as mistake:
-        _fail(f"netlab: {mistake}", EXIT_USAGE)
+        command = " ".join(
+            ["netlab", *([options.subCommand] if options.subCommand else [])]
+        )
+        _fail(f"{command}: {mistake} (see {command} --help)", EXIT_USAGE)
     command = _COMMANDS[options.subCommand]
     task.react(
         lambda reactor: defer.Deferred.fromCoroutine(
