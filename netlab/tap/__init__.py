@@ -7,7 +7,8 @@ function, as in :mod:`twisted.web.tap`. What they share lives here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
@@ -74,10 +75,12 @@ class ServiceOptions(LimitOptions):
     """
     Options for a plugin that runs one service: a repeatable ``--listen``.
 
-    Subclasses set :attr:`default_listen`.
+    Subclasses set :attr:`default_listen`, and :attr:`factory_class`: the
+    service's factory, which takes ``limits=``.
     """
 
     default_listen: str = ""
+    factory_class: type
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,15 +101,17 @@ class ServiceOptions(LimitOptions):
             self["listen"] = [self.default_listen]
 
 
-def make_service_maker(
-    factory: Callable[[ServiceOptions], IProtocolFactory],
-) -> Callable[[ServiceOptions], IService]:
+def make_factory(options: ServiceOptions | LimitOptions, factory_class: type) -> Any:
     """
-    :return: a ``makeService`` that listens with ``factory(options)`` on each
-        ``--listen`` endpoint.
+    :return: ``factory_class`` held to the limits ``options`` describe.
     """
+    return factory_class(limits=options.limits())
 
-    def makeService(options: ServiceOptions) -> IService:
-        return listening_service(options["listen"], factory(options))
 
-    return makeService
+def makeService(options: ServiceOptions) -> IService:
+    """
+    The ``makeService`` of every single-service plugin: listen with the
+    service's factory on each ``--listen`` endpoint.
+    """
+    factory = make_factory(options, options.factory_class)
+    return listening_service(options["listen"], factory)

@@ -2,8 +2,8 @@
 ``twistd netlab-greeting``: the TCP greeting service.
 """
 
-from netlab.limits import TCP_LIMITS, LimitOptions, limit_parameters
-from netlab.tap import ServiceOptions, make_service_maker
+from netlab.limits import TCP_LIMITS, limit_parameters
+from netlab.tap import ServiceOptions, makeService
 from netlab.tcp import DEFAULT_GREETING_LISTEN, GreetingFactory
 
 
@@ -18,13 +18,7 @@ class Options(ServiceOptions):
     )
     optParameters = limit_parameters(TCP_LIMITS)
     default_listen = DEFAULT_GREETING_LISTEN
+    factory_class = GreetingFactory
 
 
-def make_factory(options: LimitOptions) -> GreetingFactory:
-    """
-    :return: the greeting factory these options describe.
-    """
-    return GreetingFactory(limits=options.limits())
-
-
-makeService = make_service_maker(make_factory)
+__all__ = ["Options", "makeService"]

@@ -3,8 +3,8 @@
 """
 
 from netlab.http import DEFAULT_HTTP_LISTEN, HTTPSite
-from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
-from netlab.tap import ServiceOptions, make_service_maker
+from netlab.limits import HTTP_LIMITS, limit_parameters
+from netlab.tap import ServiceOptions, makeService
 
 
 class Options(ServiceOptions):
@@ -19,13 +19,7 @@ class Options(ServiceOptions):
     )
     optParameters = limit_parameters(HTTP_LIMITS)
     default_listen = DEFAULT_HTTP_LISTEN
+    factory_class = HTTPSite
 
 
-def make_factory(options: LimitOptions) -> HTTPSite:
-    """
-    :return: the HTTP site these options describe.
-    """
-    return HTTPSite(limits=options.limits())
-
-
-makeService = make_service_maker(make_factory)
+__all__ = ["Options", "makeService"]

@@ -7,20 +7,25 @@ turns it off (``--echo off``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.application.service import IService, MultiService
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.python import usage
 
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
-from netlab.tap import check_endpoint, echo, greeting, http, listening_service
+from netlab.tap import (
+    ServiceOptions,
+    check_endpoint,
+    echo,
+    greeting,
+    http,
+    listening_service,
+    make_factory,
+)
 
-#: Each service the lab runs: its default endpoint and how to build its factory.
-SERVICES: dict[str, tuple[str, Callable[[LimitOptions], IProtocolFactory]]] = {
-    "echo": (echo.Options.default_listen, echo.make_factory),
-    "greeting": (greeting.Options.default_listen, greeting.make_factory),
-    "http": (http.Options.default_listen, http.make_factory),
+#: Each service the lab runs, by the options of its own plugin.
+SERVICES: dict[str, type[ServiceOptions]] = {
+    "echo": echo.Options,
+    "greeting": greeting.Options,
+    "http": http.Options,
 }
 
 OFF = "off"
@@ -38,10 +43,10 @@ class Options(LimitOptions):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = {name: [] for name in SERVICES}
-        for name, (default, _) in SERVICES.items():
+        for name, service in SERVICES.items():
             self.docs[name] = (
                 f"Where the {name} service listens (endpoint string, repeatable), "
-                f"or off. [default: {default}]"
+                f"or off. [default: {service.default_listen}]"
             )
 
     def _place(self, name: str, description: str) -> None:
@@ -68,14 +73,14 @@ class Options(LimitOptions):
         self._place("http", description)
 
     def postOptions(self) -> None:
-        for name, (default, _) in SERVICES.items():
+        for name, service in SERVICES.items():
             places = self["listen"][name]
             if OFF in places and len(places) > 1:
                 raise usage.UsageError(f"--{name} {OFF} cannot be combined with others")
             if places == [OFF]:
                 self["listen"][name] = []
             elif not places:
-                self["listen"][name] = [default]
+                self["listen"][name] = [service.default_listen]
         if not any(self["listen"].values()):
             raise usage.UsageError("every service is off: nothing to run")
 
@@ -85,10 +90,11 @@ def makeService(options: Options) -> IService:
     :return: one service holding every netlab service that is not off.
     """
     lab = MultiService()
-    for name, (_, make_factory) in SERVICES.items():
+    for name, plugin in SERVICES.items():
         places = options["listen"][name]
         if places:
-            service = listening_service(places, make_factory(options))
+            factory = make_factory(options, plugin.factory_class)
+            service = listening_service(places, factory)
             service.setName(name)
             service.setServiceParent(lab)
     return lab
