@@ -149,8 +149,11 @@ class TwistedServer:
     def __init__(self, factory_class: type[ServiceFactory]) -> None:
         self.factory_class = factory_class
 
-    async def start(self, idle_timeout: float) -> Running:
-        factory = self.factory_class(limits=Limits(idle_timeout=idle_timeout))
+    async def start(self, **limits: float) -> Running:
+        """
+        Listen on a free loopback port, held to ``limits`` (:class:`Limits` fields).
+        """
+        factory = self.factory_class(limits=Limits(**limits))
         endpoint = serverFromString(reactor, f"tcp:0:interface={LOOPBACK}")
         port = await endpoint.listen(factory)
 
@@ -284,18 +287,16 @@ class TwinServer:
     def __init__(self, module: str) -> None:
         self.module = module
 
-    async def start(self, idle_timeout: float) -> Running:
+    async def start(self, **limits: float) -> Running:
+        """
+        Start the twin on a free loopback port; each of ``limits`` (a
+        :class:`Limits` field) is passed as its option (``--idle-timeout``).
+        """
+        options = []
+        for name, value in limits.items():
+            options += ["--" + name.replace("_", "-"), str(value)]
         child = spawn(
-            python(
-                "-m",
-                self.module,
-                "--host",
-                LOOPBACK,
-                "--port",
-                "0",
-                "--idle-timeout",
-                str(idle_timeout),
-            ),
+            python("-m", self.module, "--host", LOOPBACK, "--port", "0", *options),
             watch=LISTENING,
         )
         match = await bounded(child.protocol.seen)

@@ -101,7 +101,7 @@ class _Contract:
     idle_timeout = 30.0
 
     async def setUp(self) -> None:
-        running = await self.server.start(self.idle_timeout)
+        running = await self.server.start(idle_timeout=self.idle_timeout)
         self.host, self.port = running.host, running.port
         self.addCleanup(running.stop)
 
@@ -159,7 +159,7 @@ class _Contract:
         self.assertEqual(peer.received, b"")
 
     async def start_another(self, idle_timeout: float) -> None:
-        running = await self.server.start(idle_timeout)
+        running = await self.server.start(idle_timeout=idle_timeout)
         self.host, self.port = running.host, running.port
         self.addCleanup(running.stop)
 

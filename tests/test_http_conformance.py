@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
+from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 
 from netlab import http
@@ -107,7 +108,10 @@ class HTTPContract:
     server: TwistedServer | TwinServer
 
     async def setUp(self) -> None:
-        running = await self.server.start(30.0)
+        await self.start(idle_timeout=30.0)
+
+    async def start(self, **limits: float) -> None:
+        running = await self.server.start(**limits)
         self.host, self.port = running.host, running.port
         self.addCleanup(running.stop)
 
@@ -290,6 +294,24 @@ class HTTPContract:
     async def test_too_many_headers_is_431(self) -> None:
         headers = b"".join(b"X-%d: v\r\n" % (i,) for i in range(101))
         await self.refused(b"GET / HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n", 431)
+
+    async def test_slow_loris_is_cut_off(self) -> None:
+        """
+        A client trickling its request head gets 408 once the head deadline
+        passes, though each byte comes well within the idle timeout.
+        """
+        await self.start(idle_timeout=5.0, head_timeout=1.0)
+        peer = await self.connect()
+        peer.transport.write(b"GET / HTTP/1.1\r\nHost: h\r\n")
+        for _ in range(40):  # 0.1 s apart: 4 s at most, the deadline is 1 s
+            if peer.reason is not None:
+                break
+            peer.transport.write(b"X")
+            await task.deferLater(reactor, 0.1)
+        await bounded(peer.closed)
+        [(code, headers, _)] = parse_responses(bytes(peer.received), [b"GET"])
+        self.assertEqual((code, headers[b"connection"]), (408, [b"close"]))
+        await self.assert_serves_normally()
 
     async def test_smuggling_is_400(self) -> None:
         """

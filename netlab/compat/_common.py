@@ -9,8 +9,9 @@ import signal
 import sys
 
 
-def parse_args(description, port, argv=None, client=False):
-    """Parse a server's ``--host --port --idle-timeout``, or a client's
+def parse_args(description, port, argv=None, client=False, timeouts=()):
+    """Parse a server's ``--host --port --idle-timeout`` (and any other
+    ``timeouts``: (name, default, help) each), or a client's
     ``--host --port --timeout [MESSAGE]``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
@@ -32,6 +33,13 @@ def parse_args(description, port, argv=None, client=False):
             default=60.0,
             help="seconds of silence before a client is dropped (default: %(default)s)",
         )
+        for name, default, text in timeouts:
+            parser.add_argument(
+                f"--{name}",
+                type=float,
+                default=default,
+                help=f"{text} (default: %(default)s)",
+            )
     return parser.parse_args(argv)
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +42,7 @@ REFUSALS = {
     400: b"Bad request\n",
     413: b"Content too large\n",
     414: b"URI too long\n",
+    408: b"Request timeout\n",
     431: b"Request header fields too large\n",
 }
 ABSOLUTE_FORM = re.compile(r"(?i)https?://")
@@ -80,14 +82,46 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.command, self.path, self.request_version = "-", "-", "HTTP/1.1"
         try:
+            # Between requests, wait (up to the idle timeout) for a first byte.
+            if not self.rfile.peek(1):
+                return
             try:
-                if self.read_head():
+                if self.read_head_in_time() and not self.late:
                     self.route(self.read_body())
             except Refused as refusal:
-                self.refuse(refusal.status)
+                if not self.late:
+                    self.refuse(refusal.status)
         except OSError as error:  # a timeout, or the client went away
             log.info("connection from %s closed: %s", self.peer, error)
             self.close_connection = True
+
+    def read_head_in_time(self):
+        """read_head(), within --head-timeout of the head's first byte.
+
+        The socket timeout bounds each read, not the whole head: a client
+        sending a byte a second would never be cut off. So a timer answers
+        408 and shuts the socket, which ends the blocked read.
+        """
+        self.late = self.head_read = False
+        self.head_lock = threading.Lock()
+        timer = threading.Timer(self.server.head_timeout, self.head_too_late)
+        timer.start()
+        try:
+            return self.read_head()
+        finally:
+            with self.head_lock:
+                timer.cancel()
+                self.head_read = True
+
+    def head_too_late(self):
+        with self.head_lock:
+            if self.head_read:
+                return
+            self.late = True
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.reply(408, REFUSALS[408])
+                self.connection.shutdown(socket.SHUT_RDWR)
 
     def read_head(self):
         """Read the request line and headers; False if the client closed."""
@@ -273,13 +307,15 @@ def serve(args):
     # for clients that keep their connections open.
     with ThreadingHTTPServer((args.host, args.port), Handler) as server:
         server.idle_timeout = args.idle_timeout
+        server.head_timeout = args.head_timeout
         host, port = server.server_address[:2]
         log.info("listening on %s port %d", host, port)
         server.serve_forever()
 
 
 def main(argv=None):
-    return run(serve, parse_args(__doc__, 8080, argv))
+    head = ("head-timeout", 10.0, "seconds to send a whole request head")
+    return run(serve, parse_args(__doc__, 8080, argv, timeouts=[head]))
 
 
 if __name__ == "__main__":
