@@ -233,8 +233,9 @@ class LimitedRequest(Request):
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.limits.max_body:
-            # Refused before one byte of the body is read.
+            # Refused before one byte of the body is read (or stored).
             self.channel.refuse(413, b"Content too large\n")
+            length = 0
         super().gotLength(length)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
@@ -331,6 +332,11 @@ class LimitedChannel(HTTPChannel):
         self._in_body = False
         self._awaiting_request_line = True
         super().allContentReceived()
+
+    def _send100Continue(self) -> None:
+        # Not after a refusal: the client must not send the body.
+        if not self.refused:
+            super()._send100Continue()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted's own answer to a malformed request: make it a whole one.

@@ -211,6 +211,26 @@ class SiteTests(SynchronousTestCase):
             b"413",
         )
 
+    def test_expect_continue_with_refused_body(self) -> None:
+        """
+        A client that waits for 100 Continue is told 413 instead, and only that.
+        """
+        raw = self.connection.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 5000\r\n\r\n"
+        )
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413 "), raw)
+        self.assertNotIn(b"100 Continue", raw)
+
+    def test_expect_continue_with_accepted_body(self) -> None:
+        raw = self.connection.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 2\r\n\r\n"
+        )
+        self.assertEqual(raw, b"HTTP/1.1 100 Continue\r\n\r\n")
+        _, _, body = self.request(b"hi")
+        self.assertEqual(json.loads(body)["body"], "hi")
+
     def test_chunked_body_over_limit_is_413(self) -> None:
         chunk = b"%x\r\n%s\r\n" % (600, b"x" * 600)
         self.assert_refused(
