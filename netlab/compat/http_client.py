@@ -10,7 +10,10 @@ HTTP response, 404 or 500 included, is a success: it is printed.
 import argparse
 import sys
 
-import requests
+try:
+    import requests
+except ImportError:  # the "compat" extra is not installed
+    requests = None
 
 
 def fetch(url, timeout=10.0):
@@ -26,6 +29,8 @@ def main(argv=None):
         "--timeout", type=float, default=10.0, help="default: %(default)s"
     )
     args = parser.parse_args(argv)
+    if requests is None:
+        sys.exit("http_client: needs requests: pip install 'netlab[compat]'")
     try:
         response = requests.get(args.url, timeout=args.timeout)
     except (requests.RequestException, ValueError) as error:
