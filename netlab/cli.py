@@ -280,10 +280,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         options.parseOptions(argv)
     except usage.UsageError as mistake:
-        command = " ".join(
+        name = " ".join(
             ["netlab", *([options.subCommand] if options.subCommand else [])]
         )
-        _fail(f"{command}: {mistake} (see {command} --help)", EXIT_USAGE)
+        _fail(f"{name}: {mistake} (see {name} --help)", EXIT_USAGE)
     command = _COMMANDS[options.subCommand]
     task.react(
         lambda reactor: defer.Deferred.fromCoroutine(

@@ -4,14 +4,16 @@ The ``netlab`` command and the compat client, run as users run them.
 
 from __future__ import annotations
 
+import json
 import socket
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.trial.unittest import TestCase
 
-from netlab import __version__, tcp
-from tests.support import python, run
+from netlab import __version__, http, tcp
+from netlab.tracking import ConnectionTracker
+from tests.support import bounded, python, run
 
 
 def netlab(*args: str) -> list[str]:
@@ -21,11 +23,12 @@ def netlab(*args: str) -> list[str]:
 class CommandTests(TestCase):
     timeout = 120
 
-    async def serve(self, factory: tcp.ServiceFactory) -> str:
+    async def serve(self, factory: ConnectionTracker) -> str:
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             factory
         )
         self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: bounded(factory.drained()))
         return f"tcp:127.0.0.1:{port.getHost().port}"
 
     def assert_one_line_failure(self, result, status: int, *words: bytes) -> None:
@@ -84,6 +87,49 @@ class CommandTests(TestCase):
     async def test_version(self) -> None:
         result = await run(netlab("--version"))
         self.assertEqual(result.out, f"netlab {__version__}\n".encode())
+
+    async def test_get(self) -> None:
+        base = "http://" + (await self.serve(http.HTTPSite())).removeprefix("tcp:")
+        result = await run(netlab("get", base + "/nope"))
+        self.assertEqual((result.status, result.out), (0, b"404\nNot found\n"))
+        result = await run(
+            netlab("get", "--json", "-H", "X-A: 1", "--data", "hi", base + "/echo")
+        )
+        self.assertEqual(result.status, 0, result)
+        code, _, body = result.out.partition(b"\n")
+        self.assertEqual(code, b"200")
+        self.assertIn(b'\n  "method": "POST",\n', body)
+        reflection = json.loads(body)
+        self.assertEqual(
+            (reflection["body"], reflection["headers"]["x-a"]), ("hi", ["1"])
+        )
+        result = await run(netlab("get", "--data", "-", base + "/echo"), stdin=b"\xff")
+        self.assertEqual(json.loads(result.out.partition(b"\n")[2])["body"], "/w==")
+
+    async def test_get_failures(self) -> None:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+            result = await run(netlab("get", f"http://127.0.0.1:{port}/"))
+        self.assert_one_line_failure(result, 1, b"connection refused")
+        for args in (
+            ("notaurl",),
+            ("ftp://127.0.0.1/",),
+            ("-H", "no colon", "http://127.0.0.1/"),
+            ("--timeout", "0", "http://127.0.0.1/"),
+        ):
+            result = await run(netlab("get", *args))
+            self.assert_one_line_failure(result, 2, b"netlab get")
+
+    async def test_get_timeout_covers_the_body(self) -> None:
+        with socket.socket() as stalls:
+            stalls.bind(("127.0.0.1", 0))
+            stalls.listen()
+            port = stalls.getsockname()[1]
+            result = await run(
+                netlab("get", "--timeout", "0.5", f"http://127.0.0.1:{port}/")
+            )
+        self.assert_one_line_failure(result, 1, b"timed out")
 
     async def test_compat_client_refused(self) -> None:
         with socket.socket() as closed:
