@@ -353,6 +353,7 @@ class ClientTests(TestCase):
     async def serve(self, site: http.HTTPSite) -> str:
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: bounded(site.drained()))
         return f"http://127.0.0.1:{port.getHost().port}"
 
     async def test_fetch(self) -> None:

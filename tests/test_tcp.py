@@ -195,6 +195,7 @@ class LoopbackTests(TestCase):
             factory
         )
         self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: bounded(factory.drained()))
         return port.getHost().port
 
     async def test_client_that_never_reads_is_paused(self) -> None:
@@ -208,7 +209,6 @@ class LoopbackTests(TestCase):
         factory = tcp.EchoFactory()
         port = await self.start(factory)
         peer = await connect("127.0.0.1", port)
-        self.addCleanup(bounded, factory.drained())
         peer.transport.pauseProducing()
         message = bytes(range(256)) * (64 * 1024 * 1024 // 256)
         peer.transport.write(message)
