@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import describe_address
 from netlab.tracking import ConnectionTracker
+from netlab.websocket import EchoFactory, WebSocketMount
 
 #: Where ``twistd netlab-http`` listens unless told otherwise.
 DEFAULT_HTTP_LISTEN = "tcp:8080:interface=127.0.0.1"
@@ -191,13 +193,24 @@ def reflect(request: Request) -> dict[str, Any]:
 class Root(Hello):
     """
     The whole service: :class:`Hello` at ``/``, :class:`Echo` at ``/echo``,
-    :class:`Health` at ``/healthz``, and :class:`NotFound` everywhere else.
+    :class:`Health` at ``/healthz``, the WebSocket echo
+    (:class:`~netlab.websocket.EchoFactory`) at ``/ws``, and :class:`NotFound`
+    everywhere else.
+
+    :param tracker: where WebSocket connections are counted (the site).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        allowed_origins: Iterable[str] = (),
+        tracker: ConnectionTracker | None = None,
+    ) -> None:
         super().__init__()
         self.putChild(b"echo", Echo())
         self.putChild(b"healthz", Health())
+        websocket = EchoFactory(limits, allowed_origins, tracker=tracker)
+        self.putChild(b"ws", WebSocketMount(websocket))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
@@ -391,6 +404,8 @@ class HTTPSite(ConnectionTracker, Site):
     with one structured access-log event per request.
 
     :param resource: the root resource; by default netlab's :class:`Root`.
+    :param allowed_origins: for the default root's WebSocket: the browser
+        origins allowed besides the page's own.
     """
 
     _log = Logger()
@@ -403,14 +418,12 @@ class HTTPSite(ConnectionTracker, Site):
         resource: Resource | None = None,
         limits: Limits = DEFAULT_LIMITS,
         reactor: IReactorTime | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         ConnectionTracker.__init__(self)
-        Site.__init__(
-            self,
-            Root() if resource is None else resource,
-            timeout=limits.idle_timeout,
-            reactor=reactor,
-        )
+        if resource is None:
+            resource = Root(limits, allowed_origins, tracker=self)
+        Site.__init__(self, resource, timeout=limits.idle_timeout, reactor=reactor)
         self.limits = limits
 
     def buildProtocol(self, addr: Any) -> LimitedChannel:

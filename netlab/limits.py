@@ -31,6 +31,13 @@ class Limits:
     :ivar max_header_block: the most bytes of HTTP headers in one request, and
         the longest single header line is ``max_request_line`` (``431``).
     :ivar max_headers: the most HTTP header fields in one request (``431``).
+    :ivar max_message: the largest WebSocket message or frame, in bytes, after
+        decompression (close ``1009`` above).
+    :ivar handshake_timeout: seconds for a WebSocket opening handshake, and
+        again for a closing one.
+    :ivar ping_interval: seconds between the server's WebSocket pings.
+    :ivar ping_timeout: seconds a WebSocket peer has to answer a ping before
+        it is dropped as dead.
     """
 
     idle_timeout: float = 60.0
@@ -39,6 +46,10 @@ class Limits:
     max_request_line: int = 8192
     max_header_block: int = 16384
     max_headers: int = 100
+    max_message: int = 1024 * 1024
+    handshake_timeout: float = 10.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -90,11 +101,39 @@ _OPTIONS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
         "Most HTTP header fields in one request.",
         _positive(int),
     ),
+    "max_message": (
+        "max-message",
+        "Largest WebSocket message, in bytes (after decompression).",
+        _positive(int),
+    ),
+    "handshake_timeout": (
+        "handshake-timeout",
+        "Seconds for a WebSocket opening (or closing) handshake.",
+        _positive(float),
+    ),
+    "ping_interval": (
+        "ping-interval",
+        "Seconds between WebSocket pings.",
+        _positive(float),
+    ),
+    "ping_timeout": (
+        "ping-timeout",
+        "Seconds a WebSocket peer has to answer a ping.",
+        _positive(float),
+    ),
 }
 
 #: The limits that apply to a raw TCP service.
 TCP_LIMITS = ("idle_timeout",)
-#: The limits that apply to an HTTP service.
+#: The limits that apply to a WebSocket service.
+WS_LIMITS = (
+    "idle_timeout",
+    "max_message",
+    "handshake_timeout",
+    "ping_interval",
+    "ping_timeout",
+)
+#: The limits that apply to an HTTP service (which also serves WebSocket).
 HTTP_LIMITS = tuple(_OPTIONS)
 
 

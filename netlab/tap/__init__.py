@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
@@ -101,11 +102,40 @@ class ServiceOptions(LimitOptions):
             self["listen"] = [self.default_listen]
 
 
-def make_factory(options: ServiceOptions | LimitOptions, factory_class: type) -> Any:
+class OriginOptions(usage.Options):
     """
-    :return: ``factory_class`` held to the limits ``options`` describe.
+    ``--allowed-origin``, for plugins that serve WebSocket to browsers.
     """
-    return factory_class(limits=options.limits())
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allowed_origins"] = []
+        self.docs["allowed-origin"] = (
+            "A browser origin (http://host:port) that may open WebSockets, "
+            "besides the page's own (repeatable)."
+        )
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """
+        A browser origin that may open WebSockets (repeatable).
+        """
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise usage.UsageError(
+                f"bad origin {origin!r}: expected http://HOST[:PORT] or https://..."
+            )
+        self["allowed_origins"].append(origin)
+
+
+def make_factory(options: LimitOptions, plugin: type[ServiceOptions]) -> Any:
+    """
+    :return: ``plugin``'s factory, held to the limits (and allowed origins)
+        that ``options`` describe.
+    """
+    arguments: dict[str, Any] = {"limits": options.limits()}
+    if issubclass(plugin, OriginOptions):
+        arguments["allowed_origins"] = options["allowed_origins"]
+    return plugin.factory_class(**arguments)
 
 
 def makeService(options: ServiceOptions) -> IService:
@@ -113,5 +143,5 @@ def makeService(options: ServiceOptions) -> IService:
     The ``makeService`` of every single-service plugin: listen with the
     service's factory on each ``--listen`` endpoint.
     """
-    factory = make_factory(options, options.factory_class)
+    factory = make_factory(options, type(options))
     return listening_service(options["listen"], factory)

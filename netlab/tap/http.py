@@ -4,18 +4,18 @@
 
 from netlab.http import DEFAULT_HTTP_LISTEN, HTTPSite
 from netlab.limits import HTTP_LIMITS, limit_parameters
-from netlab.tap import ServiceOptions, makeService
+from netlab.tap import OriginOptions, ServiceOptions, makeService
 
 
-class Options(ServiceOptions):
+class Options(OriginOptions, ServiceOptions):
     """
     Options for ``twistd netlab-http``.
     """
 
     synopsis = "[options]"
     longdesc = (
-        "Serves 'Hello, world!' at /, a JSON reflection of the request at /echo "
-        "and a health check at /healthz."
+        "Serves 'Hello, world!' at /, a JSON reflection of the request at /echo, "
+        "a health check at /healthz and the WebSocket echo at /ws."
     )
     optParameters = limit_parameters(HTTP_LIMITS)
     default_listen = DEFAULT_HTTP_LISTEN

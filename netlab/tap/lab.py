@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import (
+    OriginOptions,
     ServiceOptions,
     check_endpoint,
     echo,
@@ -19,6 +20,7 @@ from netlab.tap import (
     http,
     listening_service,
     make_factory,
+    ws,
 )
 
 #: Each service the lab runs, by the options of its own plugin.
@@ -26,12 +28,13 @@ SERVICES: dict[str, type[ServiceOptions]] = {
     "echo": echo.Options,
     "greeting": greeting.Options,
     "http": http.Options,
+    "ws": ws.Options,
 }
 
 OFF = "off"
 
 
-class Options(LimitOptions):
+class Options(OriginOptions, LimitOptions):
     """
     Options for ``twistd netlab``.
     """
@@ -72,6 +75,12 @@ class Options(LimitOptions):
         """
         self._place("http", description)
 
+    def opt_ws(self, description: str) -> None:
+        """
+        Where the WebSocket service listens (endpoint string, repeatable), or off.
+        """
+        self._place("ws", description)
+
     def postOptions(self) -> None:
         for name, service in SERVICES.items():
             places = self["listen"][name]
@@ -93,7 +102,7 @@ def makeService(options: Options) -> IService:
     for name, plugin in SERVICES.items():
         places = options["listen"][name]
         if places:
-            factory = make_factory(options, plugin.factory_class)
+            factory = make_factory(options, plugin)
             service = listening_service(places, factory)
             service.setName(name)
             service.setServiceParent(lab)

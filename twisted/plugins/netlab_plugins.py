@@ -17,3 +17,6 @@ netlabGreeting = ServiceMaker(
 netlabHTTP = ServiceMaker(
     "netlab-http", "netlab.tap.http", "The netlab HTTP service.", "netlab-http"
 )
+netlabWS = ServiceMaker(
+    "netlab-ws", "netlab.tap.ws", "The netlab WebSocket echo service.", "netlab-ws"
+)

@@ -1,0 +1,354 @@
+"""
+The WebSocket echo service (autobahn), standalone or mounted in a web site,
+and a client.
+
+A text message ``m`` is answered with the text ``Echo: m``; a binary message
+is answered with the same bytes. Standalone, serve :class:`EchoFactory` on an
+endpoint; in a :class:`~twisted.web.server.Site`, mount :class:`WebSocketMount`::
+
+    root.putChild(b"ws", WebSocketMount(EchoFactory()))
+
+autobahn's own defaults are unsafe to expose (no size limits, no pings, a
+status page naming its version, and protocol errors shown as dropped TCP
+connections); :func:`harden` sets netlab's :class:`~netlab.limits.Limits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+
+from netlab.deadline import with_deadline
+from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tracking import ConnectionTracker
+
+#: Where ``twistd netlab-ws`` listens unless told otherwise.
+DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
+#: What the echo puts before each text message.
+PREFIX = "Echo: "
+#: Seconds the client gives connecting plus the opening handshake.
+DEFAULT_CLIENT_TIMEOUT = 10.0
+
+
+def _accept_deflate(max_message: int):
+    """
+    :return: an offer chooser that accepts permessage-deflate with the
+        inflated size bounded, so a compression bomb is refused, not inflated.
+    """
+
+    def accept(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+        for offer in offers:
+            if isinstance(offer, PerMessageDeflateOffer):
+                return PerMessageDeflateOfferAccept(offer, max_message_size=max_message)
+        return None
+
+    return accept
+
+
+def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> None:
+    """
+    Set netlab's explicit, safe protocol options on an autobahn server factory.
+    """
+    factory.setProtocolOptions(
+        webStatus=False,
+        failByDrop=False,
+        utf8validateIncoming=True,
+        requireMaskedClientFrames=True,
+        maxFramePayloadSize=limits.max_message,
+        maxMessagePayloadSize=limits.max_message,
+        openHandshakeTimeout=limits.handshake_timeout,
+        closeHandshakeTimeout=limits.handshake_timeout,
+        autoPingInterval=limits.ping_interval,
+        autoPingTimeout=limits.ping_timeout,
+        perMessageCompressionAccept=_accept_deflate(limits.max_message),
+    )
+
+
+class EchoProtocol(WebSocketServerProtocol):
+    """
+    Answers each text message ``m`` with ``Echo: m``, and each binary message
+    with the same bytes.
+    """
+
+    _log = Logger()
+    factory: EchoFactory
+    peer_address = "?"
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.tracker.track(self)
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        self.peer_address = request.peer
+        if not self.factory.origin_allowed(request):
+            self._log.info(
+                "websocket from {peer} refused: origin {origin} not allowed",
+                peer=request.peer,
+                origin=request.origin,
+            )
+            raise ConnectionDeny(403, "origin not allowed")
+
+    def onOpen(self) -> None:
+        self._log.info("websocket open from {peer}", peer=self.peer_address)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self.sendMessage(payload, isBinary=True)
+        else:
+            # Already checked as UTF-8 by autobahn: no need to decode.
+            self.sendMessage(PREFIX.encode() + payload, isBinary=False)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._log.info(
+            "websocket from {peer} closed: code {code} ({reason}), clean: {clean}",
+            peer=self.peer_address,
+            code=code,
+            reason=reason,
+            clean=wasClean,
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.factory.tracker.forget(self)
+
+
+class EchoFactory(ConnectionTracker, WebSocketServerFactory):
+    """
+    Makes :class:`EchoProtocol` connections, held to :class:`~netlab.limits.Limits`.
+
+    :param allowed_origins: the ``Origin`` values a browser page may connect
+        from, besides its own (same-origin); clients that send no ``Origin``
+        (not browsers) are always allowed.
+    :param tracker: where the connections are counted: the factory itself
+        unless it is mounted in a site that counts its own.
+    """
+
+    protocol = EchoProtocol
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        allowed_origins: Iterable[str] = (),
+        reactor: Any = None,
+        tracker: ConnectionTracker | None = None,
+    ) -> None:
+        ConnectionTracker.__init__(self)
+        WebSocketServerFactory.__init__(self, reactor=reactor)
+        self.tracker = self if tracker is None else tracker
+        self.limits = limits
+        self.allowed_origins = {
+            origin.lower().rstrip("/") for origin in allowed_origins
+        }
+        harden(self, limits)
+
+    def origin_allowed(self, request: ConnectionRequest) -> bool:
+        """
+        :return: whether ``request`` may connect, by its ``Origin``.
+        """
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True
+        origin = origin.lower().rstrip("/")
+        if origin in self.allowed_origins:
+            return True
+        # Same-origin: the page came from the host the browser is talking to.
+        parts = urlsplit(origin)
+        host = request.headers.get("host", "").lower()
+        return parts.scheme in ("http", "https") and parts.netloc == host
+
+
+class WebSocketMount(WebSocketResource):
+    """
+    Serves a WebSocket factory at a path of a web site (``/ws``), so one port
+    serves both HTTP and WebSocket.
+
+    An upgrade over HTTP/1.0 is refused (``WebSocketResource`` would replay it
+    as HTTP/1.1 and accept it).
+    """
+
+    def __init__(self, factory: EchoFactory) -> None:
+        super().__init__(factory)
+        self.factory = factory
+
+    def render(self, request: Request) -> bytes | int:
+        if request.clientproto != b"HTTP/1.1":
+            request.setResponseCode(400)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"WebSocket needs HTTP/1.1\n"
+        channel = request.channel
+        result = super().render(request)
+        forget = getattr(channel.factory, "forget", None)
+        if channel.transport is None and forget is not None:
+            # The WebSocket protocol owns the connection now; the HTTP channel
+            # will never hear of its end, so stop counting it here.
+            forget(channel)
+        return result
+
+
+# The client.
+
+
+class ConnectionClosed(Exception):
+    """
+    The WebSocket closed; ``code`` and ``reason`` say how.
+    """
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"closed with code {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeRefused(Exception):
+    """
+    The server did not open the WebSocket.
+    """
+
+
+class _ClientProtocol(WebSocketClientProtocol):
+    #: ``(code, reason)`` once the WebSocket has closed.
+    closed_with: tuple[int | None, str | None] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: defer.Deferred[None] = defer.Deferred()
+        self.messages: defer.DeferredQueue[str | bytes] = defer.DeferredQueue()
+        self._close_waiters: list[defer.Deferred[Any]] = []
+
+    def onOpen(self) -> None:
+        self.opened.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.put(payload if isBinary else payload.decode("utf-8"))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed_with = (code, reason)
+        if not self.opened.called:
+            self.opened.errback(HandshakeRefused(reason or "handshake refused"))
+        waiting, self.messages.waiting = self.messages.waiting, []
+        for receiver in waiting:
+            receiver.errback(ConnectionClosed(code, reason))
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            waiter.callback(self.closed_with)
+
+    def when_closed(self) -> defer.Deferred[tuple[int | None, str | None]]:
+        if self.closed_with is not None:
+            return defer.succeed(self.closed_with)
+        waiter: defer.Deferred[Any] = defer.Deferred()
+        self._close_waiters.append(waiter)
+        return waiter
+
+
+class Connection:
+    """
+    An open WebSocket, from :func:`connect`.
+    """
+
+    def __init__(self, protocol: _ClientProtocol) -> None:
+        self._protocol = protocol
+
+    def send(self, message: str | bytes) -> None:
+        """
+        Send ``message``: text for ``str``, binary for ``bytes``.
+        """
+        if isinstance(message, str):
+            self._protocol.sendMessage(message.encode("utf-8"), isBinary=False)
+        else:
+            self._protocol.sendMessage(message, isBinary=True)
+
+    def receive(self) -> defer.Deferred[str | bytes]:
+        """
+        :return: a Deferred of the next message (``str`` for text), which
+            fails with :class:`ConnectionClosed` if the WebSocket closes first.
+        """
+        closed_with = self._protocol.closed_with
+        if closed_with is not None and not self._protocol.messages.pending:
+            return defer.fail(ConnectionClosed(*closed_with))
+        return self._protocol.messages.get()
+
+    def close(
+        self, code: int = 1000, reason: str | None = None
+    ) -> defer.Deferred[tuple[int | None, str | None]]:
+        """
+        Start the closing handshake.
+
+        :return: a Deferred of the ``(code, reason)`` the connection closed with.
+        """
+        if self._protocol.closed_with is None:
+            self._protocol.sendClose(code, reason)
+        return self._protocol.when_closed()
+
+
+def connect(
+    url: str,
+    *,
+    reactor: Any = None,
+    timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    limits: Limits = DEFAULT_LIMITS,
+    origin: str | None = None,
+) -> defer.Deferred[Connection]:
+    """
+    Open a WebSocket to ``url`` (``ws://host:port/path``).
+
+    :param timeout: seconds for connecting and the opening handshake.
+    :param limits: ``max_message`` bounds what the client accepts.
+    :raise ValueError: (through the Deferred) for a URL that is not ``ws://``.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        parts = urlsplit(url)
+        if parts.scheme != "ws" or not parts.hostname:
+            raise ValueError(f"expected ws://HOST[:PORT]/PATH, not {url!r}")
+        port = parts.port or 80
+    except ValueError as error:
+        return defer.fail(error)
+    factory = WebSocketClientFactory(url, origin=origin, reactor=reactor)
+    factory.protocol = _ClientProtocol
+    factory.setProtocolOptions(
+        failByDrop=False,
+        maxFramePayloadSize=limits.max_message,
+        maxMessagePayloadSize=limits.max_message,
+        openHandshakeTimeout=timeout,
+        closeHandshakeTimeout=limits.handshake_timeout,
+        perMessageCompressionOffers=[PerMessageDeflateOffer()],
+        perMessageCompressionAccept=lambda response: (
+            PerMessageDeflateResponseAccept(
+                response, max_message_size=limits.max_message
+            )
+            if isinstance(response, PerMessageDeflateResponse)
+            else None
+        ),
+    )
+    host = parts.hostname.replace(":", "\\:")
+    endpoint = clientFromString(reactor, f"tcp:{host}:{port}")
+
+    async def opening() -> Connection:
+        protocol = await endpoint.connect(factory)
+        await protocol.opened
+        return Connection(protocol)
+
+    return with_deadline(defer.Deferred.fromCoroutine(opening()), timeout, reactor)
