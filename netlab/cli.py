@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from hyperlink import DecodedURL
 from twisted.internet import defer, error, task
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, http, tcp
+from netlab import __version__, http, tcp, websocket
+from netlab.deadline import with_deadline
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2
@@ -173,6 +176,41 @@ class GetOptions(_CommandOptions):
         return None
 
 
+class WSOptions(_CommandOptions):
+    """
+    ``netlab ws``.
+    """
+
+    name = "ws"
+    optParameters = [
+        [
+            "timeout",
+            "t",
+            websocket.DEFAULT_CLIENT_TIMEOUT,
+            "Seconds to connect and open, and again for each reply.",
+            _positive_float,
+        ],
+    ]
+
+    def getSynopsis(self) -> str:
+        return (
+            "Usage: netlab ws [options] URL [MESSAGE ...]\n"
+            "Sends each MESSAGE and prints each reply; with none, sends each line\n"
+            "read from standard input until its end."
+        )
+
+    def parseArgs(self, url: str, *messages: str) -> None:
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as bad:
+            raise usage.UsageError(f"bad URL {url!r}: {bad}") from None
+        if parts.scheme != "ws" or not parts.hostname:
+            raise usage.UsageError(f"bad URL {url!r}: expected ws://HOST[:PORT]/PATH")
+        self["url"] = url
+        self["messages"] = list(messages)
+
+
 class Options(_CommandOptions):
     """
     ``netlab``: the top-level command.
@@ -188,6 +226,7 @@ class Options(_CommandOptions):
         ],
         ["greet", None, GreetOptions, "Greet a greeting server, print its answer."],
         ["get", None, GetOptions, "Fetch a URL: print the status code, then the body."],
+        ["ws", None, WSOptions, "Send WebSocket messages, print the replies."],
     ]
 
     def postOptions(self) -> None:
@@ -205,6 +244,10 @@ def describe_failure(failure: Failure) -> str:
         return "timed out"
     if failure.check(error.DNSLookupError):
         return f"host name not found ({failure.getErrorMessage()})"
+    if failure.check(websocket.HandshakeRefused):
+        return f"handshake refused: {failure.getErrorMessage()}"
+    if failure.check(websocket.ConnectionClosed):
+        return f"the server closed the WebSocket ({failure.getErrorMessage()})"
     if failure.check(ResponseFailed):
         return describe_failure(failure.value.reasons[0])
     if failure.check(error.ConnectionLost):
@@ -264,7 +307,32 @@ async def _get(reactor: Any, options: GetOptions) -> None:
     sys.stdout.flush()
 
 
-_COMMANDS = {"echo": _run, "greet": _run, "get": _get}
+async def _ws(reactor: Any, options: WSOptions) -> None:
+    url, timeout = options["url"], options["timeout"]
+
+    async def lines() -> AsyncIterator[str]:
+        if options["messages"]:
+            for message in options["messages"]:
+                yield message
+            return
+        while line := await deferToThread(sys.stdin.readline):
+            yield line.rstrip("\n")
+
+    try:
+        connection = await websocket.connect(url, reactor=reactor, timeout=timeout)
+        async for message in lines():
+            connection.send(message)
+            reply = await with_deadline(connection.receive(), timeout, reactor)
+            text = reply if isinstance(reply, str) else reply.decode("utf-8", "replace")
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        await with_deadline(connection.close(1000), timeout, reactor)
+    except Exception:
+        reason = describe_failure(Failure())
+        _fail(f"netlab ws: {url}: {reason}", EXIT_NETWORK)
+
+
+_COMMANDS = {"echo": _run, "greet": _run, "get": _get, "ws": _ws}
 
 
 def _fail(line: str, status: int) -> NoReturn:
