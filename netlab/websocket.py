@@ -67,6 +67,32 @@ def _accept_deflate(max_message: int):
     return accept
 
 
+class _Timers:
+    """
+    autobahn's handshake and ping timers, one ``DelayedCall`` each.
+
+    autobahn batches its timers into buckets; a cancelled timer still leaves
+    its bucket's call scheduled, so a closed connection is not done with the
+    reactor for up to a handshake timeout. Here cancelling unschedules.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+
+    def call_later(self, delay: float, function: Any, *args: Any, **kwargs: Any) -> Any:
+        return _Timer(self._clock.callLater(delay, function, *args, **kwargs))
+
+
+class _Timer:
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        # autobahn may cancel a timer that has already fired.
+        if self._call.active():
+            self._call.cancel()
+
+
 def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> None:
     """
     Set netlab's explicit, safe protocol options on an autobahn server factory.
@@ -84,6 +110,16 @@ def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> 
         autoPingTimeout=limits.ping_timeout,
         perMessageCompressionAccept=_accept_deflate(limits.max_message),
     )
+    factory._batched_timer = _Timers(factory.reactor)
+
+
+_AUTOBAHN_TIMERS = (
+    "openHandshakeTimeoutCall",
+    "closeHandshakeTimeoutCall",
+    "autoPingPendingCall",
+    "autoPingTimeoutCall",
+    "serverConnectionDropTimeoutCall",
+)
 
 
 class EchoProtocol(WebSocketServerProtocol):
@@ -131,6 +167,13 @@ class EchoProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        # autobahn leaves some of its timers running once the connection is
+        # gone (the close handshake timeout after a 1007, for one).
+        for name in _AUTOBAHN_TIMERS:
+            timer = getattr(self, name, None)
+            if timer is not None and getattr(timer, "active", lambda: True)():
+                timer.cancel()
+            setattr(self, name, None)
         self.factory.tracker.forget(self)
 
 
@@ -155,7 +198,8 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
         tracker: ConnectionTracker | None = None,
     ) -> None:
         ConnectionTracker.__init__(self)
-        WebSocketServerFactory.__init__(self, reactor=reactor)
+        # Say "netlab", not autobahn's name and version.
+        WebSocketServerFactory.__init__(self, server="netlab", reactor=reactor)
         self.tracker = self if tracker is None else tracker
         self.limits = limits
         self.allowed_origins = {

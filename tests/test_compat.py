@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import netlab.compat
 from tests.support import LISTENING, bounded, python, run, spawn
 
-TWINS = ("socket_server", "selectors_echo", "asyncio_echo", "http_server")
+TWINS = ("socket_server", "selectors_echo", "asyncio_echo", "http_server", "ws_server")
 COMPAT = pathlib.Path(netlab.compat.__file__).parent
 
 

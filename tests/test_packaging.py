@@ -113,6 +113,7 @@ class WheelTests(TestCase):
         self.assertEqual(listed.status, 0, listed)
         for name in (
             *(b"netlab ", b"netlab-echo ", b"netlab-greeting ", b"netlab-http "),
+            b"netlab-ws ",
             b"web ",
         ):
             self.assertIn(b"    " + name, listed.out)

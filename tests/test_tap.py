@@ -8,8 +8,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from netlab import http, tcp
-from netlab.tap import echo, greeting, lab
+from netlab import http, tcp, websocket
+from netlab.tap import echo, greeting, lab, ws
 from netlab.tap import http as http_tap
 
 
@@ -32,6 +32,7 @@ class SingleServiceTests(SynchronousTestCase):
             (echo, tcp.DEFAULT_ECHO_LISTEN),
             (greeting, tcp.DEFAULT_GREETING_LISTEN),
             (http_tap, http.DEFAULT_HTTP_LISTEN),
+            (ws, websocket.DEFAULT_WS_LISTEN),
         ):
             options = module.Options()
             options.parseOptions([])
@@ -91,23 +92,37 @@ class LabTests(SynchronousTestCase):
                 "echo": [tcp.DEFAULT_ECHO_LISTEN],
                 "greeting": [tcp.DEFAULT_GREETING_LISTEN],
                 "http": [http.DEFAULT_HTTP_LISTEN],
+                "ws": [websocket.DEFAULT_WS_LISTEN],
             },
         )
         service = lab.makeService(options)
-        self.assertEqual(sorted(s.name for s in service), ["echo", "greeting", "http"])
+        self.assertEqual(
+            sorted(s.name for s in service), ["echo", "greeting", "http", "ws"]
+        )
         factories = {type(s.factory) for s in listeners(service)}
         self.assertEqual(
-            factories, {tcp.EchoFactory, tcp.GreetingFactory, http.HTTPSite}
+            factories,
+            {
+                tcp.EchoFactory,
+                tcp.GreetingFactory,
+                http.HTTPSite,
+                websocket.EchoFactory,
+            },
         )
 
     def test_move_and_turn_off(self) -> None:
         options = self.parse(
             *("--echo", "tcp:9100:interface=127.0.0.1"),
-            *("--greeting", "off", "--http", "off"),
+            *("--greeting", "off", "--http", "off", "--ws", "off"),
         )
         self.assertEqual(
             options["listen"],
-            {"echo": ["tcp:9100:interface=127.0.0.1"], "greeting": [], "http": []},
+            {
+                "echo": ["tcp:9100:interface=127.0.0.1"],
+                "greeting": [],
+                "http": [],
+                "ws": [],
+            },
         )
         service = lab.makeService(options)
         self.assertEqual([s.name for s in service], ["echo"])
@@ -119,7 +134,7 @@ class LabTests(SynchronousTestCase):
         self.assertRaises(
             usage.UsageError,
             self.parse,
-            *("--echo", "off", "--greeting", "off", "--http", "off"),
+            *("--echo", "off", "--greeting", "off", "--http", "off", "--ws", "off"),
         )
         self.assertRaises(usage.UsageError, self.parse, "--greeting", "tcp:x")
 
@@ -135,6 +150,19 @@ class LabTests(SynchronousTestCase):
         ]
         self.assertEqual(site.limits.max_body, 99)
         self.assertEqual(site.timeOut, 7.0)
+
+    def test_allowed_origins_reach_web_services(self) -> None:
+        service = lab.makeService(
+            self.parse("--allowed-origin", "https://app.test", "--max-message", "5")
+        )
+        factories = {type(s.factory): s.factory for s in listeners(service)}
+        ws_factory = factories[websocket.EchoFactory]
+        self.assertEqual(ws_factory.allowed_origins, {"https://app.test"})
+        self.assertEqual(ws_factory.limits.max_message, 5)
+        mounted = factories[http.HTTPSite].resource.children[b"ws"].factory
+        self.assertEqual(mounted.allowed_origins, {"https://app.test"})
+        for bad in ("app.test", "ftp://app.test", "https://app.test/path"):
+            self.assertRaises(usage.UsageError, self.parse, "--allowed-origin", bad)
 
     def test_http_help_shows_every_http_limit(self) -> None:
         text = " ".join(http_tap.Options().getUsage().split())

@@ -14,7 +14,7 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
-from netlab import http, tcp
+from netlab import http, tcp, websocket
 from tests.support import WAIT, bounded, connect, python, run, spawn
 
 
@@ -43,7 +43,10 @@ class TwistdTests(TestCase):
     async def test_help_lists_plugins(self) -> None:
         result = await run(twistd("--help"), cwd=self.outside)
         self.assertEqual(result.status, 0, result)
-        for name in (b"netlab ", b"netlab-echo ", b"netlab-greeting ", b"netlab-http "):
+        for name in (
+            *(b"netlab ", b"netlab-echo ", b"netlab-greeting "),
+            *(b"netlab-http ", b"netlab-ws "),
+        ):
             self.assertIn(b"    " + name, result.out)
 
     async def start(self, *args: str, factories: tuple[str, ...]) -> tuple:
@@ -97,15 +100,21 @@ class TwistdTests(TestCase):
         ``twistd -r asyncio netlab`` runs every service (the plugin module must
         not import a reactor before twistd installs one).
         """
-        child, [echo_port, greeting_port, http_port] = await self.start(
+        child, [echo_port, greeting_port, http_port, ws_port] = await self.start(
             "-r",
             "asyncio",
             "netlab",
             *("--echo", LOOPBACK_ANY_PORT),
             *("--greeting", LOOPBACK_ANY_PORT),
             *("--http", LOOPBACK_ANY_PORT),
-            factories=("EchoFactory", "GreetingFactory", "HTTPSite"),
+            *("--ws", LOOPBACK_ANY_PORT),
+            factories=("EchoFactory", "GreetingFactory", "HTTPSite", "EchoFactory"),
         )
+        for url in (f"ws://127.0.0.1:{ws_port}/", f"ws://127.0.0.1:{http_port}/ws"):
+            connection = await websocket.connect(url, timeout=WAIT)
+            connection.send("hi")
+            self.assertEqual(await bounded(connection.receive()), "Echo: hi")
+            await bounded(connection.close())
         response = await http.fetch(f"http://127.0.0.1:{http_port}/", timeout=WAIT)
         self.assertEqual((response.code, response.body), (200, http.HELLO))
         self.assertEqual(
