@@ -100,6 +100,7 @@ def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> 
     factory.setProtocolOptions(
         webStatus=False,
         failByDrop=False,
+        echoCloseCodeReason=True,
         utf8validateIncoming=True,
         requireMaskedClientFrames=True,
         maxFramePayloadSize=limits.max_message,
@@ -111,6 +112,15 @@ def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> 
         perMessageCompressionAccept=_accept_deflate(limits.max_message),
     )
     factory._batched_timer = _Timers(factory.reactor)
+
+
+def _valid_close_code(code: int) -> bool:
+    """
+    :return: whether a peer may send ``code`` in a close frame (RFC 6455 7.4).
+    """
+    return code in WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED or (
+        3000 <= code <= 4999
+    )
 
 
 _AUTOBAHN_TIMERS = (
@@ -148,6 +158,25 @@ class EchoProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._log.info("websocket open from {peer}", peer=self.peer_address)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        if code is not None and not _valid_close_code(code):
+            # autobahn queues a 1002 here, then takes the peer's close for the
+            # reply to it and aborts the connection, losing the 1002. Send it
+            # and close gracefully, so that the peer reads it.
+            self._log.info(
+                "websocket from {peer} sent invalid close code {code}",
+                peer=self.peer_address,
+                code=code,
+            )
+            self.sendCloseFrame(
+                code=self.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
+                reasonUtf8=f"invalid close code {code}".encode(),
+                isReply=False,
+            )
+            self.dropConnection(abort=False)
+            return True
+        return super().onCloseFrame(code, reasonRaw)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:

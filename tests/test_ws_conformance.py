@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.threads import deferToThread
 
 from netlab import http, websocket
@@ -294,6 +295,23 @@ class WebSocketContract:
         ws = await self.raw()
         ws.send(frame(CLOSE, close_payload(1000, b"bye")))
         self.assertEqual(await ws.close_code(), 1000)
+
+    async def test_invalid_close_codes_are_1002(self) -> None:
+        """
+        The 1002 arrives before the connection closes (autobahn alone queues
+        it and then resets the connection).
+        """
+        for code in (999, 1004, 1005, 1006, 1015, 5000):
+            ws = await self.raw()
+            ws.send(frame(CLOSE, close_payload(code)))
+            self.assertEqual(await ws.close_code(), 1002, code)
+            self.assertTrue(ws.peer.reason.check(ConnectionDone), code)
+        await self.assert_serves_normally()
+
+    async def test_application_close_code_is_accepted(self) -> None:
+        ws = await self.raw()
+        ws.send(frame(CLOSE, close_payload(4000, b"app says bye")))
+        self.assertEqual(await ws.close_code(), 4000)
 
     async def test_over_size_is_1009(self) -> None:
         ws = await self.raw()
