@@ -194,8 +194,8 @@ class Root(Hello):
     """
     The whole service: :class:`Hello` at ``/``, :class:`Echo` at ``/echo``,
     :class:`Health` at ``/healthz``, the WebSocket echo
-    (:class:`~netlab.websocket.EchoFactory`) at ``/ws``, and :class:`NotFound`
-    everywhere else.
+    (:class:`~netlab.websocket.EchoFactory`) at ``/ws``, a page to try it at
+    ``/console`` (:mod:`netlab.console`), and :class:`NotFound` everywhere else.
 
     :param tracker: where WebSocket connections are counted (the site).
     """
@@ -211,6 +211,11 @@ class Root(Hello):
         self.putChild(b"healthz", Health())
         websocket = EchoFactory(limits, allowed_origins, tracker=tracker)
         self.putChild(b"ws", WebSocketMount(websocket))
+        # The page's resources build on Route, above: import them here.
+        from netlab.console import Console, ConsoleScript
+
+        self.putChild(b"console", Console())
+        self.putChild(b"console.js", ConsoleScript())
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
