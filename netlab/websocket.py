@@ -306,7 +306,10 @@ class _ClientProtocol(WebSocketClientProtocol):
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: defer.Deferred[None] = defer.Deferred()
+        # Cancelled by the caller's deadline: drop the half-open connection.
+        self.opened: defer.Deferred[None] = defer.Deferred(
+            lambda _: self.dropConnection(abort=True)
+        )
         self.messages: defer.DeferredQueue[str | bytes] = defer.DeferredQueue()
         self._close_waiters: list[defer.Deferred[Any]] = []
 
@@ -405,7 +408,8 @@ def connect(
         failByDrop=False,
         maxFramePayloadSize=limits.max_message,
         maxMessagePayloadSize=limits.max_message,
-        openHandshakeTimeout=timeout,
+        # connect()'s own deadline covers the opening handshake.
+        openHandshakeTimeout=0,
         closeHandshakeTimeout=limits.handshake_timeout,
         perMessageCompressionOffers=[PerMessageDeflateOffer()],
         perMessageCompressionAccept=lambda response: (

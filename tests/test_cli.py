@@ -131,6 +131,38 @@ class CommandTests(TestCase):
             )
         self.assert_one_line_failure(result, 1, b"timed out")
 
+    async def test_ws(self) -> None:
+        site = http.HTTPSite()
+        where = await self.serve(site)
+        url = "ws://" + where.removeprefix("tcp:") + "/ws"
+        result = await run(netlab("ws", url, "one", "twö"))
+        self.assertEqual(
+            (result.status, result.out), (0, "Echo: one\nEcho: twö\n".encode())
+        )
+        result = await run(netlab("ws", url), stdin=b"a\nb c\n")
+        self.assertEqual((result.status, result.out), (0, b"Echo: a\nEcho: b c\n"))
+        refused = "ws://" + where.removeprefix("tcp:") + "/nope"
+        result = await run(netlab("ws", refused, "x"))
+        self.assert_one_line_failure(result, 1, b"handshake refused")
+
+    async def test_ws_failures(self) -> None:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+            result = await run(netlab("ws", f"ws://127.0.0.1:{port}/", "x"))
+        self.assert_one_line_failure(result, 1, b"connection refused")
+        for url in ("http://127.0.0.1/", "ws://", "ws://127.0.0.1:99999/", "nonsense"):
+            result = await run(netlab("ws", url, "x"))
+            self.assert_one_line_failure(result, 2, b"bad URL")
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = silent.getsockname()[1]
+            result = await run(
+                netlab("ws", "--timeout", "0.5", f"ws://127.0.0.1:{port}/")
+            )
+        self.assert_one_line_failure(result, 1, b"timed out")
+
     async def test_compat_client_refused(self) -> None:
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))

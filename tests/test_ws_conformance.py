@@ -247,6 +247,25 @@ class WebSocketContract:
                 self.assertNotIn(b"/", line, "the Server header names a version")
         return ws
 
+    async def handshake_status(self, request: bytes) -> tuple[int, bytes]:
+        """
+        Send a raw handshake ``request`` (``%(host)s`` and ``%(path)s`` filled
+        in); return the response's status and head.
+        """
+        peer = await connect(self.host, self.port)
+        self.addCleanup(abort, peer)
+        peer.transport.write(
+            request
+            % {
+                b"host": f"{self.host}:{self.port}".encode(),
+                b"path": self.server.path.encode(),
+            }
+        )
+        while b"\r\n\r\n" not in peer.received:
+            await peer.received_at_least(len(peer.received) + 1)
+        head = bytes(peer.received).partition(b"\r\n\r\n")[0]
+        return int(head.split(b" ")[1]), head
+
     async def assert_serves_normally(self) -> None:
         self.assertEqual(
             await twisted_client(self.url, ["still there?"]), ["Echo: still there?"]
@@ -350,6 +369,45 @@ class WebSocketContract:
         ws.send(frame(0x3, b"what"))
         self.assertEqual(await ws.close_code(), 1002)
         await self.assert_serves_normally()
+
+    async def test_origins(self) -> None:
+        """
+        No Origin (not a browser) and the page's own origin may connect; a
+        foreign page's origin is refused with 403.
+        """
+        upgrade = (
+            b"GET %(path)s HTTP/1.1\r\nHost: %(host)s\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n"
+        )
+        status, _ = await self.handshake_status(upgrade + b"\r\n")
+        self.assertEqual(status, 101)
+        status, _ = await self.handshake_status(
+            upgrade + b"Origin: http://%(host)s\r\n\r\n"
+        )
+        self.assertEqual(status, 101)
+        status, _ = await self.handshake_status(
+            upgrade + b"Origin: http://evil.test\r\n\r\n"
+        )
+        self.assertEqual(status, 403)
+        await self.assert_serves_normally()
+
+    async def test_http_1_0_upgrade_is_refused(self) -> None:
+        status, _ = await self.handshake_status(
+            b"GET %(path)s HTTP/1.0\r\nHost: %(host)s\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.assertGreaterEqual(status, 400)
+
+    async def test_plain_get_reveals_no_version(self) -> None:
+        status, head = await self.handshake_status(
+            b"GET %(path)s HTTP/1.1\r\nHost: %(host)s\r\nConnection: close\r\n\r\n"
+        )
+        self.assertGreaterEqual(status, 400)
+        peer_text = head.lower()
+        for word in (b"autobahn", b"python", b"twisted", b"websockets/"):
+            self.assertNotIn(word, peer_text)
 
     async def test_compression(self) -> None:
         """
