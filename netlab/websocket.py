@@ -50,6 +50,8 @@ DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
 PREFIX = "Echo: "
 #: Seconds the client gives connecting plus the opening handshake.
 DEFAULT_CLIENT_TIMEOUT = 10.0
+#: The largest message the client accepts.
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
 
 
 def _accept_deflate(max_message: int):
@@ -383,14 +385,17 @@ def connect(
     *,
     reactor: Any = None,
     timeout: float = DEFAULT_CLIENT_TIMEOUT,
-    limits: Limits = DEFAULT_LIMITS,
+    max_message: int = DEFAULT_MAX_REPLY,
+    handshake_timeout: float = DEFAULT_LIMITS.handshake_timeout,
     origin: str | None = None,
 ) -> defer.Deferred[Connection]:
     """
     Open a WebSocket to ``url`` (``ws://host:port/path``).
 
     :param timeout: seconds for connecting and the opening handshake.
-    :param limits: ``max_message`` bounds what the client accepts.
+    :param max_message: the largest message the client accepts, after
+        decompression (the echo of a 1 MiB text is a little larger).
+    :param handshake_timeout: seconds for the closing handshake.
     :raise ValueError: (through the Deferred) for a URL that is not ``ws://``.
     """
     if reactor is None:
@@ -406,16 +411,14 @@ def connect(
     factory.protocol = _ClientProtocol
     factory.setProtocolOptions(
         failByDrop=False,
-        maxFramePayloadSize=limits.max_message,
-        maxMessagePayloadSize=limits.max_message,
+        maxFramePayloadSize=max_message,
+        maxMessagePayloadSize=max_message,
         # connect()'s own deadline covers the opening handshake.
         openHandshakeTimeout=0,
-        closeHandshakeTimeout=limits.handshake_timeout,
+        closeHandshakeTimeout=handshake_timeout,
         perMessageCompressionOffers=[PerMessageDeflateOffer()],
         perMessageCompressionAccept=lambda response: (
-            PerMessageDeflateResponseAccept(
-                response, max_message_size=limits.max_message
-            )
+            PerMessageDeflateResponseAccept(response, max_message_size=max_message)
             if isinstance(response, PerMessageDeflateResponse)
             else None
         ),

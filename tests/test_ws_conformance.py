@@ -227,9 +227,7 @@ class WebSocketContract:
     server: At
 
     async def setUp(self) -> None:
-        running = await self.server.start(max_message=MAX_MESSAGE)
-        self.host, self.port = running.host, running.port
-        self.addCleanup(running.stop)
+        await self.restart(max_message=MAX_MESSAGE)
 
     @property
     def url(self) -> str:
@@ -292,6 +290,39 @@ class WebSocketContract:
                 "Echo: " + "x" * 60_000,
             ],
         )
+
+    async def test_one_mib_at_default_limits(self) -> None:
+        await self.restart()
+        big_text, big_binary = "é" * (512 * 1024), bytes(range(256)) * 4096
+        replies = await twisted_client(self.url, [big_text, big_binary])
+        self.assertEqual(replies, ["Echo: " + big_text, big_binary])
+
+    async def restart(self, **limits: float) -> None:
+        running = await self.server.start(**limits)
+        self.host, self.port = running.host, running.port
+        self.addCleanup(running.stop)
+
+    async def test_dead_peer_dropped_after_ping_timeout(self) -> None:
+        """
+        A peer that stops answering pings is dropped, well before any idle
+        timeout.
+        """
+        await self.restart(ping_interval=0.2, ping_timeout=0.3, idle_timeout=60)
+        ws = await self.raw()
+        flags, opcode, _ = await ws.next_frame()
+        self.assertEqual(opcode, PING)
+        await bounded(ws.peer.closed, 10)  # the ping is never answered
+        await self.assert_serves_normally()
+
+    async def test_silent_connection_dropped(self) -> None:
+        """
+        A TCP connection that never sends its opening handshake is dropped.
+        """
+        await self.restart(handshake_timeout=0.3, idle_timeout=0.3)
+        peer = await connect(self.host, self.port)
+        self.addCleanup(abort, peer)
+        await bounded(peer.closed, 10)
+        await self.assert_serves_normally()
 
     async def test_fragmented_message(self) -> None:
         ws = await self.raw()
