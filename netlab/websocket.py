@@ -249,7 +249,10 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
         if origin in self.allowed_origins:
             return True
         # Same-origin: the page came from the host the browser is talking to.
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # "http://[::1", say: not an origin at all
+            return False
         host = request.headers.get("host", "").lower()
         return parts.scheme in ("http", "https") and parts.netloc == host
 

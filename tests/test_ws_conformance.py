@@ -421,6 +421,10 @@ class WebSocketContract:
             upgrade + b"Origin: http://evil.test\r\n\r\n"
         )
         self.assertEqual(status, 403)
+        status, _ = await self.handshake_status(
+            upgrade + b"Origin: http://[::1\r\n\r\n"
+        )
+        self.assertIn(status, (400, 403))
         await self.assert_serves_normally()
 
     async def test_http_1_0_upgrade_is_refused(self) -> None:
