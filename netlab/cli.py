@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -22,7 +23,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, http, tcp, websocket
+from netlab import __version__, certs, http, tcp, websocket
 from netlab.deadline import with_deadline
 
 EXIT_NETWORK = 1
@@ -211,6 +212,63 @@ class WSOptions(_CommandOptions):
         self["messages"] = list(messages)
 
 
+class CertsOptions(_CommandOptions):
+    """
+    ``netlab certs``.
+    """
+
+    name = "certs"
+    optParameters = [
+        [
+            "passphrase-file",
+            None,
+            None,
+            "Encrypt the private keys with the passphrase in this file.",
+        ],
+        [
+            "days",
+            None,
+            certs.LEAF_DAYS,
+            "Days the server and client certificates are valid.",
+            int,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["hosts"] = []
+
+    def getSynopsis(self) -> str:
+        return (
+            "Usage: netlab certs [options] DIR\n"
+            "Makes a private CA, a server certificate (localhost, 127.0.0.1, ::1\n"
+            "and each --host) and a client certificate in DIR."
+        )
+
+    def opt_host(self, host: str) -> None:
+        """
+        Another name or IP address for the server certificate (repeatable).
+        """
+        self["hosts"].append(host)
+
+    def parseArgs(self, directory: str) -> None:
+        self["directory"] = directory
+
+    def postOptions(self) -> None:
+        if self["days"] <= 0:
+            raise usage.UsageError("--days must be positive")
+        self["passphrase"] = None
+        if self["passphrase-file"] is not None:
+            try:
+                with open(self["passphrase-file"], "rb") as file:
+                    passphrase = file.read().rstrip(b"\r\n")
+            except OSError as error:
+                raise usage.UsageError(f"cannot read the passphrase: {error}") from None
+            if not passphrase:
+                raise usage.UsageError("the passphrase file is empty")
+            self["passphrase"] = passphrase
+
+
 class Options(_CommandOptions):
     """
     ``netlab``: the top-level command.
@@ -227,6 +285,7 @@ class Options(_CommandOptions):
         ["greet", None, GreetOptions, "Greet a greeting server, print its answer."],
         ["get", None, GetOptions, "Fetch a URL: print the status code, then the body."],
         ["ws", None, WSOptions, "Send WebSocket messages, print the replies."],
+        ["certs", None, CertsOptions, "Make a private CA and certificates for TLS."],
     ]
 
     def postOptions(self) -> None:
@@ -332,7 +391,21 @@ async def _ws(reactor: Any, options: WSOptions) -> None:
         _fail(f"netlab ws: {url}: {reason}", EXIT_NETWORK)
 
 
-_COMMANDS = {"echo": _run, "greet": _run, "get": _get, "ws": _ws}
+async def _certs(reactor: Any, options: CertsOptions) -> None:
+    try:
+        paths = certs.make_certificates(
+            Path(options["directory"]),
+            options["hosts"],
+            passphrase=options["passphrase"],
+            days=options["days"],
+        )
+    except (OSError, ValueError) as error:
+        _fail(f"netlab certs: {error}", EXIT_NETWORK)
+    for line in certs.usage_lines(paths, encrypted=options["passphrase"] is not None):
+        sys.stdout.write(line + "\n")
+
+
+_COMMANDS = {"echo": _run, "greet": _run, "get": _get, "ws": _ws, "certs": _certs}
 
 
 def _fail(line: str, status: int) -> NoReturn:
