@@ -82,6 +82,24 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def _key_usage(signs_certificates: bool) -> x509.KeyUsage:
+    """
+    :return: a CA's key usage (sign certificates and CRLs), or a TLS leaf's
+        (sign handshakes: ECDSA keys need nothing else).
+    """
+    return x509.KeyUsage(
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _sign(
     builder: x509.CertificateBuilder,
     key: ec.EllipticCurvePrivateKey,
@@ -120,20 +138,7 @@ def _leaf(
         .subject_name(_name(common_name))
         .issuer_name(ca.subject)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
     names = list(names)
@@ -152,20 +157,7 @@ def _ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePriva
         .subject_name(_name("netlab private CA"))
         .issuer_name(_name("netlab private CA"))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
     )
     return _sign(builder, key, key, CA_DAYS, now), key
 
