@@ -56,8 +56,9 @@ def accept(server, sel, clients):
         return
     sock.setblocking(False)
     client = Client(sock, addr)
-    clients[sock] = client
+    # Registered before it is listed: close() relies on that.
     sel.register(sock, selectors.EVENT_READ, client)
+    clients[sock] = client
     log.info("connection from %s", addr)
 
 
@@ -95,9 +96,12 @@ def drop_idle(clients, sel, idle_timeout):
 
 
 def close(client, sel, clients):
+    # Forget the client first: a stop signal may interrupt this function
+    # anywhere, and the cleanup on the way out must not close it twice.
+    if clients.pop(client.sock, None) is None:
+        return
     sel.unregister(client.sock)
     client.sock.close()
-    del clients[client.sock]
     log.info("connection from %s closed", client.addr)
 
 
