@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
@@ -14,6 +16,19 @@ from twisted.trial.unittest import TestCase
 from netlab import __version__, http, tcp
 from netlab.tracking import ConnectionTracker
 from tests.support import bounded, python, run
+
+
+@contextmanager
+def loopback_port(listening: bool) -> Iterator[int]:
+    """
+    A loopback port held for the block: bound only, it refuses connections;
+    listening, the kernel accepts them and nobody ever answers.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        if listening:
+            held.listen()
+        yield held.getsockname()[1]
 
 
 def netlab(*args: str) -> list[str]:
@@ -56,17 +71,12 @@ class CommandTests(TestCase):
         self.assertEqual((result.status, result.out), (0, data))
 
     async def test_refused(self) -> None:
-        with socket.socket() as closed:
-            closed.bind(("127.0.0.1", 0))  # bound, not listening: refuses
-            port = closed.getsockname()[1]
+        with loopback_port(listening=False) as port:
             result = await run(netlab("greet", f"tcp:127.0.0.1:{port}"))
         self.assert_one_line_failure(result, 1, b"connection refused")
 
     async def test_timeout(self) -> None:
-        with socket.socket() as silent:
-            silent.bind(("127.0.0.1", 0))
-            silent.listen()  # the kernel accepts; nobody ever answers
-            port = silent.getsockname()[1]
+        with loopback_port(listening=True) as port:
             result = await run(
                 netlab("greet", "--timeout", "0.5", f"tcp:127.0.0.1:{port}")
             )
@@ -107,9 +117,7 @@ class CommandTests(TestCase):
         self.assertEqual(json.loads(result.out.partition(b"\n")[2])["body"], "/w==")
 
     async def test_get_failures(self) -> None:
-        with socket.socket() as closed:
-            closed.bind(("127.0.0.1", 0))
-            port = closed.getsockname()[1]
+        with loopback_port(listening=False) as port:
             result = await run(netlab("get", f"http://127.0.0.1:{port}/"))
         self.assert_one_line_failure(result, 1, b"connection refused")
         for args in (
@@ -122,10 +130,7 @@ class CommandTests(TestCase):
             self.assert_one_line_failure(result, 2, b"netlab get")
 
     async def test_get_timeout_covers_the_body(self) -> None:
-        with socket.socket() as stalls:
-            stalls.bind(("127.0.0.1", 0))
-            stalls.listen()
-            port = stalls.getsockname()[1]
+        with loopback_port(listening=True) as port:
             result = await run(
                 netlab("get", "--timeout", "0.5", f"http://127.0.0.1:{port}/")
             )
@@ -146,27 +151,20 @@ class CommandTests(TestCase):
         self.assert_one_line_failure(result, 1, b"handshake refused")
 
     async def test_ws_failures(self) -> None:
-        with socket.socket() as closed:
-            closed.bind(("127.0.0.1", 0))
-            port = closed.getsockname()[1]
+        with loopback_port(listening=False) as port:
             result = await run(netlab("ws", f"ws://127.0.0.1:{port}/", "x"))
         self.assert_one_line_failure(result, 1, b"connection refused")
         for url in ("http://127.0.0.1/", "ws://", "ws://127.0.0.1:99999/", "nonsense"):
             result = await run(netlab("ws", url, "x"))
             self.assert_one_line_failure(result, 2, b"bad URL")
-        with socket.socket() as silent:
-            silent.bind(("127.0.0.1", 0))
-            silent.listen()
-            port = silent.getsockname()[1]
+        with loopback_port(listening=True) as port:
             result = await run(
                 netlab("ws", "--timeout", "0.5", f"ws://127.0.0.1:{port}/")
             )
         self.assert_one_line_failure(result, 1, b"timed out")
 
     async def test_compat_client_refused(self) -> None:
-        with socket.socket() as closed:
-            closed.bind(("127.0.0.1", 0))
-            port = closed.getsockname()[1]
+        with loopback_port(listening=False) as port:
             result = await run(
                 python("-m", "netlab.compat.socket_client", "--port", str(port))
             )

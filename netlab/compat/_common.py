@@ -3,6 +3,7 @@ What every twin's ``main`` shares: the command line, logging and a clean stop.
 """
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -41,6 +42,15 @@ def parse_args(description, port, argv=None, client=False, timeouts=()):
                 help=f"{text} (default: %(default)s)",
             )
     return parser.parse_args(argv)
+
+
+async def until_stopped():
+    """Wait (in asyncio) for SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
 
 
 def run(serve, args):

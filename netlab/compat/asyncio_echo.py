@@ -9,9 +9,8 @@ echoed; then the server closes.
 
 import asyncio
 import logging
-import signal
 
-from netlab.compat._common import parse_args, run
+from netlab.compat._common import parse_args, run, until_stopped
 
 log = logging.getLogger("asyncio_echo")
 
@@ -46,12 +45,8 @@ async def serve_forever(args):
     )
     host, port = server.sockets[0].getsockname()[:2]
     log.info("listening on %s port %d", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     async with server:
-        await stop.wait()
+        await until_stopped()
     log.info("stopped")
 
 

@@ -14,11 +14,10 @@ import argparse
 import asyncio
 import http
 import logging
-import signal
 import sys
 from urllib.parse import urlsplit
 
-from netlab.compat._common import parse_args, run
+from netlab.compat._common import parse_args, run, until_stopped
 
 try:
     from websockets.asyncio.server import serve as ws_serve
@@ -112,11 +111,7 @@ async def serve_forever(args):
     async with server:
         host, port = server.sockets[0].getsockname()[:2]
         log.info("listening on %s port %d", host, port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        await until_stopped()
     # Leaving the block closed every connection with 1001 (going away).
     log.info("stopped")
 
