@@ -8,7 +8,8 @@ a client certificate, made with ``cryptography``.
                     servers) trust
     DIR/ca.key      the CA's key, to sign more certificates later
     DIR/server.pem  a server certificate for localhost, 127.0.0.1, ::1 and
-    DIR/server.key  each --host
+    DIR/server.key  each --host, followed by the CA's (the whole chain, as
+                    netlab's TLS endpoint wants it)
     DIR/client.pem  a client certificate, for mutual TLS
     DIR/client.key
 
@@ -220,12 +221,17 @@ def make_certificates(
         if passphrase
         else serialization.NoEncryption()
     )
-    for certificate, path in (
-        (ca, paths.ca),
-        (server, paths.server),
-        (client, paths.client),
-    ):
-        _write(path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+
+    def pem(*certificates: x509.Certificate) -> bytes:
+        return b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in certificates
+        )
+
+    _write(paths.ca, pem(ca), 0o644)
+    # The server serves its whole chain; a private root costs clients nothing
+    # and lets the endpoint check, at start-up, that nothing is missing.
+    _write(paths.server, pem(server, ca), 0o644)
+    _write(paths.client, pem(client), 0o644)
     for key, path in (
         (ca_key, paths.ca_key),
         (server_key, paths.server_key),
@@ -238,31 +244,34 @@ def make_certificates(
     return paths
 
 
-def usage_lines(paths: Certificates, encrypted: bool) -> list[str]:
+def usage_lines(paths: Certificates, passphrase_file: str | None = None) -> list[str]:
     """
+    :param passphrase_file: where the keys' passphrase is, if they are encrypted.
     :return: lines telling how to use the certificates, to print.
     """
 
-    def escaped(path: Path) -> str:
+    def escaped(path: Path | str) -> str:
         # Endpoint strings separate fields with colons.
-        return str(path.resolve()).replace("\\", "\\\\").replace(":", "\\:")
+        return str(Path(path).resolve()).replace("\\", "\\\\").replace(":", "\\:")
 
     listen = (
-        f"ssl:8443:interface=127.0.0.1:privateKey={escaped(paths.server_key)}"
+        f"ssl:8443:privateKey={escaped(paths.server_key)}"
         f":certKey={escaped(paths.server)}"
     )
-    lines = [
+    client_key = f"--cert {paths.client} --key {paths.client_key}"
+    if passphrase_file is not None:
+        listen += f":passphraseFile={escaped(passphrase_file)}"
+        client_key += f" --passphrase-file {passphrase_file}"
+    return [
         f"wrote {', '.join(str(p) for p in paths.paths())}",
-        "serve TLS with any netlab plugin, for example:",
+        "serve TLS (on 127.0.0.1) with any netlab plugin, for example:",
         f"  twistd -n netlab-http --listen {listen}",
         "and check it, trusting only the new CA:",
+        f"  netlab get --cacert {paths.ca} https://localhost:8443/",
         f"  curl --cacert {paths.ca} https://localhost:8443/",
-        f"a client certificate for mutual TLS: {paths.client} with {paths.client_key}",
+        "mutual TLS: add this to the --listen string",
+        f"  :clientCA={escaped(paths.ca)}",
+        "and give clients the client certificate:",
+        f"  netlab get --cacert {paths.ca} {client_key} https://localhost:8443/",
         f"keep {paths.ca_key} private: it can sign more certificates",
     ]
-    if encrypted:
-        lines.append(
-            "the keys are encrypted with the passphrase: Twisted's ssl: endpoint "
-            "cannot read them yet (make them without --passphrase-file for now)"
-        )
-    return lines

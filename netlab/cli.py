@@ -17,13 +17,12 @@ from urllib.parse import urlsplit
 
 from hyperlink import DecodedURL
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, certs, http, tcp, websocket
+from netlab import __version__, certs, http, tcp, tls, websocket
 from netlab.deadline import with_deadline
 
 EXIT_NETWORK = 1
@@ -50,7 +49,68 @@ class _CommandOptions(usage.Options):
         raise SystemExit(0)
 
 
-class _ExchangeOptions(_CommandOptions):
+class _TLSOptions(_CommandOptions):
+    """
+    How a client command checks a TLS server, and what it shows of itself.
+    """
+
+    optFlags = [
+        [
+            "insecure",
+            "k",
+            "Do NOT verify the server's certificate: anyone on the path can then "
+            "read and change the traffic.",
+        ]
+    ]
+    optParameters = [
+        [
+            "cacert",
+            None,
+            None,
+            "Trust the CA certificates in this PEM file instead of the system's.",
+        ],
+        ["cert", None, None, "A client certificate (PEM), for mutual TLS."],
+        ["key", None, None, "The client certificate's key (PEM) [default: --cert]."],
+        [
+            "passphrase-file",
+            None,
+            None,
+            "Decrypt the client key with the passphrase in this file.",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        self["tls"] = None
+        files = [self[name] for name in ("cacert", "cert", "key", "passphrase-file")]
+        if not (self["insecure"] or any(files)):
+            return
+        if self["insecure"] and self["cacert"]:
+            raise usage.UsageError("--insecure and --cacert contradict each other")
+        try:
+            self["tls"] = tls.ClientTLS(
+                cacert=self["cacert"],
+                cert=self["cert"],
+                key=self["key"],
+                passphrase=tls.read_passphrase(self["passphrase-file"]),
+                insecure=self["insecure"],
+            )
+        except tls.TLSConfigError as error:
+            raise usage.UsageError(str(error)) from None
+        if self["insecure"]:
+            sys.stderr.write(
+                f"netlab {self.name}: WARNING: --insecure: the server's certificate "
+                "is NOT verified\n"
+            )
+
+    def secure_scheme(self, scheme: str, secure: str) -> None:
+        """
+        :raise usage.UsageError: when TLS options come with a plain-text URL.
+        """
+        if self["tls"] is not None and scheme != secure:
+            raise usage.UsageError(f"TLS options need a {secure}:// URL")
+
+
+class _ExchangeOptions(_TLSOptions):
     """
     Options of a command that sends one message and prints the reply.
     """
@@ -114,7 +174,7 @@ class GreetOptions(_ExchangeOptions):
     send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.greet)
 
 
-class GetOptions(_CommandOptions):
+class GetOptions(_TLSOptions):
     """
     ``netlab get``.
     """
@@ -165,6 +225,11 @@ class GetOptions(_CommandOptions):
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise usage.UsageError(f"bad URL {url!r}: expected http://HOST/...")
         self["url"] = url
+        self["scheme"] = parsed.scheme
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self.secure_scheme(self["scheme"], "https")
 
     def body(self) -> bytes | None:
         """
@@ -177,7 +242,7 @@ class GetOptions(_CommandOptions):
         return None
 
 
-class WSOptions(_CommandOptions):
+class WSOptions(_TLSOptions):
     """
     ``netlab ws``.
     """
@@ -206,10 +271,17 @@ class WSOptions(_CommandOptions):
             parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as bad:
             raise usage.UsageError(f"bad URL {url!r}: {bad}") from None
-        if parts.scheme != "ws" or not parts.hostname:
-            raise usage.UsageError(f"bad URL {url!r}: expected ws://HOST[:PORT]/PATH")
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise usage.UsageError(
+                f"bad URL {url!r}: expected ws://HOST[:PORT]/PATH or wss://..."
+            )
         self["url"] = url
+        self["scheme"] = parts.scheme
         self["messages"] = list(messages)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self.secure_scheme(self["scheme"], "wss")
 
 
 class CertsOptions(_CommandOptions):
@@ -257,16 +329,10 @@ class CertsOptions(_CommandOptions):
     def postOptions(self) -> None:
         if self["days"] <= 0:
             raise usage.UsageError("--days must be positive")
-        self["passphrase"] = None
-        if self["passphrase-file"] is not None:
-            try:
-                with open(self["passphrase-file"], "rb") as file:
-                    passphrase = file.read().rstrip(b"\r\n")
-            except OSError as error:
-                raise usage.UsageError(f"cannot read the passphrase: {error}") from None
-            if not passphrase:
-                raise usage.UsageError("the passphrase file is empty")
-            self["passphrase"] = passphrase
+        try:
+            self["passphrase"] = tls.read_passphrase(self["passphrase-file"])
+        except tls.TLSConfigError as error:
+            raise usage.UsageError(str(error)) from None
 
 
 class Options(_CommandOptions):
@@ -309,6 +375,8 @@ def describe_failure(failure: Failure) -> str:
         return f"the server closed the WebSocket ({failure.getErrorMessage()})"
     if failure.check(ResponseFailed):
         return describe_failure(failure.value.reasons[0])
+    if reason := tls.describe_tls_error(failure.value):
+        return reason
     if failure.check(error.ConnectionLost):
         return "connection lost before the server finished"
     message = " ".join(failure.getErrorMessage().split())
@@ -318,7 +386,7 @@ def describe_failure(failure: Failure) -> str:
 async def _run(reactor: Any, options: _ExchangeOptions) -> None:
     where = options["endpoint"]
     try:
-        endpoint = clientFromString(reactor, where)
+        endpoint = tls.client_from_string(reactor, where, options["tls"])
     except Exception as bad:
         _fail(f"netlab {options.name}: bad endpoint {where!r}: {bad}", EXIT_USAGE)
     message = options.message()
@@ -350,6 +418,7 @@ async def _get(reactor: Any, options: GetOptions) -> None:
             timeout=options["timeout"],
             max_body=options["max-body"],
             reactor=reactor,
+            tls=options["tls"],
         )
     except Exception:
         reason = describe_failure(Failure())
@@ -378,7 +447,9 @@ async def _ws(reactor: Any, options: WSOptions) -> None:
             yield line.rstrip("\n")
 
     try:
-        connection = await websocket.connect(url, reactor=reactor, timeout=timeout)
+        connection = await websocket.connect(
+            url, reactor=reactor, timeout=timeout, tls=options["tls"]
+        )
         async for message in lines():
             connection.send(message)
             reply = await with_deadline(connection.receive(), timeout, reactor)
@@ -401,7 +472,7 @@ async def _certs(reactor: Any, options: CertsOptions) -> None:
         )
     except (OSError, ValueError) as error:
         _fail(f"netlab certs: {error}", EXIT_NETWORK)
-    for line in certs.usage_lines(paths, encrypted=options["passphrase"] is not None):
+    for line in certs.usage_lines(paths, options["passphrase-file"]):
         sys.stdout.write(line + "\n")
 
 

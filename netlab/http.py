@@ -46,6 +46,7 @@ from twisted.web.server import Request, Site
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import describe_address
+from netlab.tls import ClientTLS, client_identity
 from netlab.tracking import ConnectionTracker
 from netlab.websocket import EchoFactory, WebSocketMount
 
@@ -66,6 +67,17 @@ DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
 # client still sends, so that closing does not reset the connection before
 # the client has read the refusal.
 _LINGER_SECONDS = 2.0
+
+
+_SECRET_PARAMETER = re.compile(rb"([?&]access_token=)[^&#]*")
+
+
+def redact(uri: bytes) -> bytes:
+    """
+    :return: ``uri`` with the value of any ``access_token`` query parameter
+        replaced, so that bearer tokens never reach a log.
+    """
+    return _SECRET_PARAMETER.sub(rb"\1REDACTED", uri)
 
 
 def plain(request: Request, code: int, text: bytes) -> bytes:
@@ -445,11 +457,12 @@ class HTTPSite(ConnectionTracker, Site):
         self._log.info(
             "{method} {path} {status} {bytes} bytes {duration:.4f}s {peer}",
             method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1"),
+            path=redact(request.uri).decode("latin-1"),
             status=request.code,
             bytes=request.sentLength,
             duration=self.reactor.seconds() - request.started,
             peer=request.channel.peer,
+            client=client_identity(request.channel.transport),
         )
 
 
@@ -509,6 +522,7 @@ def fetch(
     timeout: float = DEFAULT_CLIENT_TIMEOUT,
     max_body: int = DEFAULT_MAX_RESPONSE,
     reactor: Any = None,
+    tls: ClientTLS | None = None,
 ) -> defer.Deferred[Response]:
     """
     Make one HTTP request with treq and read the whole response.
@@ -522,11 +536,17 @@ def fetch(
         :class:`~twisted.internet.defer.TimeoutError`.
     :param max_body: the most body bytes kept before failing with
         :class:`ResponseTooLarge`.
+    :param tls: how an ``https://`` server is verified (the system's trusted
+        CAs when not given).
     """
     if reactor is None:
         from twisted.internet import reactor
     client = HTTPClient(
-        Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        Agent(
+            reactor,
+            contextFactory=(tls or ClientTLS()).policy(),
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
     )
 
     async def exchange() -> Response:

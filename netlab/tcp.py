@@ -19,13 +19,15 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -36,6 +38,7 @@ from zope.interface import implementer
 
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tls import ClientTLS, client_from_string, client_identity
 from netlab.tracking import ConnectionTracker
 
 #: Where ``twistd netlab-echo`` listens unless told otherwise.
@@ -89,6 +92,7 @@ class ServiceFactory(ConnectionTracker, Factory):
         self.reactor = reactor
 
 
+@implementer(IHandshakeListener)
 class ServiceProtocol(Protocol, TimeoutMixin):
     """
     A server connection that logs its life, counts its bytes and times out when idle.
@@ -102,6 +106,8 @@ class ServiceProtocol(Protocol, TimeoutMixin):
     peer = "?"
     bytes_in = 0
     bytes_out = 0
+    #: Over mutual TLS, the subject of the client's certificate.
+    client: str | None = None
 
     def connectionMade(self) -> None:
         self.peer = describe_address(self.transport.getPeer())
@@ -112,6 +118,18 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             "{service} connection from {peer}",
             service=self.factory.service_name,
             peer=self.peer,
+        )
+
+    def handshakeCompleted(self) -> None:
+        """
+        Over TLS: note who the client is, if it showed a certificate.
+        """
+        self.client = client_identity(self.transport)
+        self._log.info(
+            "{service} connection from {peer}: TLS, client certificate {client}",
+            service=self.factory.service_name,
+            peer=self.peer,
+            client=self.client,
         )
 
     def dataReceived(self, data: bytes) -> None:
@@ -259,11 +277,15 @@ class _Exchange(Protocol):
     """
     Sends one message, shuts down its writing side and keeps what comes back
     until the server closes.
+
+    TLS has no half-close (a TLS close alert ends both directions), so over
+    TLS an echo exchange instead closes once the whole message came back.
     """
 
-    def __init__(self, message: bytes, max_reply: int) -> None:
+    def __init__(self, message: bytes, max_reply: int, echoed: bool) -> None:
         self._message = message
         self._max_reply = max_reply
+        self._echoed = echoed
         self._received: list[bytes] = []
         self._size = 0
         self.reply: defer.Deferred[bytes] = defer.Deferred(self._cancel)
@@ -273,7 +295,10 @@ class _Exchange(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.write(self._message)
-        self.transport.loseWriteConnection()
+        if not ISSLTransport.providedBy(self.transport):
+            self.transport.loseWriteConnection()
+        elif self._echoed:
+            self._close_when_echoed()
 
     def dataReceived(self, data: bytes) -> None:
         self._size += len(data)
@@ -284,6 +309,12 @@ class _Exchange(Protocol):
             self.transport.abortConnection()
             return
         self._received.append(data)
+        if self._echoed and ISSLTransport.providedBy(self.transport):
+            self._close_when_echoed()
+
+    def _close_when_echoed(self) -> None:
+        if self._size >= len(self._message):
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.reply.called:
@@ -300,15 +331,17 @@ def _exchange(
     reactor: Any,
     timeout: float,
     max_reply: int,
+    tls: ClientTLS | None,
+    echoed: bool,
 ) -> defer.Deferred[bytes]:
     if reactor is None:
         from twisted.internet import reactor
     try:
         if isinstance(endpoint, str):
-            endpoint = clientFromString(reactor, endpoint)
+            endpoint = client_from_string(reactor, endpoint, tls)
     except Exception:
         return defer.fail()
-    exchange = _Exchange(message, max_reply)
+    exchange = _Exchange(message, max_reply, echoed)
     done = connectProtocol(endpoint, exchange)
     done.addCallback(lambda _: exchange.reply)
     return with_deadline(done, timeout, reactor)
@@ -321,19 +354,22 @@ def echo(
     reactor: Any = None,
     timeout: float = DEFAULT_CLIENT_TIMEOUT,
     max_reply: int = DEFAULT_MAX_REPLY,
+    tls: ClientTLS | None = None,
 ) -> defer.Deferred[bytes]:
     """
     Send ``message`` to an echo server and collect what it sends back.
 
     :param endpoint: a client endpoint, or a client endpoint string such as
-        ``"tcp:127.0.0.1:8007"``.
+        ``"tcp:127.0.0.1:8007"`` or, over TLS, ``"tls:localhost:8007"``.
+    :param tls: how a ``tls:`` endpoint string verifies the server (the
+        system's trusted CAs when not given).
     :param timeout: seconds for the whole exchange, from connecting to the
         server's close; past it the Deferred fails with
         :class:`~twisted.internet.defer.TimeoutError`.
     :param max_reply: the most bytes kept before failing with :class:`ReplyTooLarge`.
     :return: a Deferred that fires with the whole reply once the server closes.
     """
-    return _exchange(endpoint, message, reactor, timeout, max_reply)
+    return _exchange(endpoint, message, reactor, timeout, max_reply, tls, True)
 
 
 def greet(
@@ -343,6 +379,7 @@ def greet(
     reactor: Any = None,
     timeout: float = DEFAULT_CLIENT_TIMEOUT,
     max_reply: int = DEFAULT_MAX_REPLY,
+    tls: ClientTLS | None = None,
 ) -> defer.Deferred[bytes]:
     """
     Say ``message`` to a greeting server and collect its answer.
@@ -351,4 +388,4 @@ def greet(
 
     :return: a Deferred that fires with the server's answer once it closes.
     """
-    return _exchange(endpoint, message, reactor, timeout, max_reply)
+    return _exchange(endpoint, message, reactor, timeout, max_reply, tls, False)

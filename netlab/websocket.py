@@ -42,6 +42,7 @@ from twisted.web.server import Request
 
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tls import ClientTLS, client_endpoint, describe_tls_error
 from netlab.tracking import ConnectionTracker
 
 #: Where ``twistd netlab-ws`` listens unless told otherwise.
@@ -324,10 +325,20 @@ class _ClientProtocol(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.put(payload if isBinary else payload.decode("utf-8"))
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # autobahn turns the reason into text for onClose; keep a TLS failure
+        # whole, so that the caller can tell why the server was not trusted.
+        self._lost = reason
+        super().connectionLost(reason)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.closed_with = (code, reason)
+        lost = getattr(self, "_lost", None)
         if not self.opened.called:
-            self.opened.errback(HandshakeRefused(reason or "handshake refused"))
+            if lost is not None and describe_tls_error(lost.value):
+                self.opened.errback(lost)
+            else:
+                self.opened.errback(HandshakeRefused(reason or "handshake refused"))
         waiting, self.messages.waiting = self.messages.waiting, []
         for receiver in waiting:
             receiver.errback(ConnectionClosed(code, reason))
@@ -383,6 +394,9 @@ class Connection:
         return self._protocol.when_closed()
 
 
+_DEFAULT_PORTS = {"ws": 80, "wss": 443}
+
+
 def connect(
     url: str,
     *,
@@ -391,26 +405,40 @@ def connect(
     max_message: int = DEFAULT_MAX_REPLY,
     handshake_timeout: float = DEFAULT_LIMITS.handshake_timeout,
     origin: str | None = None,
+    tls: ClientTLS | None = None,
+    headers: dict[str, str] | None = None,
 ) -> defer.Deferred[Connection]:
     """
-    Open a WebSocket to ``url`` (``ws://host:port/path``).
+    Open a WebSocket to ``url`` (``ws://host:port/path``, or ``wss://`` over TLS).
 
     :param timeout: seconds for connecting and the opening handshake.
     :param max_message: the largest message the client accepts, after
         decompression (the echo of a 1 MiB text is a little larger).
     :param handshake_timeout: seconds for the closing handshake.
-    :raise ValueError: (through the Deferred) for a URL that is not ``ws://``.
+    :param tls: how a ``wss://`` server is verified (the system's trusted CAs
+        when not given).
+    :param headers: more headers for the opening handshake, such as
+        ``Authorization``.
+    :raise ValueError: (through the Deferred) for a URL that is not ``ws://``
+        or ``wss://``.
     """
     if reactor is None:
         from twisted.internet import reactor
     try:
         parts = urlsplit(url)
-        if parts.scheme != "ws" or not parts.hostname:
-            raise ValueError(f"expected ws://HOST[:PORT]/PATH, not {url!r}")
-        port = parts.port or 80
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError(f"expected ws://HOST[:PORT]/PATH or wss://, not {url!r}")
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        if parts.scheme == "wss":
+            endpoint = client_endpoint(reactor, parts.hostname, port, tls)
+        else:
+            host = parts.hostname.replace(":", "\\:")
+            endpoint = clientFromString(reactor, f"tcp:{host}:{port}")
     except ValueError as error:
         return defer.fail(error)
-    factory = WebSocketClientFactory(url, origin=origin, reactor=reactor)
+    factory = WebSocketClientFactory(
+        url, origin=origin, headers=headers, reactor=reactor
+    )
     factory.protocol = _ClientProtocol
     factory.setProtocolOptions(
         failByDrop=False,
@@ -426,8 +454,6 @@ def connect(
             else None
         ),
     )
-    host = parts.hostname.replace(":", "\\:")
-    endpoint = clientFromString(reactor, f"tcp:{host}:{port}")
 
     async def opening() -> Connection:
         protocol = await endpoint.connect(factory)

@@ -175,7 +175,8 @@ class CommandTests(TestCase):
             )
         )
         self.assertEqual(result.status, 0, result)
-        self.assertIn(b"--listen ssl:8443:interface=127.0.0.1:privateKey=", result.out)
+        self.assertIn(b"--listen ssl:8443:privateKey=", result.out)
+        self.assertIn(b":passphraseFile=" + str(passphrase).encode(), result.out)
         self.assertIn(
             b"curl --cacert " + str(directory / "ca.pem").encode(), result.out
         )
@@ -191,4 +192,4 @@ class CommandTests(TestCase):
             python("-m", "netlab", "certs", "--passphrase-file", "/nonexistent", "x")
         )
         self.assertEqual(missing.status, 2, missing)
-        self.assertIn(b"cannot read the passphrase", missing.err)
+        self.assertIn(b"cannot read passphrase file", missing.err)

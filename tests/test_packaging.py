@@ -59,6 +59,7 @@ class WheelTests(TestCase):
         names = set(zipfile.ZipFile(wheel).namelist())
         for expected in (
             "twisted/plugins/netlab_plugins.py",
+            "twisted/plugins/netlab_endpoints.py",
             "netlab/tap/lab.py",
             "netlab/compat/socket_server.py",
         ):

@@ -20,16 +20,23 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from netlab.limits import LimitOptions
+from netlab.tls import hardened
 
 
 def check_endpoint(description: str) -> str:
     """
     Check a server endpoint string without listening on it.
 
+    TLS certificates and keys are loaded and checked here, so a bad one stops
+    start-up with one line instead of a traceback when the service starts.
+
+    :return: the string to listen on: a Twisted ``ssl:`` string becomes
+        netlab's hardened ``netlab-ssl:``.
     :raise usage.UsageError: with a one-line reason when it cannot be used.
     """
     from twisted.internet import reactor
 
+    description = hardened(description)
     try:
         serverFromString(reactor, description)
     except Exception as error:
@@ -68,7 +75,7 @@ def listening_service(
     """
     service = PluginService()
     for description in descriptions:
-        strports.service(description, factory).setServiceParent(service)
+        strports.service(hardened(description), factory).setServiceParent(service)
     return service
 
 

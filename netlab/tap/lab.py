@@ -54,7 +54,7 @@ class Options(OriginOptions, LimitOptions):
 
     def _place(self, name: str, description: str) -> None:
         if description != OFF:
-            check_endpoint(description)
+            description = check_endpoint(description)
         self["listen"][name].append(description)
 
     def opt_echo(self, description: str) -> None:
