@@ -79,11 +79,22 @@ class _TLSOptions(_CommandOptions):
         ],
     ]
 
+    #: The scheme (or endpoint prefix) that TLS options go with.
+    secure_scheme = ""
+
+    def scheme(self) -> str:
+        """
+        :return: the scheme of the URL (or prefix of the endpoint) given.
+        """
+        raise NotImplementedError
+
     def postOptions(self) -> None:
         self["tls"] = None
         files = [self[name] for name in ("cacert", "cert", "key", "passphrase-file")]
         if not (self["insecure"] or any(files)):
             return
+        if self.scheme() != self.secure_scheme:
+            raise usage.UsageError(f"TLS options need a {self.secure_scheme}: address")
         if self["insecure"] and self["cacert"]:
             raise usage.UsageError("--insecure and --cacert contradict each other")
         try:
@@ -101,13 +112,6 @@ class _TLSOptions(_CommandOptions):
                 f"netlab {self.name}: WARNING: --insecure: the server's certificate "
                 "is NOT verified\n"
             )
-
-    def secure_scheme(self, scheme: str, secure: str) -> None:
-        """
-        :raise usage.UsageError: when TLS options come with a plain-text URL.
-        """
-        if self["tls"] is not None and scheme != secure:
-            raise usage.UsageError(f"TLS options need a {secure}:// URL")
 
 
 class _ExchangeOptions(_TLSOptions):
@@ -144,6 +148,11 @@ class _ExchangeOptions(_TLSOptions):
     def parseArgs(self, endpoint: str, message: str | None = None) -> None:
         self["endpoint"] = endpoint
         self["message"] = message
+
+    secure_scheme = "tls"
+
+    def scheme(self) -> str:
+        return self["endpoint"].partition(":")[0]
 
     def message(self) -> bytes:
         """
@@ -227,9 +236,10 @@ class GetOptions(_TLSOptions):
         self["url"] = url
         self["scheme"] = parsed.scheme
 
-    def postOptions(self) -> None:
-        super().postOptions()
-        self.secure_scheme(self["scheme"], "https")
+    secure_scheme = "https"
+
+    def scheme(self) -> str:
+        return self["scheme"]
 
     def body(self) -> bytes | None:
         """
@@ -279,9 +289,10 @@ class WSOptions(_TLSOptions):
         self["scheme"] = parts.scheme
         self["messages"] = list(messages)
 
-    def postOptions(self) -> None:
-        super().postOptions()
-        self.secure_scheme(self["scheme"], "wss")
+    secure_scheme = "wss"
+
+    def scheme(self) -> str:
+        return self["scheme"]
 
 
 class CertsOptions(_CommandOptions):

@@ -273,6 +273,7 @@ class ReplyTooLarge(Exception):
     """
 
 
+@implementer(IHandshakeListener)
 class _Exchange(Protocol):
     """
     Sends one message, shuts down its writing side and keeps what comes back
@@ -297,7 +298,11 @@ class _Exchange(Protocol):
         self.transport.write(self._message)
         if not ISSLTransport.providedBy(self.transport):
             self.transport.loseWriteConnection()
-        elif self._echoed:
+
+    def handshakeCompleted(self) -> None:
+        # Closing before the handshake ends would abort it; an empty echo
+        # is complete as soon as it may close.
+        if self._echoed:
             self._close_when_echoed()
 
     def dataReceived(self, data: bytes) -> None:

@@ -36,6 +36,7 @@ from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
+    IProtocolNegotiationFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -216,7 +217,22 @@ class _HardenedOptions(ssl.CertificateOptions):
         # Client-initiated renegotiation is a cheap way to make a server do
         # expensive handshakes; TLS 1.3 has none, this refuses it in 1.2.
         context.set_options(SSL.OP_NO_RENEGOTIATION)
+        # Twisted's ALPN callback fails the handshake ("internal error") when
+        # the client offers only protocols the service does not name, as
+        # curl's h2 and http/1.1 against a raw TCP service. Say "none agreed"
+        # instead, and the handshake goes on.
+        context.set_alpn_select_callback(_select_protocol)
         return context
+
+
+def _select_protocol(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    factory = connection.get_app_data().factory.wrappedFactory
+    negotiation = IProtocolNegotiationFactory(factory, None)
+    acceptable = negotiation.acceptableProtocols() if negotiation else []
+    for protocol in acceptable:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def server_options(
