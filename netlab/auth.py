@@ -925,3 +925,46 @@ def token_from_websocket(
         if protocol[:7].lower() == "bearer." and len(protocol) > 7:
             return protocol[7:]
     return _first(params.get("access_token")) or None
+
+
+#: Paths that stay open whatever is protected: health checks must work
+#: without credentials.
+OPEN_PATHS = ("/healthz",)
+
+#: The subprotocol a browser offers beside ``bearer.<token>``; a protected
+#: WebSocket server chooses it, so the token is never sent back.
+BEARER_SUBPROTOCOL = "bearer"
+
+
+def _covered(path: str, prefix: str) -> bool:
+    if prefix == "/":
+        return True
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+@dataclass(frozen=True)
+class Protection:
+    """
+    Which request paths need a bearer token, and what checks it.
+
+    :param checker: verifies the tokens.
+    :param paths: path prefixes that need a token (``"/"`` for all); the
+        paths in :data:`OPEN_PATHS` stay open.
+    :param realm: named in ``WWW-Authenticate`` challenges.
+    """
+
+    checker: JWTChecker
+    paths: tuple[str, ...]
+    realm: str = "netlab"
+
+    def covers(self, path: bytes | str) -> bool:
+        """
+        :return: whether a request for ``path`` (without its query) needs a
+            token.
+        """
+        if isinstance(path, bytes):
+            path = path.decode("latin-1")
+        if any(_covered(path, open_path) for open_path in OPEN_PATHS):
+            return False
+        return any(_covered(path, prefix) for prefix in self.paths)

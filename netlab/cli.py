@@ -9,6 +9,7 @@ endpoint string. Every failure is one line on standard error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,11 +23,14 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, certs, http, tcp, tls, websocket
+from netlab import __version__, auth, certs, http, tcp, tls, websocket
 from netlab.deadline import with_deadline
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2
+
+#: Where ``netlab get`` and ``netlab ws`` find a bearer token by default.
+TOKEN_VARIABLE = "NETLAB_TOKEN"
 
 
 def _positive_float(value: str) -> float:
@@ -114,6 +118,26 @@ class _TLSOptions(_CommandOptions):
             )
 
 
+class _TokenOptions(_TLSOptions):
+    """
+    A bearer token for commands that speak HTTP.
+    """
+
+    optParameters = [
+        [
+            "token",
+            None,
+            None,
+            f"Send this bearer token [default: ${TOKEN_VARIABLE}, if set].",
+        ]
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        token = self["token"] or os.environ.get(TOKEN_VARIABLE)
+        self["authorization"] = f"Bearer {token}" if token else None
+
+
 class _ExchangeOptions(_TLSOptions):
     """
     Options of a command that sends one message and prints the reply.
@@ -183,7 +207,7 @@ class GreetOptions(_ExchangeOptions):
     send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.greet)
 
 
-class GetOptions(_TLSOptions):
+class GetOptions(_TokenOptions):
     """
     ``netlab get``.
     """
@@ -252,7 +276,7 @@ class GetOptions(_TLSOptions):
         return None
 
 
-class WSOptions(_TLSOptions):
+class WSOptions(_TokenOptions):
     """
     ``netlab ws``.
     """
@@ -346,6 +370,35 @@ class CertsOptions(_CommandOptions):
             raise usage.UsageError(str(error)) from None
 
 
+class TokenOptions(_CommandOptions):
+    """
+    ``netlab token``.
+    """
+
+    name = "token"
+    optParameters = [
+        [
+            "key",
+            None,
+            None,
+            "The HS256 secret file, or a private key PEM, to sign with.",
+        ],
+        ["sub", None, None, "The subject: who the token is for."],
+        ["aud", None, None, "The audience."],
+        ["iss", None, None, "The issuer."],
+        ["kid", None, None, "The key id, to name the key in a JWKS."],
+        ["ttl", None, 3600.0, "Seconds the token is valid.", _positive_float],
+    ]
+
+    def getSynopsis(self) -> str:
+        return "Usage: netlab token --key FILE --sub NAME [options]"
+
+    def postOptions(self) -> None:
+        for required in ("key", "sub"):
+            if not self[required]:
+                raise usage.UsageError(f"--{required} is required")
+
+
 class Options(_CommandOptions):
     """
     ``netlab``: the top-level command.
@@ -363,6 +416,7 @@ class Options(_CommandOptions):
         ["get", None, GetOptions, "Fetch a URL: print the status code, then the body."],
         ["ws", None, WSOptions, "Send WebSocket messages, print the replies."],
         ["certs", None, CertsOptions, "Make a private CA and certificates for TLS."],
+        ["token", None, TokenOptions, "Mint a bearer token (JWT), for testing."],
     ]
 
     def postOptions(self) -> None:
@@ -420,11 +474,14 @@ async def _run(reactor: Any, options: _ExchangeOptions) -> None:
 
 async def _get(reactor: Any, options: GetOptions) -> None:
     data = options.body()
+    headers = dict(options["headers"])
+    if options["authorization"]:
+        headers["Authorization"] = [options["authorization"]]
     try:
         response = await http.fetch(
             options["url"],
             method="GET" if data is None else "POST",
-            headers=options["headers"],
+            headers=headers,
             data=data,
             timeout=options["timeout"],
             max_body=options["max-body"],
@@ -458,8 +515,13 @@ async def _ws(reactor: Any, options: WSOptions) -> None:
             yield line.rstrip("\n")
 
     try:
+        authorization = options["authorization"]
         connection = await websocket.connect(
-            url, reactor=reactor, timeout=timeout, tls=options["tls"]
+            url,
+            reactor=reactor,
+            timeout=timeout,
+            tls=options["tls"],
+            headers={"Authorization": authorization} if authorization else None,
         )
         async for message in lines():
             connection.send(message)
@@ -487,7 +549,29 @@ async def _certs(reactor: Any, options: CertsOptions) -> None:
         sys.stdout.write(line + "\n")
 
 
-_COMMANDS = {"echo": _run, "greet": _run, "get": _get, "ws": _ws, "certs": _certs}
+async def _token(reactor: Any, options: TokenOptions) -> None:
+    try:
+        token = auth.mint(
+            options["key"],
+            options["sub"],
+            audience=options["aud"],
+            issuer=options["iss"],
+            ttl=options["ttl"],
+            kid=options["kid"],
+        )
+    except ValueError as error:
+        _fail(f"netlab token: {error}", EXIT_USAGE)
+    sys.stdout.write(token + "\n")
+
+
+_COMMANDS = {
+    "echo": _run,
+    "greet": _run,
+    "get": _get,
+    "ws": _ws,
+    "certs": _certs,
+    "token": _token,
+}
 
 
 def _fail(line: str, status: int) -> NoReturn:

@@ -43,6 +43,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from netlab.auth import Protection, protect
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import describe_address
@@ -210,6 +211,8 @@ class Root(Hello):
     ``/console`` (:mod:`netlab.console`), and :class:`NotFound` everywhere else.
 
     :param tracker: where WebSocket connections are counted (the site).
+    :param protection: which paths need a bearer token; the WebSocket checks
+        its own handshake (:class:`~netlab.websocket.EchoFactory`).
     """
 
     def __init__(
@@ -217,11 +220,14 @@ class Root(Hello):
         limits: Limits = DEFAULT_LIMITS,
         allowed_origins: Iterable[str] = (),
         tracker: ConnectionTracker | None = None,
+        protection: Protection | None = None,
     ) -> None:
         super().__init__()
         self.putChild(b"echo", Echo())
         self.putChild(b"healthz", Health())
-        websocket = EchoFactory(limits, allowed_origins, tracker=tracker)
+        websocket = EchoFactory(
+            limits, allowed_origins, tracker=tracker, protection=protection
+        )
         self.putChild(b"ws", WebSocketMount(websocket))
         # The page's resources build on Route, above: import them here.
         from netlab.console import Console, ConsoleScript
@@ -233,6 +239,37 @@ class Root(Hello):
         if path == b"" and not request.postpath:
             return self
         return NOT_FOUND
+
+
+class Guarded(Resource):
+    """
+    Serves ``root``, asking for a bearer token on the paths ``protection``
+    covers (through :func:`netlab.auth.protect`, so a refusal is a ``401``
+    with a ``WWW-Authenticate: Bearer`` challenge).
+
+    A WebSocket mount that checks tokens itself is passed through: its
+    handshake also takes a token where browsers can put one (the query or a
+    subprotocol).
+    """
+
+    def __init__(self, root: Resource, protection: Protection) -> None:
+        super().__init__()
+        self._root = root
+        self._protection = protection
+        self._guard = protect(root, protection.checker, protection.realm)
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Any:
+        if not self._protection.covers(request.path):
+            return self._root.getChildWithDefault(path, request)
+        child = self._root.getChildWithDefault(path, request)
+        if isinstance(child, WebSocketMount) and child.factory.protection:
+            return child
+        return self._guard.getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> Any:
+        if self._protection.covers(request.path):
+            return self._guard.render(request)
+        return self._root.render(request)
 
 
 _ABSOLUTE_FORM = re.compile(rb"(?i)https?://")
@@ -423,6 +460,8 @@ class HTTPSite(ConnectionTracker, Site):
     :param resource: the root resource; by default netlab's :class:`Root`.
     :param allowed_origins: for the default root's WebSocket: the browser
         origins allowed besides the page's own.
+    :param protection: the paths that need a bearer token (see
+        :class:`Guarded`).
     """
 
     _log = Logger()
@@ -436,10 +475,13 @@ class HTTPSite(ConnectionTracker, Site):
         limits: Limits = DEFAULT_LIMITS,
         reactor: IReactorTime | None = None,
         allowed_origins: Iterable[str] = (),
+        protection: Protection | None = None,
     ) -> None:
         ConnectionTracker.__init__(self)
         if resource is None:
-            resource = Root(limits, allowed_origins, tracker=self)
+            resource = Root(limits, allowed_origins, self, protection)
+        if protection is not None:
+            resource = Guarded(resource, protection)
         Site.__init__(self, resource, timeout=limits.idle_timeout, reactor=reactor)
         self.limits = limits
 

@@ -33,6 +33,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponseAccept,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import connectionDone
@@ -40,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from netlab.auth import BEARER_SUBPROTOCOL, Protection, token_from_websocket
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tls import ClientTLS, client_endpoint, describe_tls_error
@@ -144,12 +146,14 @@ class EchoProtocol(WebSocketServerProtocol):
     _log = Logger()
     factory: EchoFactory
     peer_address = "?"
+    #: With a protected handshake: the ``sub`` of the client's token.
+    subject: str | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.tracker.track(self)
 
-    def onConnect(self, request: ConnectionRequest) -> None:
+    def onConnect(self, request: ConnectionRequest) -> Any:
         self.peer_address = request.peer
         if not self.factory.origin_allowed(request):
             self._log.info(
@@ -158,6 +162,34 @@ class EchoProtocol(WebSocketServerProtocol):
                 origin=request.origin,
             )
             raise ConnectionDeny(403, "origin not allowed")
+        protection = self.factory.protection
+        if protection is not None and protection.covers(request.path):
+            return self._authenticate(request, protection)
+        return None
+
+    async def _authenticate(
+        self, request: ConnectionRequest, protection: Protection
+    ) -> str | None:
+        token = token_from_websocket(request.headers, request.params, request.protocols)
+        if token is None:
+            self._log.info("websocket from {peer} refused: no token", peer=request.peer)
+            raise ConnectionDeny(401, "bearer token required")
+        try:
+            claims = await protection.checker.verify(token)
+        except UnauthorizedLogin:
+            # The checker has logged why; the client learns only that it failed.
+            raise ConnectionDeny(401, "invalid token") from None
+        self.subject = claims["sub"]
+        self._log.info(
+            "websocket from {peer}: token for {subject}",
+            peer=request.peer,
+            subject=self.subject,
+        )
+        # A browser that sent its token as a subprotocol also offers plain
+        # "bearer" for the server to choose, so the token is not echoed.
+        if BEARER_SUBPROTOCOL in request.protocols:
+            return BEARER_SUBPROTOCOL
+        return None
 
     def onOpen(self) -> None:
         self._log.info("websocket open from {peer}", peer=self.peer_address)
@@ -218,6 +250,9 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
         (not browsers) are always allowed.
     :param tracker: where the connections are counted: the factory itself
         unless it is mounted in a site that counts its own.
+    :param protection: if given, a handshake on a path it covers needs a
+        bearer token (``Authorization`` header, ``bearer.<token>``
+        subprotocol, or ``access_token`` query parameter), else ``401``.
     """
 
     protocol = EchoProtocol
@@ -228,8 +263,10 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
         allowed_origins: Iterable[str] = (),
         reactor: Any = None,
         tracker: ConnectionTracker | None = None,
+        protection: Protection | None = None,
     ) -> None:
         ConnectionTracker.__init__(self)
+        self.protection = protection
         # Say "netlab", not autobahn's name and version.
         WebSocketServerFactory.__init__(self, server="netlab", reactor=reactor)
         self.tracker = self if tracker is None else tracker

@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
 
+from netlab import auth
 from netlab.limits import LimitOptions
-from netlab.tls import hardened
+from netlab.tls import ClientTLS, hardened
 
 
 def check_endpoint(description: str) -> str:
@@ -105,6 +106,7 @@ class ServiceOptions(LimitOptions):
         self["listen"].append(check_endpoint(description))
 
     def postOptions(self) -> None:
+        super().postOptions()
         if not self["listen"]:
             self["listen"] = [self.default_listen]
 
@@ -134,14 +136,102 @@ class OriginOptions(usage.Options):
         self["allowed_origins"].append(origin)
 
 
+class AuthOptions(usage.Options):
+    """
+    Bearer tokens (JWT) for plugins that serve HTTP or WebSocket: the paths
+    to protect, and the keys that tokens are checked with.
+    """
+
+    optParameters = [
+        [
+            "jwt-secret",
+            None,
+            None,
+            "Check tokens (HS256) with the secret in this file.",
+        ],
+        [
+            "jwt-public-key",
+            None,
+            None,
+            "Check tokens with the public key (PEM: RSA, EC or Ed25519) in this file.",
+        ],
+        [
+            "jwks-url",
+            None,
+            None,
+            "Check tokens with the keys an OAuth 2 / OpenID provider publishes here.",
+        ],
+        ["jwt-audience", None, None, "The aud that tokens must name."],
+        ["jwt-issuer", None, None, "The iss that tokens must have."],
+        [
+            "jwt-leeway",
+            None,
+            auth.DEFAULT_LEEWAY,
+            "Seconds of clock skew allowed for exp and nbf.",
+            float,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["protect"] = []
+        self["protection"] = None
+        self.docs["protect"] = (
+            "Ask for a bearer token on this path and below it (repeatable; / for "
+            f"all). {', '.join(auth.OPEN_PATHS)} stays open."
+        )
+
+    def opt_protect(self, path: str) -> None:
+        """
+        Ask for a bearer token on this path and below it (repeatable).
+        """
+        if not path.startswith("/"):
+            raise usage.UsageError(f"--protect {path}: a path starts with /")
+        if path.rstrip("/") in auth.OPEN_PATHS:
+            raise usage.UsageError(f"--protect {path}: health checks stay open")
+        self["protect"].append(path)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        sources = [n for n in ("jwt-secret", "jwt-public-key", "jwks-url") if self[n]]
+        if len(sources) > 1:
+            raise usage.UsageError(f"give one of --{' or --'.join(sources)}")
+        if not self["protect"]:
+            if sources:
+                raise usage.UsageError(f"--{sources[0]} needs --protect PATH")
+            return
+        if not sources:
+            raise usage.UsageError(
+                "--protect needs keys: --jwt-secret, --jwt-public-key or --jwks-url"
+            )
+        try:
+            if self["jwt-secret"]:
+                keys: Any = auth.secret_from_file(self["jwt-secret"])
+            elif self["jwt-public-key"]:
+                keys = auth.public_key_from_pem(self["jwt-public-key"])
+            else:
+                keys = auth.JWKS(self["jwks-url"], context_factory=ClientTLS().policy())
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+        checker = auth.JWTChecker(
+            keys,
+            audience=self["jwt-audience"],
+            issuer=self["jwt-issuer"],
+            leeway=self["jwt-leeway"],
+        )
+        self["protection"] = auth.Protection(checker, tuple(self["protect"]))
+
+
 def make_factory(options: LimitOptions, plugin: type[ServiceOptions]) -> Any:
     """
-    :return: ``plugin``'s factory, held to the limits (and allowed origins)
-        that ``options`` describe.
+    :return: ``plugin``'s factory, held to the limits (and allowed origins,
+        and bearer-token protection) that ``options`` describe.
     """
     arguments: dict[str, Any] = {"limits": options.limits()}
     if issubclass(plugin, OriginOptions):
         arguments["allowed_origins"] = options["allowed_origins"]
+    if issubclass(plugin, AuthOptions):
+        arguments["protection"] = options["protection"]
     return plugin.factory_class(**arguments)
 
 

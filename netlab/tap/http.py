@@ -4,10 +4,10 @@
 
 from netlab.http import DEFAULT_HTTP_LISTEN, HTTPSite
 from netlab.limits import HTTP_LIMITS, limit_parameters
-from netlab.tap import OriginOptions, ServiceOptions, makeService
+from netlab.tap import AuthOptions, OriginOptions, ServiceOptions, makeService
 
 
-class Options(OriginOptions, ServiceOptions):
+class Options(AuthOptions, OriginOptions, ServiceOptions):
     """
     Options for ``twistd netlab-http``.
     """

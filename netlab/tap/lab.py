@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import (
+    AuthOptions,
     OriginOptions,
     ServiceOptions,
     check_endpoint,
@@ -34,7 +35,7 @@ SERVICES: dict[str, type[ServiceOptions]] = {
 OFF = "off"
 
 
-class Options(OriginOptions, LimitOptions):
+class Options(AuthOptions, OriginOptions, LimitOptions):
     """
     Options for ``twistd netlab``.
     """
@@ -82,6 +83,7 @@ class Options(OriginOptions, LimitOptions):
         self._place("ws", description)
 
     def postOptions(self) -> None:
+        super().postOptions()
         for name, service in SERVICES.items():
             places = self["listen"][name]
             if OFF in places and len(places) > 1:

@@ -3,11 +3,11 @@
 """
 
 from netlab.limits import WS_LIMITS, limit_parameters
-from netlab.tap import OriginOptions, ServiceOptions, makeService
+from netlab.tap import AuthOptions, OriginOptions, ServiceOptions, makeService
 from netlab.websocket import DEFAULT_WS_LISTEN, EchoFactory
 
 
-class Options(OriginOptions, ServiceOptions):
+class Options(AuthOptions, OriginOptions, ServiceOptions):
     """
     Options for ``twistd netlab-ws``.
     """
