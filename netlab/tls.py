@@ -19,6 +19,7 @@ a client certificate. Its failures say what failed, as :class:`TLSFailure`.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import ssl as stdlib_ssl
@@ -211,6 +212,24 @@ def check_chain(chain: list[x509.Certificate], source: str) -> None:
         )
 
 
+def _warn_if_not_current(certificate: x509.Certificate, source: str) -> None:
+    # Served all the same (a renewal may be on its way), but every client
+    # will refuse it: say so where the operator looks.
+    now = datetime.datetime.now(datetime.UTC)
+    if now > certificate.not_valid_after_utc:
+        _log.warn(
+            "{source}: the certificate expired on {date}; clients will refuse it",
+            source=source,
+            date=certificate.not_valid_after_utc.isoformat(),
+        )
+    elif now < certificate.not_valid_before_utc:
+        _log.warn(
+            "{source}: the certificate is not valid before {date}",
+            source=source,
+            date=certificate.not_valid_before_utc.isoformat(),
+        )
+
+
 class _HardenedOptions(ssl.CertificateOptions):
     def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
         context = super()._makeContext(skipCiphers)
@@ -275,6 +294,7 @@ def server_options(
     if extra_chain:
         chain += load_certificates(extra_chain)
     check_chain(chain, cert_key or private_key)
+    _warn_if_not_current(chain[0], cert_key or private_key)
     key = load_private_key(private_key, passphrase)
     certificate = crypto.X509.from_cryptography(chain[0])
     if certificate.get_pubkey().to_cryptography_key().public_numbers() != (

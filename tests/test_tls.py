@@ -12,6 +12,7 @@ import socket
 import struct
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
@@ -504,7 +505,10 @@ class VerificationTests(TestCase):
         old = self.pki.server(
             "old", self.root, not_before=NOW - 30 * DAY, not_after=NOW - DAY
         )
-        port = await self.serve(old, self.root)
+        with capturedLogs() as events:
+            port = await self.serve(old, self.root)
+        warnings = [e for e in events if "expired" in e["log_format"]]
+        self.assertEqual(len(warnings), 1, events)
         self.assertEqual(await self.refusal(port), "TLS: certificate expired: CN=old")
 
     async def test_not_yet_valid(self) -> None:
@@ -555,6 +559,39 @@ class MutualTLSTests(TestCase):
         self.assertEqual(reply, b"me")
         seen = [e.get("client") for e in events if "client" in e]
         self.assertEqual(seen, ["CN=netlab client,O=netlab"])
+
+    async def test_encrypted_client_key(self) -> None:
+        """
+        A client key encrypted at rest is read with its passphrase, and
+        refused clearly without it.
+        """
+        served, port, factory = await self.start()
+        key = serialization.load_pem_private_key(
+            served.paths.client_key.read_bytes(), None
+        )
+        encrypted = pathlib.Path(self.mktemp())
+        encrypted.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"client secret"),
+            )
+        )
+        client = tls.ClientTLS(
+            cacert=str(served.paths.ca),
+            cert=str(served.paths.client),
+            key=str(encrypted),
+            passphrase=b"client secret",
+        )
+        reply = await tcp.echo(f"tls:localhost:{port}", b"me", tls=client)
+        self.assertEqual(reply, b"me")
+        error = self.assertRaises(
+            tls.TLSConfigError,
+            tls.ClientTLS,
+            cert=str(served.paths.client),
+            key=str(encrypted),
+        )
+        self.assertIn("encrypted", str(error))
 
     async def test_no_certificate_refused(self) -> None:
         served, port, factory = await self.start()
