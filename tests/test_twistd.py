@@ -6,15 +6,17 @@ checkout so that only the installed package is seen.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import signal
 import socket
 import sys
 import tempfile
 
+from twisted.internet.error import ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
-from netlab import http, tcp, websocket
+from netlab import auth, certs, http, tcp, tls, websocket
 from tests.support import WAIT, bounded, connect, python, run, spawn
 
 
@@ -69,7 +71,10 @@ class TwistdTests(TestCase):
     def kill(self, child) -> None:
         if child.protocol.ended.called:
             return
-        child.signal("KILL")
+        try:
+            child.signal("KILL")
+        except ProcessExitedAlready:
+            pass
         return child.ended()
 
     async def assert_stops_on_sigterm(self, child, port: int) -> None:
@@ -128,6 +133,49 @@ class TwistdTests(TestCase):
         result_text = child.protocol.out
         self.assertIn(b"AsyncioSelectorReactor", result_text)
         await self.assert_stops_on_sigterm(child, echo_port)
+
+    async def test_lab_over_tls_with_mutual_tls_and_tokens(self) -> None:
+        """
+        ``ssl:`` strings in the plugin's options get netlab's TLS endpoint:
+        every service over TLS, HTTP asking for a client certificate and a
+        bearer token.
+        """
+        paths = certs.make_certificates(pathlib.Path(self.mktemp()).resolve())
+        secret = pathlib.Path(self.mktemp()).resolve()
+        secret.write_bytes(os.urandom(32).hex().encode())
+        tls_port = f"ssl:0:privateKey={paths.server_key}:certKey={paths.server}"
+        child, [echo_port, http_port] = await self.start(
+            "netlab",
+            *("--echo", tls_port, "--greeting", "off", "--ws", "off"),
+            *("--http", f"{tls_port}:clientCA={paths.ca}"),
+            *("--protect", "/", "--jwt-secret", str(secret)),
+            factories=(r"EchoFactory \(TLS\)", r"HTTPSite \(TLS\)"),
+        )
+        trusting = tls.ClientTLS(cacert=str(paths.ca))
+        reply = await tcp.echo(
+            f"tls:localhost:{echo_port}", b"x" * 100_000, tls=trusting, timeout=WAIT
+        )
+        self.assertEqual(reply, b"x" * 100_000)
+
+        url = f"https://localhost:{http_port}/"
+        with self.assertRaises(Exception) as caught:
+            await http.fetch(url, tls=trusting, timeout=WAIT)
+        self.assertIn("certificate required", str(caught.exception))
+        client = tls.ClientTLS(
+            cacert=str(paths.ca), cert=str(paths.client), key=str(paths.client_key)
+        )
+        refused = await http.fetch(url, tls=client, timeout=WAIT)
+        self.assertEqual(refused.code, 401)
+        token = auth.mint(secret, "alice")
+        response = await http.fetch(
+            url,
+            tls=client,
+            headers={"Authorization": [f"Bearer {token}"]},
+            timeout=WAIT,
+        )
+        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertNotIn(token.split(".")[2].encode(), child.protocol.out)
+        await self.assert_stops_on_sigterm(child, http_port)
 
     async def test_port_in_use_is_one_line(self) -> None:
         with socket.socket() as holder:
