@@ -1,0 +1,213 @@
+"""
+The wiretap: real services on loopback, recorded, and the capture read back
+with ``tshark`` (Debian's package; ``.ci/run`` installs it) as Wireshark's
+dissectors see it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import socket
+import struct
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SkipTest, TestCase
+
+from netlab import certs, http, tcp, tls, websocket
+from netlab.wiretap import SEGMENT_SIZE, Wiretap
+from tests.support import WAIT, bounded, run
+
+
+def _need_tshark() -> str:
+    path = shutil.which("tshark")
+    if path is None:
+        reason = "needs tshark (apt-get install tshark)"
+        if os.environ.get("CI"):
+            raise AssertionError(reason)
+        raise SkipTest(reason)
+    return path
+
+
+async def tshark(capture: pathlib.Path, *args: str) -> str:
+    """
+    :return: what ``tshark -r capture args`` prints; fails if tshark does.
+    """
+    result = await run([_need_tshark(), "-r", str(capture), *args])
+    if result.status != 0:
+        raise AssertionError(f"tshark failed: {result}")
+    return result.out.decode()
+
+
+async def fields(capture: pathlib.Path, shown: str, *names: str) -> list[list[str]]:
+    """
+    :return: for each packet that ``shown`` (a display filter) selects, the
+        values of the fields ``names``.
+    """
+    args = ["-Y", shown, "-T", "fields"]
+    for name in names:
+        args += ["-e", name]
+    out = await tshark(capture, *args)
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+class WiretapTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        _need_tshark()
+        self.capture = pathlib.Path(self.mktemp())
+        self.tap = Wiretap(str(self.capture))
+        self.addCleanup(self.tap.close)
+
+    async def serve(self, factory, description: str = "tcp:0:interface=127.0.0.1"):
+        port = await serverFromString(reactor, description).listen(
+            self.tap.wrap(factory)
+        )
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: bounded(factory.drained()))
+        return port.getHost().port
+
+    async def test_http_and_websocket(self) -> None:
+        port = await self.serve(http.HTTPSite())
+        base = f"http://127.0.0.1:{port}"
+        await http.fetch(base + "/", timeout=WAIT)
+        await http.fetch(base + "/echo", method="POST", data=b"x" * 40_000)
+        connection = await websocket.connect(f"ws://127.0.0.1:{port}/ws")
+        connection.send("hello wire")
+        await bounded(connection.receive())
+        await bounded(connection.close())
+        await bounded(self.tap.close())
+
+        requests = await fields(
+            self.capture, "http.request", "http.request.method", "http.request.uri"
+        )
+        self.assertEqual(requests, [["GET", "/"], ["POST", "/echo"], ["GET", "/ws"]])
+        codes = await fields(self.capture, "http.response", "http.response.code")
+        self.assertEqual(codes, [["200"], ["200"], ["101"]])
+        texts = await fields(
+            self.capture, "websocket.payload.text", "websocket.payload.text"
+        )
+        self.assertEqual(texts, [["hello wire"], ["Echo: hello wire"]])
+        streams = await fields(
+            self.capture, "tcp.flags.syn==1 && tcp.flags.ack==0", "tcp.stream"
+        )
+        self.assertEqual(len(streams), 3)
+        sizes = await fields(self.capture, "tcp.len > 0", "tcp.len")
+        self.assertLessEqual(max(int(size) for [size] in sizes), SEGMENT_SIZE)
+        # Nothing Wireshark would flag: no bad checksums, no lost segments.
+        problems = await fields(
+            self.capture,
+            "tcp.analysis.flags && !tcp.analysis.window_update",
+            "frame.number",
+        )
+        self.assertEqual(problems, [])
+
+    async def test_echo_streams_and_half_close(self) -> None:
+        port = await self.serve(tcp.EchoFactory())
+        messages = [b"first " * 1000, b"second"]
+        for message in messages:
+            reply = await tcp.echo(f"tcp:127.0.0.1:{port}", message, timeout=WAIT)
+            self.assertEqual(reply, message)
+        await bounded(self.tap.close())
+        for stream, message in enumerate(messages):
+            out = await tshark(self.capture, "-q", "-z", f"follow,tcp,raw,{stream}")
+            data = "".join(
+                line.strip() for line in out.splitlines() if line.strip().isalnum()
+            )
+            self.assertEqual(bytes.fromhex(data), message * 2)
+        # The client half-closes first; the server's FIN comes after its data.
+        fins = await fields(
+            self.capture, "tcp.flags.fin==1", "tcp.stream", "tcp.srcport"
+        )
+        self.assertEqual([port_ for _, port_ in fins if _ == "0"][1], str(port))
+
+    async def test_tls_plaintext(self) -> None:
+        paths = certs.make_certificates(pathlib.Path(self.mktemp()))
+        port = await self.serve(
+            http.HTTPSite(),
+            f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}",
+        )
+        response = await http.fetch(
+            f"https://localhost:{port}/",
+            tls=tls.ClientTLS(cacert=str(paths.ca)),
+            timeout=WAIT,
+        )
+        self.assertEqual(response.code, 200)
+        await bounded(self.tap.close())
+        codes = await fields(self.capture, "http.response", "http.response.code")
+        self.assertEqual(codes, [["200"]])
+        bodies = await fields(self.capture, "http.response", "http.file_data")
+        self.assertIn("Hello, world!", bodies[0][0])
+
+    async def test_reset_mid_stream(self) -> None:
+        factory = tcp.EchoFactory()
+        port = await self.serve(factory)
+
+        def reset() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+                sock.sendall(b"half a message")
+                received = b""
+                while len(received) < 14:
+                    received += sock.recv(100)
+                # Linger 0: close() sends a RST, not a FIN.
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+
+        await deferToThread(reset)
+        await bounded(factory.drained())
+        await bounded(self.tap.close())
+        resets = await fields(self.capture, "tcp.flags.reset==1", "tcp.srcport")
+        self.assertEqual(len(resets), 1)
+        data = await fields(self.capture, "tcp.len > 0", "tcp.len")
+        self.assertEqual(data, [["14"], ["14"]])
+
+    async def test_size_cap_stops_with_one_event(self) -> None:
+        capture = pathlib.Path(self.mktemp())
+        tap = Wiretap(str(capture), max_bytes=4096)
+        factory = tcp.EchoFactory()
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            tap.wrap(factory)
+        )
+        self.addCleanup(port.stopListening)
+        with capturedLogs() as events:
+            reply = await tcp.echo(
+                f"tcp:127.0.0.1:{port.getHost().port}", b"y" * 20_000, timeout=WAIT
+            )
+            await bounded(factory.drained())
+            await bounded(tap.close())
+        self.assertEqual(reply, b"y" * 20_000)
+        stops = [e for e in events if "wiretap" in e.get("log_format", "")]
+        self.assertEqual(len(stops), 1, stops)
+        self.assertLessEqual(capture.stat().st_size, 4096)
+        await tshark(capture)  # still a readable file
+
+    async def test_write_error_stops_with_one_event(self) -> None:
+        if not os.path.exists("/dev/full"):
+            raise SkipTest("needs /dev/full")
+        tap = Wiretap("/dev/full")
+        factory = tcp.EchoFactory()
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            tap.wrap(factory)
+        )
+        self.addCleanup(port.stopListening)
+        with capturedLogs() as events:
+            for _ in range(3):
+                reply = await tcp.echo(
+                    f"tcp:127.0.0.1:{port.getHost().port}", b"z", timeout=WAIT
+                )
+                self.assertEqual(reply, b"z")
+            await bounded(factory.drained())
+            await bounded(tap.close())
+        stops = [e for e in events if "cannot write" in e.get("log_format", "")]
+        self.assertEqual(len(stops), 1, events)
+        self.assertTrue(tap.stopped)
+
+    async def test_file_is_private(self) -> None:
+        mode = self.capture.stat().st_mode & 0o777
+        self.assertEqual(mode, 0o600)
