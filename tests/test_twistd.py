@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from netlab import auth, certs, http, tcp, tls, websocket
 from tests.support import WAIT, bounded, connect, python, run, spawn
+from tests.test_wiretap import fields
 
 
 def twistd(*args: str) -> list[str]:
@@ -176,6 +177,42 @@ class TwistdTests(TestCase):
         self.assertEqual((response.code, response.body), (200, http.HELLO))
         self.assertNotIn(token.split(".")[2].encode(), child.protocol.out)
         await self.assert_stops_on_sigterm(child, http_port)
+
+    async def test_wiretap(self) -> None:
+        """
+        ``--wiretap``: HTTP over TLS and a WebSocket echo, recorded by the
+        lab while it runs, and read back by tshark once it stops.
+        """
+        paths = certs.make_certificates(pathlib.Path(self.mktemp()).resolve())
+        capture = pathlib.Path(self.mktemp()).resolve()
+        tls_port = f"ssl:0:privateKey={paths.server_key}:certKey={paths.server}"
+        child, [http_port, ws_port] = await self.start(
+            "netlab",
+            *("--echo", "off", "--greeting", "off"),
+            *("--http", tls_port, "--ws", LOOPBACK_ANY_PORT),
+            *("--wiretap", str(capture)),
+            factories=(
+                r"HTTPSite \(WiretapFactory\) \(TLS\)",
+                r"EchoFactory \(WiretapFactory\)",
+            ),
+        )
+        trusting = tls.ClientTLS(cacert=str(paths.ca))
+        for path in ("/", "/healthz"):
+            await http.fetch(
+                f"https://localhost:{http_port}{path}", tls=trusting, timeout=WAIT
+            )
+        connection = await websocket.connect(f"ws://127.0.0.1:{ws_port}/", timeout=WAIT)
+        connection.send("on the wire")
+        await bounded(connection.receive())
+        await bounded(connection.close())
+        await self.assert_stops_on_sigterm(child, ws_port)
+
+        uris = await fields(capture, "http.request", "http.request.uri")
+        self.assertEqual(uris, [["/"], ["/healthz"], ["/"]])
+        texts = await fields(
+            capture, "websocket.payload.text", "websocket.payload.text"
+        )
+        self.assertEqual(texts, [["on the wire"], ["Echo: on the wire"]])
 
     async def test_port_in_use_is_one_line(self) -> None:
         with socket.socket() as holder:

@@ -7,12 +7,13 @@ function, as in :mod:`twisted.web.tap`. What they share lives here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -22,6 +23,7 @@ from twisted.python import usage
 from netlab import auth
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened
+from netlab.wiretap import Wiretap
 
 
 def check_endpoint(description: str) -> str:
@@ -69,18 +71,81 @@ class PluginService(MultiService):
 
 
 def listening_service(
-    descriptions: Iterable[str], factory: IProtocolFactory
+    descriptions: Iterable[str],
+    factory: IProtocolFactory,
+    tap: Wiretap | None = None,
 ) -> MultiService:
     """
+    :param tap: if given, records every connection.
     :return: a service that listens with ``factory`` on each endpoint string.
     """
     service = PluginService()
+    if tap is not None:
+        factory = tap.wrap(factory)
     for description in descriptions:
         strports.service(hardened(description), factory).setServiceParent(service)
     return service
 
 
-class ServiceOptions(LimitOptions):
+class _TapService(Service):
+    """
+    Closes a wiretap's file when twistd stops.
+    """
+
+    def __init__(self, tap: Wiretap) -> None:
+        self.tap = tap
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.tap.close()
+
+
+class WiretapOptions(usage.Options):
+    """
+    ``--wiretap FILE``: record every connection for Wireshark.
+    """
+
+    optParameters = [
+        [
+            "wiretap",
+            None,
+            None,
+            "Record every connection's bytes (plaintext under TLS) in this "
+            "pcapng file, for Wireshark or tshark.",
+        ],
+        [
+            "wiretap-max-bytes",
+            None,
+            1024 * 1024 * 1024,
+            "Stop recording when the file reaches this size.",
+            int,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        path = self["wiretap"]
+        if path is None:
+            return
+        if self["wiretap-max-bytes"] <= 0:
+            raise usage.UsageError("--wiretap-max-bytes must be positive")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK) or os.path.isdir(path):
+            raise usage.UsageError(f"--wiretap {path}: cannot write there")
+
+    def wiretap(self, parent: MultiService) -> Wiretap | None:
+        """
+        :return: the wiretap the options ask for, if any, closed when
+            ``parent`` stops.
+        """
+        if self["wiretap"] is None:
+            return None
+        tap = Wiretap(self["wiretap"], self["wiretap-max-bytes"])
+        _TapService(tap).setServiceParent(parent)
+        return tap
+
+
+class ServiceOptions(WiretapOptions, LimitOptions):
     """
     Options for a plugin that runs one service: a repeatable ``--listen``.
 
@@ -241,4 +306,7 @@ def makeService(options: ServiceOptions) -> IService:
     service's factory on each ``--listen`` endpoint.
     """
     factory = make_factory(options, type(options))
-    return listening_service(options["listen"], factory)
+    service = PluginService()
+    tap = options.wiretap(service)
+    listening_service(options["listen"], factory, tap).setServiceParent(service)
+    return service

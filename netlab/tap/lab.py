@@ -15,6 +15,7 @@ from netlab.tap import (
     AuthOptions,
     OriginOptions,
     ServiceOptions,
+    WiretapOptions,
     check_endpoint,
     echo,
     greeting,
@@ -35,7 +36,7 @@ SERVICES: dict[str, type[ServiceOptions]] = {
 OFF = "off"
 
 
-class Options(AuthOptions, OriginOptions, LimitOptions):
+class Options(AuthOptions, OriginOptions, WiretapOptions, LimitOptions):
     """
     Options for ``twistd netlab``.
     """
@@ -101,11 +102,12 @@ def makeService(options: Options) -> IService:
     :return: one service holding every netlab service that is not off.
     """
     lab = MultiService()
+    tap = options.wiretap(lab)
     for name, plugin in SERVICES.items():
         places = options["listen"][name]
         if places:
             factory = make_factory(options, plugin)
-            service = listening_service(places, factory)
+            service = listening_service(places, factory, tap)
             service.setName(name)
             service.setServiceParent(lab)
     return lab
