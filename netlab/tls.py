@@ -230,9 +230,66 @@ def _warn_if_not_current(certificate: x509.Certificate, source: str) -> None:
         )
 
 
+class KeyLog:
+    """
+    Appends each TLS session's secrets to ``path`` in the NSS key log format
+    that Wireshark reads (Preferences, TLS, "(Pre)-Master-Secret log"), so a
+    capture of the encrypted traffic can be read in the clear.
+
+    Anyone with the file can decrypt those sessions: it is created 0600, and
+    netlab only writes one when asked (``SSLKEYLOGFILE`` or
+    ``--tls-keylog``).
+    """
+
+    _log = Logger()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._file = os.fdopen(fd, "ab", buffering=0)
+        self._log.warn(
+            "TLS secrets are being written to {path}: whoever reads it can "
+            "decrypt this process's TLS traffic",
+            path=path,
+        )
+
+    def __call__(self, connection: SSL.Connection, line: bytes) -> None:
+        try:
+            self._file.write(line + b"\n")
+        except OSError as error:
+            self._log.warn(
+                "cannot write TLS key log {path}: {error}",
+                path=self.path,
+                error=error.strerror,
+            )
+
+
+_keylog: KeyLog | None = None
+
+
+def use_keylog(path: str | None) -> None:
+    """
+    Log the secrets of every TLS context netlab makes from now on to
+    ``path`` (``None``: stop). Without a call, the ``SSLKEYLOGFILE``
+    environment variable decides, as it does for browsers and curl.
+    """
+    global _keylog
+    if _keylog is not None and _keylog.path == path:
+        return
+    _keylog = KeyLog(path) if path else None
+
+
+def _add_keylog(context: SSL.Context) -> None:
+    if _keylog is None and os.environ.get("SSLKEYLOGFILE"):
+        use_keylog(os.environ["SSLKEYLOGFILE"])
+    if _keylog is not None:
+        context.set_keylog_callback(_keylog)
+
+
 class _HardenedOptions(ssl.CertificateOptions):
     def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
         context = super()._makeContext(skipCiphers)
+        _add_keylog(context)
         # Client-initiated renegotiation is a cheap way to make a server do
         # expensive handshakes; TLS 1.3 has none, this refuses it in 1.2.
         context.set_options(SSL.OP_NO_RENEGOTIATION)
@@ -413,23 +470,25 @@ def _describe_certificate(certificate: crypto.X509) -> str:
 @implementer(IOpenSSLClientConnectionCreator)
 class _Verifying:
     """
-    Twisted's client connection creator, with a verify callback that says
-    *why* a certificate was refused instead of OpenSSL's "certificate verify
-    failed".
+    Makes client connections to ``hostname`` on ``options``' context: sends
+    the name (SNI) and verifies the server with a callback that says *why* a
+    certificate was refused, instead of OpenSSL's "certificate verify failed".
     """
 
     def __init__(
-        self, creator: IOpenSSLClientConnectionCreator, hostname: str, insecure: bool
+        self, options: ssl.CertificateOptions, hostname: str, insecure: bool
     ) -> None:
-        self._creator = creator
+        self._options = options
         self._hostname = hostname
         self._insecure = insecure
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        connection = self._options.clientConnectionForTLS(tlsProtocol)
         hostname, insecure = self._hostname, self._insecure
         is_ip = isIPAddress(hostname) or isIPv6Address(hostname)
         identity = IPAddress_ID(hostname) if is_ip else DNS_ID(hostname)
+        if not is_ip:
+            connection.set_tlsext_host_name(hostname.encode("idna"))
 
         def refuse(reason: str) -> bool:
             tlsProtocol.failVerification(Failure(TLSFailure(reason)))
@@ -482,6 +541,8 @@ class ClientTLS:
     ) -> None:
         self.insecure = insecure
         self._certificate: ssl.PrivateCertificate | None = None
+        # Made with the first connection, then shared by all of them.
+        self._options: ssl.CertificateOptions | None = None
         if cacert is not None:
             roots = [
                 ssl.Certificate(crypto.X509.from_cryptography(c))
@@ -506,18 +567,20 @@ class ClientTLS:
         """
         :return: what a Twisted TLS client endpoint needs to reach ``hostname``.
         """
-        creator = ssl.optionsForClientTLS(
-            hostname,
-            trustRoot=self._trust,
-            clientCertificate=self._certificate,
-            extraCertificateOptions={
-                "acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(
+        if self._options is None:
+            arguments: dict[str, Any] = {}
+            if self._certificate is not None:
+                arguments["certificate"] = self._certificate.original
+                arguments["privateKey"] = self._certificate.privateKey.original
+            self._options = _HardenedOptions(
+                trustRoot=None if self.insecure else self._trust,
+                acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(
                     MODERN_CIPHERS
                 ),
-                "raiseMinimumTo": ssl.TLSVersion.TLSv1_2,
-            },
-        )
-        return _Verifying(creator, hostname, self.insecure)
+                raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+                **arguments,
+            )
+        return _Verifying(self._options, hostname, self.insecure)
 
     def policy(self) -> BrowserLikePolicyForHTTPS:
         """

@@ -12,7 +12,7 @@ import shutil
 import socket
 import struct
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from netlab import certs, http, tcp, tls, websocket
 from netlab.wiretap import SEGMENT_SIZE, Wiretap
-from tests.support import WAIT, bounded, run
+from tests.support import WAIT, abort, bounded, connect, run, spawn
 
 
 def _need_tshark() -> str:
@@ -211,3 +211,92 @@ class WiretapTests(TestCase):
     async def test_file_is_private(self) -> None:
         mode = self.capture.stat().st_mode & 0o777
         self.assertEqual(mode, 0o600)
+
+
+class KeyLogTests(TestCase):
+    """
+    ``SSLKEYLOGFILE`` / ``--tls-keylog``: a real capture of TLS traffic on
+    loopback, decrypted with the key log netlab wrote.
+    """
+
+    timeout = 60
+
+    async def until_captured(self, sniffer, port: int) -> None:
+        """
+        Knock on ``port`` until tshark shows the knock: it then has all that
+        came before. (It says "Capturing" a moment before it is.) At most 100
+        knocks, 0.1 s apart.
+        """
+        before = sniffer.protocol.out.count(b"[SYN]")
+        for _ in range(100):
+            peer = await connect("127.0.0.1", port)
+            await abort(peer)
+            await task.deferLater(reactor, 0.1)
+            if sniffer.protocol.out.count(b"[SYN]") > before:
+                return
+        raise AssertionError(f"tshark never saw a packet: {sniffer.protocol.err!r}")
+
+    async def stop(self, sniffer) -> None:
+        if not sniffer.protocol.ended.called:
+            sniffer.signal("INT")
+        await sniffer.ended()
+
+    async def test_capture_decrypts(self) -> None:
+        tshark_path = _need_tshark()
+        keylog = pathlib.Path(self.mktemp()).resolve()
+        with capturedLogs() as events:
+            tls.use_keylog(str(keylog))
+        self.addCleanup(tls.use_keylog, None)
+        self.assertTrue(any("TLS secrets" in e["log_format"] for e in events))
+        self.assertEqual(keylog.stat().st_mode & 0o777, 0o600)
+
+        paths = certs.make_certificates(pathlib.Path(self.mktemp()))
+        site = http.HTTPSite()
+        port = await serverFromString(
+            reactor,
+            f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}",
+        ).listen(site)
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: bounded(site.drained()))
+        number = port.getHost().port
+
+        capture = pathlib.Path(self.mktemp()).resolve()
+        sniffer = spawn(
+            [tshark_path, "-i", "lo", "-f", f"tcp port {number}", "-w", str(capture)]
+            + ["-l", "-P"],  # print each packet as it comes, even when writing
+            watch=rb"Capturing on|[Pp]ermission|[Ee]rror",
+        )
+        self.addCleanup(self.stop, sniffer)
+        seen = await bounded(sniffer.protocol.seen)
+        if b"Capturing on" not in seen.group(0):
+            raise SkipTest(f"cannot capture on loopback here: {seen.string!r}")
+        await self.until_captured(sniffer, number)
+        try:
+            response = await http.fetch(
+                f"https://localhost:{number}/healthz",
+                tls=tls.ClientTLS(cacert=str(paths.ca)),
+                timeout=WAIT,
+            )
+            self.assertEqual(response.code, 200)
+            await self.until_captured(sniffer, number)
+        finally:
+            await self.stop(sniffer)
+
+        # Without the key log, tshark sees only TLS; with it, the HTTP inside.
+        self.assertEqual(await fields(capture, "http.request", "http.request.uri"), [])
+        self.assertIn(b"CLIENT_TRAFFIC_SECRET_0", keylog.read_bytes())
+        decrypted = await tshark(
+            capture,
+            "-o",
+            f"tls.keylog_file:{keylog}",
+            # An ephemeral port: tell tshark it is TLS.
+            "-d",
+            f"tcp.port=={number},tls",
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.uri",
+        )
+        self.assertEqual(decrypted.split(), ["/healthz"])

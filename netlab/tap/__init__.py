@@ -22,7 +22,7 @@ from twisted.python import usage
 
 from netlab import auth
 from netlab.limits import LimitOptions
-from netlab.tls import ClientTLS, hardened
+from netlab.tls import ClientTLS, hardened, use_keylog
 from netlab.wiretap import Wiretap
 
 
@@ -100,12 +100,20 @@ class _TapService(Service):
         return self.tap.close()
 
 
-class WiretapOptions(usage.Options):
+class DebugOptions(usage.Options):
     """
-    ``--wiretap FILE``: record every connection for Wireshark.
+    ``--wiretap FILE``: record every connection for Wireshark;
+    ``--tls-keylog FILE``: the TLS secrets to decrypt a real capture.
     """
 
     optParameters = [
+        [
+            "tls-keylog",
+            None,
+            None,
+            "Append TLS secrets to this file (NSS key log, for Wireshark) "
+            "[default: $SSLKEYLOGFILE, if set].",
+        ],
         [
             "wiretap",
             None,
@@ -124,6 +132,13 @@ class WiretapOptions(usage.Options):
 
     def postOptions(self) -> None:
         super().postOptions()
+        if self["tls-keylog"]:
+            try:
+                use_keylog(self["tls-keylog"])
+            except OSError as error:
+                raise usage.UsageError(
+                    f"--tls-keylog {self['tls-keylog']}: {error.strerror}"
+                ) from None
         path = self["wiretap"]
         if path is None:
             return
@@ -145,7 +160,7 @@ class WiretapOptions(usage.Options):
         return tap
 
 
-class ServiceOptions(WiretapOptions, LimitOptions):
+class ServiceOptions(DebugOptions, LimitOptions):
     """
     Options for a plugin that runs one service: a repeatable ``--listen``.
 

@@ -13,9 +13,9 @@ from twisted.python import usage
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import (
     AuthOptions,
+    DebugOptions,
     OriginOptions,
     ServiceOptions,
-    WiretapOptions,
     check_endpoint,
     echo,
     greeting,
@@ -36,7 +36,7 @@ SERVICES: dict[str, type[ServiceOptions]] = {
 OFF = "off"
 
 
-class Options(AuthOptions, OriginOptions, WiretapOptions, LimitOptions):
+class Options(AuthOptions, OriginOptions, DebugOptions, LimitOptions):
     """
     Options for ``twistd netlab``.
     """
