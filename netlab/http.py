@@ -19,6 +19,7 @@ you can mount in your own :class:`~twisted.web.server.Site`::
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from collections.abc import Iterable
@@ -43,6 +44,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from netlab import metrics
 from netlab.auth import Protection, protect
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
@@ -449,7 +451,7 @@ class LimitedChannel(HTTPChannel):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)
-        self.factory.forget(self)
+        self.factory.forget(self, reason)
 
 
 class HTTPSite(ConnectionTracker, Site):
@@ -466,6 +468,7 @@ class HTTPSite(ConnectionTracker, Site):
 
     _log = Logger()
     protocol = LimitedChannel
+    service_name = "http"
     requestFactory = LimitedRequest
     displayTracebacks = False
 
@@ -496,16 +499,29 @@ class HTTPSite(ConnectionTracker, Site):
         return super().getResourceFor(request)
 
     def log(self, request: LimitedRequest) -> None:
+        method = request.method.decode("latin-1")
+        duration = self.reactor.seconds() - request.started
         self._log.info(
             "{method} {path} {status} {bytes} bytes {duration:.4f}s {peer}",
-            method=request.method.decode("latin-1"),
+            method=method,
             path=redact(request.uri).decode("latin-1"),
             status=request.code,
             bytes=request.sentLength,
-            duration=self.reactor.seconds() - request.started,
+            duration=duration,
             peer=request.channel.peer,
             client=client_identity(request.channel.transport),
         )
+        metrics.http_request(self.service_name, method, request.code, duration)
+        metrics.transferred(self.service_name, _body_size(request), request.sentLength)
+        if request.code == 401:
+            metrics.AUTH_FAILURES.labels("http").inc()
+
+
+def _body_size(request: Request) -> int:
+    try:
+        return request.content.seek(0, io.SEEK_END) if request.content else 0
+    except ValueError:  # already closed
+        return 0
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netlab import metrics
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tls import ClientTLS, client_from_string, client_identity
@@ -76,9 +77,6 @@ class ServiceFactory(ConnectionTracker, Factory):
     """
     What the netlab TCP servers share: limits, a clock, and the live connections.
     """
-
-    #: Names the service in log events.
-    service_name = "tcp"
 
     def __init__(
         self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
@@ -172,7 +170,8 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             bytes_out=self.bytes_out,
             reason=reason.getErrorMessage(),
         )
-        self.factory.forget(self)
+        metrics.transferred(self.factory.service_name, self.bytes_in, self.bytes_out)
+        self.factory.forget(self, reason)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

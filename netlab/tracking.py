@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from netlab import metrics
 
 
 class ConnectionTracker:
@@ -17,8 +20,12 @@ class ConnectionTracker:
     A factory mixin: ``connections`` holds the live protocols.
 
     Protocols call :meth:`track` when they connect and :meth:`forget` when
-    they close.
+    they close; both are counted in :mod:`netlab.metrics` under
+    :attr:`service_name`.
     """
+
+    #: Names the service in log events and metrics.
+    service_name = "tcp"
 
     def __init__(self) -> None:
         self.connections: set[Any] = set()
@@ -28,13 +35,17 @@ class ConnectionTracker:
         """
         Count ``protocol`` as open.
         """
-        self.connections.add(protocol)
+        if protocol not in self.connections:
+            self.connections.add(protocol)
+            metrics.opened(self.service_name)
 
-    def forget(self, protocol: Any) -> None:
+    def forget(self, protocol: Any, reason: Failure | None = None) -> None:
         """
-        Count ``protocol`` as closed.
+        Count ``protocol`` as closed, for ``reason`` (if known).
         """
-        self.connections.discard(protocol)
+        if protocol in self.connections:
+            self.connections.remove(protocol)
+            metrics.closed(self.service_name, reason)
         if not self.connections:
             waiters, self._drained = self._drained, []
             for waiter in waiters:

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from netlab import metrics
 from netlab.auth import BEARER_SUBPROTOCOL, Protection, token_from_websocket
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
@@ -173,11 +174,13 @@ class EchoProtocol(WebSocketServerProtocol):
         token = token_from_websocket(request.headers, request.params, request.protocols)
         if token is None:
             self._log.info("websocket from {peer} refused: no token", peer=request.peer)
+            metrics.AUTH_FAILURES.labels("websocket").inc()
             raise ConnectionDeny(401, "bearer token required")
         try:
             claims = await protection.checker.verify(token)
         except UnauthorizedLogin:
             # The checker has logged why; the client learns only that it failed.
+            metrics.AUTH_FAILURES.labels("websocket").inc()
             raise ConnectionDeny(401, "invalid token") from None
         self.subject = claims["sub"]
         self._log.info(
@@ -214,13 +217,15 @@ class EchoProtocol(WebSocketServerProtocol):
         return super().onCloseFrame(code, reasonRaw)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary:
-            self.sendMessage(payload, isBinary=True)
-        else:
-            # Already checked as UTF-8 by autobahn: no need to decode.
-            self.sendMessage(PREFIX.encode() + payload, isBinary=False)
+        reply = payload if isBinary else PREFIX.encode() + payload
+        # Text was already checked as UTF-8 by autobahn: no need to decode.
+        self.sendMessage(reply, isBinary=isBinary)
+        metrics.WEBSOCKET_MESSAGES.labels("in").inc()
+        metrics.WEBSOCKET_MESSAGES.labels("out").inc()
+        metrics.transferred(self.factory.service_name, len(payload), len(reply))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        metrics.WEBSOCKET_CLOSES.labels(str(code)).inc()
         self._log.info(
             "websocket from {peer} closed: code {code} ({reason}), clean: {clean}",
             peer=self.peer_address,
@@ -238,7 +243,7 @@ class EchoProtocol(WebSocketServerProtocol):
             if timer is not None and getattr(timer, "active", lambda: True)():
                 timer.cancel()
             setattr(self, name, None)
-        self.factory.tracker.forget(self)
+        self.factory.tracker.forget(self, reason)
 
 
 class EchoFactory(ConnectionTracker, WebSocketServerFactory):
@@ -256,6 +261,7 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
     """
 
     protocol = EchoProtocol
+    service_name = "ws"
 
     def __init__(
         self,

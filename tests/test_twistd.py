@@ -214,6 +214,20 @@ class TwistdTests(TestCase):
         )
         self.assertEqual(texts, [["on the wire"], ["Echo: on the wire"]])
 
+    async def test_metrics(self) -> None:
+        child, [metrics_port, port] = await self.start(
+            "netlab-echo",
+            *("--metrics", LOOPBACK_ANY_PORT, "--listen", LOOPBACK_ANY_PORT),
+            factories=("HTTPSite", "EchoFactory"),
+        )
+        await tcp.echo(f"tcp:127.0.0.1:{port}", b"counted", timeout=WAIT)
+        response = await http.fetch(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=WAIT
+        )
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'netlab_received_bytes_total{service="echo"} 7.0', response.body)
+        await self.assert_stops_on_sigterm(child, port)
+
     async def test_port_in_use_is_one_line(self) -> None:
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))

@@ -19,8 +19,10 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.resource import Resource
 
-from netlab import auth
+from netlab import auth, metrics
+from netlab.http import HTTPSite
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened, use_keylog
 from netlab.wiretap import Wiretap
@@ -103,8 +105,15 @@ class _TapService(Service):
 class DebugOptions(usage.Options):
     """
     ``--wiretap FILE``: record every connection for Wireshark;
-    ``--tls-keylog FILE``: the TLS secrets to decrypt a real capture.
+    ``--tls-keylog FILE``: the TLS secrets to decrypt a real capture;
+    ``--metrics ENDPOINT``: Prometheus metrics at ``/metrics``.
     """
+
+    def opt_metrics(self, description: str) -> None:
+        """
+        Serve Prometheus metrics at /metrics on this endpoint string.
+        """
+        self["metrics"] = check_endpoint(description)
 
     optParameters = [
         [
@@ -147,6 +156,19 @@ class DebugOptions(usage.Options):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.access(folder, os.W_OK) or os.path.isdir(path):
             raise usage.UsageError(f"--wiretap {path}: cannot write there")
+
+    def metrics(self, parent: MultiService) -> None:
+        """
+        Add to ``parent`` the ``/metrics`` service the options ask for, if any.
+        """
+        description = self.get("metrics")
+        if description is None:
+            return
+        root = Resource()
+        root.putChild(b"metrics", metrics.resource())
+        site = HTTPSite(root)
+        site.service_name = "metrics"
+        listening_service([description], site).setServiceParent(parent)
 
     def wiretap(self, parent: MultiService) -> Wiretap | None:
         """
@@ -322,6 +344,7 @@ def makeService(options: ServiceOptions) -> IService:
     """
     factory = make_factory(options, type(options))
     service = PluginService()
+    options.metrics(service)
     tap = options.wiretap(service)
     listening_service(options["listen"], factory, tap).setServiceParent(service)
     return service

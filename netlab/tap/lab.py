@@ -102,6 +102,7 @@ def makeService(options: Options) -> IService:
     :return: one service holding every netlab service that is not off.
     """
     lab = MultiService()
+    options.metrics(lab)
     tap = options.wiretap(lab)
     for name, plugin in SERVICES.items():
         places = options["listen"][name]
