@@ -6,10 +6,15 @@ Every wait is bounded: a test that would hang fails within ``WAIT`` seconds.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import pathlib
 import re
 import resource
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +28,10 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
+from netlab import certs
 from netlab.limits import Limits
 from netlab.tcp import ServiceFactory
+from netlab.tls import ClientTLS
 
 #: Seconds any single wait in a test may take.
 WAIT = 30.0
@@ -117,17 +124,44 @@ def register(
     contract: type,
     servers: dict[str, Any],
     tests: dict[str, Callable[..., Any]],
+    *,
+    tls: bool = False,
 ) -> None:
     """
     Put in ``namespace`` one ``TestCase`` per server: the ``contract`` mixin
     with its ``server`` set, plus ``tests`` (name to method).
+
+    With ``tls``, the classes have ``tls`` set to the test certificates
+    (:func:`shared_certificates`): the contract starts its server with them,
+    and its clients trust their CA.
     """
     from twisted.trial.unittest import TestCase
 
     for server_name, server in servers.items():
         name = f"{server_name}{contract.__name__}"
-        attributes = dict(tests, server=server, __module__=namespace["__name__"])
+        attributes = dict(
+            tests,
+            server=server,
+            tls=shared_certificates() if tls else None,
+            __module__=namespace["__name__"],
+        )
         namespace[name] = type(name, (contract, TestCase), attributes)
+
+
+@functools.cache
+def shared_certificates() -> certs.Certificates:
+    """
+    :return: a CA, and a server certificate (localhost, 127.0.0.1, ::1) it
+        signed; made once per test run, removed at its end.
+    """
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="netlab-test-certs-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return certs.make_certificates(directory / "certs")
+
+
+def _escaped(path: pathlib.Path) -> str:
+    # Endpoint strings separate fields with colons.
+    return str(path).replace("\\", "\\\\").replace(":", "\\:")
 
 
 @dataclass
@@ -139,6 +173,29 @@ class Running:
     host: str
     port: int
     stop: Callable[[], Awaitable[None]]
+    #: The certificates the server shows, when it serves TLS.
+    tls: certs.Certificates | None = None
+
+    @property
+    def hostname(self) -> str:
+        """
+        The name a client connects to: over TLS, ``localhost``, one of the
+        names in the certificate, so that clients check a DNS name too.
+        """
+        return "localhost" if self.tls else self.host
+
+    @property
+    def cacert(self) -> str | None:
+        """
+        The CA file a TLS client trusts, or None for plain TCP.
+        """
+        return str(self.tls.ca) if self.tls else None
+
+    def client_tls(self) -> ClientTLS | None:
+        """
+        :return: netlab's client TLS settings trusting the server's CA.
+        """
+        return ClientTLS(cacert=self.cacert) if self.tls else None
 
 
 class TwistedServer:
@@ -149,12 +206,22 @@ class TwistedServer:
     def __init__(self, factory_class: type[ServiceFactory]) -> None:
         self.factory_class = factory_class
 
-    async def start(self, **limits: float) -> Running:
+    async def start(
+        self, tls: certs.Certificates | None = None, **limits: float
+    ) -> Running:
         """
-        Listen on a free loopback port, held to ``limits`` (:class:`Limits` fields).
+        Listen on a free loopback port, held to ``limits`` (:class:`Limits`
+        fields); with ``tls``, on ``netlab-ssl:`` with its server certificate.
         """
         factory = self.factory_class(limits=Limits(**limits))
-        endpoint = serverFromString(reactor, f"tcp:0:interface={LOOPBACK}")
+        description = f"tcp:0:interface={LOOPBACK}"
+        if tls is not None:
+            description = (
+                f"netlab-ssl:0:interface={LOOPBACK}"
+                f":privateKey={_escaped(tls.server_key)}"
+                f":certKey={_escaped(tls.server)}"
+            )
+        endpoint = serverFromString(reactor, description)
         port = await endpoint.listen(factory)
 
         async def stop() -> None:
@@ -163,7 +230,7 @@ class TwistedServer:
                 connection.transport.abortConnection()
             await bounded(factory.drained())
 
-        return Running(LOOPBACK, port.getHost().port, stop)
+        return Running(LOOPBACK, port.getHost().port, stop, tls)
 
 
 @dataclass
@@ -287,12 +354,17 @@ class TwinServer:
     def __init__(self, module: str) -> None:
         self.module = module
 
-    async def start(self, **limits: float) -> Running:
+    async def start(
+        self, tls: certs.Certificates | None = None, **limits: float
+    ) -> Running:
         """
         Start the twin on a free loopback port; each of ``limits`` (a
-        :class:`Limits` field) is passed as its option (``--idle-timeout``).
+        :class:`Limits` field) is passed as its option (``--idle-timeout``);
+        with ``tls``, ``--cert`` and ``--key`` its server certificate.
         """
         options = []
+        if tls is not None:
+            options += ["--cert", str(tls.server), "--key", str(tls.server_key)]
         for name, value in limits.items():
             options += ["--" + name.replace("_", "-"), str(value)]
         child = spawn(
@@ -307,4 +379,4 @@ class TwinServer:
             if result.status != 0 or b"Traceback" in result.err:
                 raise AssertionError(f"{self.module} did not stop cleanly: {result}")
 
-        return Running(LOOPBACK, int(match.group(1)), stop)
+        return Running(LOOPBACK, int(match.group(1)), stop, tls)

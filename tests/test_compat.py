@@ -12,7 +12,16 @@ import socket
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import netlab.compat
-from tests.support import LISTENING, bounded, python, run, spawn
+from netlab import certs
+from tests.support import (
+    LISTENING,
+    bounded,
+    connect,
+    python,
+    run,
+    shared_certificates,
+    spawn,
+)
 
 TWINS = ("socket_server", "selectors_echo", "asyncio_echo", "http_server", "ws_server")
 COMPAT = pathlib.Path(netlab.compat.__file__).parent
@@ -69,3 +78,144 @@ class IndependenceTests(SynchronousTestCase):
                         self.assertTrue(
                             name.startswith("netlab.compat"), (path.name, name)
                         )
+
+
+def _client_args(twin: str, port: int, cacert: str) -> list[str]:
+    """
+    :return: the command line of the compat client for ``twin``, over TLS.
+    """
+    if twin == "http_server":
+        url = f"https://localhost:{port}/"
+        return python("-m", "netlab.compat.http_client", "--cacert", cacert, url)
+    if twin == "ws_server":
+        url = f"wss://localhost:{port}/"
+        return python("-m", "netlab.compat.ws_client", "--cacert", cacert, url)
+    return python(
+        "-m",
+        "netlab.compat.socket_client",
+        "--host",
+        "localhost",
+        "--port",
+        str(port),
+        "--cacert",
+        cacert,
+    )
+
+
+class TLSOptionTests(TestCase):
+    """
+    The twins' TLS options: --cert and --key for servers, --cacert for
+    clients; each mistake one line.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.certs = shared_certificates()
+        self.other = certs.make_certificates(pathlib.Path(self.mktemp()))
+
+    async def test_cert_without_key_is_a_usage_error(self) -> None:
+        for twin in TWINS:
+            for option, path in (
+                ("--cert", self.certs.server),
+                ("--key", self.certs.server_key),
+            ):
+                result = await run(
+                    python(
+                        "-m", f"netlab.compat.{twin}", "--port", "0", option, str(path)
+                    )
+                )
+                self.assertEqual(result.status, 2, (twin, option, result))
+                self.assertEqual(result.err.count(b"\n"), 1, (twin, option, result))
+                self.assertIn(b"--cert and --key", result.err)
+
+    async def test_unreadable_certificate_is_one_line(self) -> None:
+        missing = str(pathlib.Path(self.mktemp()) / "nope.pem")
+        for twin in TWINS:
+            for cert, key in (
+                (missing, str(self.certs.server_key)),
+                (str(self.certs.server), missing),
+                (str(self.certs.ca), str(self.certs.server_key)),  # not its key
+            ):
+                result = await run(
+                    python(
+                        "-m",
+                        f"netlab.compat.{twin}",
+                        "--port",
+                        "0",
+                        "--cert",
+                        cert,
+                        "--key",
+                        key,
+                    )
+                )
+                self.assertEqual(result.status, 1, (twin, result))
+                self.assertEqual(result.err.count(b"\n"), 1, (twin, result))
+                self.assertNotIn(b"Traceback", result.err)
+
+    async def test_client_cacert_needs_tls_url(self) -> None:
+        for module, url in (
+            ("http_client", "http://127.0.0.1:1/"),
+            ("ws_client", "ws://127.0.0.1:1/"),
+        ):
+            result = await run(
+                python(
+                    "-m", f"netlab.compat.{module}", "--cacert", str(self.certs.ca), url
+                )
+            )
+            self.assertEqual(result.status, 2, (module, result))
+            self.assertEqual(result.err.count(b"\n"), 1, (module, result))
+
+    async def start(self, twin: str) -> int:
+        child = spawn(
+            python(
+                "-m",
+                f"netlab.compat.{twin}",
+                "--port",
+                "0",
+                "--idle-timeout",
+                "2",
+                "--cert",
+                str(self.certs.server),
+                "--key",
+                str(self.certs.server_key),
+            ),
+            watch=LISTENING,
+        )
+        match = await bounded(child.protocol.seen)
+
+        async def stop() -> None:
+            child.signal("TERM")
+            result = await child.ended()
+            self.assertEqual(result.status, 0, (twin, result))
+            self.assertNotIn(b"Traceback", result.err)
+
+        self.addCleanup(stop)
+        return int(match.group(1))
+
+    async def test_other_ca_is_refused_in_one_line(self) -> None:
+        """
+        A client that trusts another CA refuses the server: one line, exit 1.
+        """
+        for twin in TWINS:
+            port = await self.start(twin)
+            result = await run(_client_args(twin, port, str(self.other.ca)))
+            self.assertEqual(result.status, 1, (twin, result))
+            self.assertEqual(result.err.count(b"\n"), 1, (twin, result))
+            self.assertIn(b"CERTIFICATE_VERIFY_FAILED", result.err, twin)
+            self.assertEqual(result.out, b"")
+
+    async def test_plain_client_does_not_hang_tls_twin(self) -> None:
+        """
+        A client that speaks plain text to a TLS twin is turned away in
+        bounded time, and the next (TLS) client is served.
+        """
+        for twin in TWINS:
+            port = await self.start(twin)
+            peer = await connect("127.0.0.1", port)
+            peer.transport.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            await bounded(peer.closed, 10)
+            result = await run(_client_args(twin, port, str(self.certs.ca)))
+            self.assertEqual(result.status, 0, (twin, result))
+            self.assertEqual(result.err, b"", twin)
+            self.assertNotEqual(result.out, b"", twin)

@@ -2,6 +2,10 @@
 One contract per service, run against the Twisted service and each compat twin,
 over real loopback sockets, and with each client against each server.
 
+Every real client also talks to every server over TLS (the ``...TLS...``
+test cases): the server shows a certificate of a CA made for the test run,
+and the client trusts that CA alone and checks the name ``localhost``.
+
 A new server joins by one line in ``ECHO_SERVERS`` or ``GREETING_SERVERS``; a
 new client by one line in ``CLIENTS``.
 """
@@ -9,16 +13,18 @@ new client by one line in ``CLIENTS``.
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from netlab import tcp
+from netlab import certs, tcp
 from netlab.compat import socket_client
 from tests.support import (
     WAIT,
     Peer,
+    Running,
     TwinServer,
     TwistedServer,
     abort,
@@ -41,28 +47,49 @@ GREETING_SERVERS = {
 }
 
 
-# A client: (command, host, port, message) -> the reply; command is "echo"
-# or "greet".
-Client = Callable[[str, str, int, bytes], Awaitable[bytes]]
+# A client: (command, server, message) -> the reply; command is "echo" or
+# "greet". Over TLS when the server is (server.cacert is its CA).
+Client = Callable[[str, Running, bytes], Awaitable[bytes]]
 
 
-async def twisted_client(command: str, host: str, port: int, message: bytes) -> bytes:
+def _endpoint(server: Running) -> str:
+    scheme = "tls" if server.tls else "tcp"
+    return f"{scheme}:{server.hostname}:{server.port}"
+
+
+def _cacert(server: Running) -> list[str]:
+    return ["--cacert", server.cacert] if server.cacert else []
+
+
+async def twisted_client(command: str, server: Running, message: bytes) -> bytes:
     send = tcp.echo if command == "echo" else tcp.greet
-    return await send(f"tcp:{host}:{port}", message, timeout=WAIT)
+    return await send(_endpoint(server), message, timeout=WAIT, tls=server.client_tls())
 
 
-async def netlab_cli(command: str, host: str, port: int, message: bytes) -> bytes:
-    args = python("-m", "netlab", command, f"tcp:{host}:{port}", "-")
+async def netlab_cli(command: str, server: Running, message: bytes) -> bytes:
+    args = python("-m", "netlab", command, *_cacert(server), _endpoint(server), "-")
     return _output_of(await run(args, stdin=message))
 
 
-async def compat_client(command: str, host: str, port: int, message: bytes) -> bytes:
-    return await deferToThread(socket_client.exchange, host, port, message, WAIT)
+async def compat_client(command: str, server: Running, message: bytes) -> bytes:
+    context = None
+    if server.cacert:
+        context = ssl.create_default_context(cafile=server.cacert)
+    return await deferToThread(
+        socket_client.exchange, server.hostname, server.port, message, WAIT, context
+    )
 
 
-async def compat_cli(command: str, host: str, port: int, message: bytes) -> bytes:
+async def compat_cli(command: str, server: Running, message: bytes) -> bytes:
     args = python(
-        "-m", "netlab.compat.socket_client", "--host", host, "--port", str(port), "-"
+        "-m",
+        "netlab.compat.socket_client",
+        "--host",
+        server.hostname,
+        "--port",
+        str(server.port),
+        *_cacert(server),
+        "-",
     )
     return _output_of(await run(args, stdin=message))
 
@@ -98,12 +125,11 @@ class _Contract:
 
     timeout = 120
     server: TwistedServer | TwinServer
+    tls: certs.Certificates | None = None
     idle_timeout = 30.0
 
     async def setUp(self) -> None:
-        running = await self.server.start(idle_timeout=self.idle_timeout)
-        self.host, self.port = running.host, running.port
-        self.addCleanup(running.stop)
+        await self.start_another(idle_timeout=self.idle_timeout)
 
     async def connect(self) -> Peer:
         peer = await connect(self.host, self.port)
@@ -160,6 +186,7 @@ class _Contract:
 
     async def start_another(self, idle_timeout: float) -> None:
         running = await self.server.start(idle_timeout=idle_timeout)
+        self.running = running
         self.host, self.port = running.host, running.port
         self.addCleanup(running.stop)
 
@@ -256,14 +283,80 @@ class GreetingContract(_Contract):
         self.assertEqual(replies, [tcp.GREETING] * 50)
 
 
+class TLSContract:
+    """
+    Over TLS: each real client (see ``_client_tests``) against the server
+    listening with the test certificates; hostile cases of the TLS layer.
+
+    A mixin: :func:`tests.support.register` makes one ``TestCase`` per
+    server, and sets ``tls``.
+    """
+
+    timeout = 120
+    server: TwistedServer | TwinServer
+    tls: certs.Certificates
+    command: str
+
+    async def setUp(self) -> None:
+        await self.start(idle_timeout=30.0)
+
+    async def start(self, idle_timeout: float) -> None:
+        self.running = await self.server.start(tls=self.tls, idle_timeout=idle_timeout)
+        self.addCleanup(self.running.stop)
+
+    async def connect(self) -> Peer:
+        peer = await connect(self.running.host, self.running.port)
+        self.addCleanup(abort, peer)
+        return peer
+
+    async def assert_serves_normally(self) -> None:
+        await _client_test("twisted", twisted_client, self.command)(self)
+
+    async def test_plain_client_then_normal(self) -> None:
+        """
+        A client that speaks no TLS is turned away, and does not hurt the next.
+        """
+        peer = await self.connect()
+        peer.transport.write(b"Hello from client!\r\n" * 100)
+        await bounded(peer.closed)
+        await self.assert_serves_normally()
+
+    async def test_garbage_handshake_then_normal(self) -> None:
+        """
+        A TLS record header followed by random bytes does not hurt the next.
+        """
+        peer = await self.connect()
+        peer.transport.write(b"\x16\x03\x01\x02\x00" + payload(512, seed=6))
+        await bounded(peer.closed)
+        await self.assert_serves_normally()
+
+    async def test_silent_client_dropped(self) -> None:
+        """
+        A client that connects and never starts its handshake is dropped.
+        """
+        await self.start(idle_timeout=0.5)
+        peer = await self.connect()
+        await bounded(peer.closed, 10)
+        self.assertEqual(peer.received, b"")
+        await self.assert_serves_normally()
+
+
+class EchoTLSContract(TLSContract):
+    command = "echo"
+
+
+class GreetingTLSContract(TLSContract):
+    command = "greet"
+
+
 def _client_test(name: str, client: Client, command: str):
-    async def test(self: _Contract) -> None:
+    async def test(self: _Contract | TLSContract) -> None:
         if command == "echo":
             for message in (b"Hello from client!", payload(256 * 1024, seed=5)):
-                reply = await client(command, self.host, self.port, message)
+                reply = await client(command, self.running, message)
                 self.assertEqual(reply, message)
         else:
-            reply = await client(command, self.host, self.port, b"Hello from client!")
+            reply = await client(command, self.running, b"Hello from client!")
             self.assertEqual(reply, tcp.GREETING)
 
     test.__name__ = f"test_client_{name}"
@@ -280,3 +373,11 @@ def _client_tests(command: str) -> dict:
 
 register(globals(), EchoContract, ECHO_SERVERS, _client_tests("echo"))
 register(globals(), GreetingContract, GREETING_SERVERS, _client_tests("greet"))
+register(globals(), EchoTLSContract, ECHO_SERVERS, _client_tests("echo"), tls=True)
+register(
+    globals(),
+    GreetingTLSContract,
+    GREETING_SERVERS,
+    _client_tests("greet"),
+    tls=True,
+)

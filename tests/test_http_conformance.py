@@ -3,6 +3,9 @@ The HTTP contract, run over loopback against the Twisted service and the
 ``http.server`` twin, with a raw-socket client (for the exact bytes on the
 wire) and with each real client.
 
+Every real client also fetches from every server over HTTPS (the ``...TLS...``
+test cases), trusting only a CA made for the test run.
+
 A new server joins by one line in ``SERVERS``; a new client in ``CLIENTS``.
 """
 
@@ -14,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 
-from netlab import http
+from netlab import certs, http, tls
 from netlab.compat import http_client
 from tests.support import (
     WAIT,
@@ -37,17 +40,22 @@ SERVERS = {
 MAX_BODY = 1024 * 1024  # the documented default every server applies
 
 
-# A client: url -> (status code, body).
-Client = Callable[[str], Awaitable[tuple[int, bytes]]]
+# A client: (url, CA file to trust for https:// or None) -> (status code, body).
+Client = Callable[[str, str | None], Awaitable[tuple[int, bytes]]]
 
 
-async def treq_client(url: str) -> tuple[int, bytes]:
-    response = await http.fetch(url, timeout=WAIT)
+async def treq_client(url: str, cacert: str | None) -> tuple[int, bytes]:
+    trust = tls.ClientTLS(cacert=cacert) if cacert else None
+    response = await http.fetch(url, timeout=WAIT, tls=trust)
     return response.code, response.body
 
 
-async def compat_client(url: str) -> tuple[int, bytes]:
-    return await deferToThread(http_client.fetch, url, WAIT)
+async def compat_client(url: str, cacert: str | None) -> tuple[int, bytes]:
+    return await deferToThread(http_client.fetch, url, WAIT, cacert)
+
+
+def _cacert(cacert: str | None) -> list[str]:
+    return ["--cacert", cacert] if cacert else []
 
 
 def _printed(result) -> tuple[int, bytes]:
@@ -57,12 +65,13 @@ def _printed(result) -> tuple[int, bytes]:
     return int(code), body.removesuffix(b"\n")
 
 
-async def netlab_cli(url: str) -> tuple[int, bytes]:
-    return _printed(await run(python("-m", "netlab", "get", url)))
+async def netlab_cli(url: str, cacert: str | None) -> tuple[int, bytes]:
+    return _printed(await run(python("-m", "netlab", "get", *_cacert(cacert), url)))
 
 
-async def compat_cli(url: str) -> tuple[int, bytes]:
-    return _printed(await run(python("-m", "netlab.compat.http_client", url)))
+async def compat_cli(url: str, cacert: str | None) -> tuple[int, bytes]:
+    args = python("-m", "netlab.compat.http_client", *_cacert(cacert), url)
+    return _printed(await run(args))
 
 
 CLIENTS: dict[str, Client] = {
@@ -106,18 +115,19 @@ class HTTPContract:
 
     timeout = 120
     server: TwistedServer | TwinServer
+    tls: certs.Certificates | None = None
 
     async def setUp(self) -> None:
         await self.start(idle_timeout=30.0)
 
     async def start(self, **limits: float) -> None:
-        running = await self.server.start(**limits)
+        running = await self.server.start(tls=self.tls, **limits)
         self.host, self.port = running.host, running.port
+        self.cacert = running.cacert
+        self.base = (
+            f"{'https' if self.tls else 'http'}://{running.hostname}:{self.port}"
+        )
         self.addCleanup(running.stop)
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     async def connect(self) -> Peer:
         peer = await connect(self.host, self.port)
@@ -347,18 +357,57 @@ def get(
     )
 
 
+class HTTPSContract:
+    """
+    Over HTTPS: each real client against the server listening with the test
+    certificates; hostile cases of the TLS layer. A mixin: one TestCase per
+    server, ``tls`` set by :func:`tests.support.register`.
+    """
+
+    timeout = 120
+    server: TwistedServer | TwinServer
+    tls: certs.Certificates
+
+    setUp = HTTPContract.setUp
+    start = HTTPContract.start
+    connect = HTTPContract.connect
+
+    async def assert_serves_normally(self) -> None:
+        self.assertEqual(
+            await treq_client(self.base + "/", self.cacert), (200, http.HELLO)
+        )
+
+    async def test_plain_http_then_normal(self) -> None:
+        """
+        A plain-HTTP request to the HTTPS port is turned away, and does not
+        hurt the next client.
+        """
+        peer = await self.connect()
+        peer.transport.write(get(b"/"))
+        await bounded(peer.closed)
+        await self.assert_serves_normally()
+
+    async def test_silent_client_dropped(self) -> None:
+        """
+        A client that connects and never starts its handshake is dropped.
+        """
+        await self.start(idle_timeout=0.5, head_timeout=0.5)
+        peer = await self.connect()
+        await bounded(peer.closed, 10)
+        await self.assert_serves_normally()
+
+
 def _client_test(name: str, client: Client):
     async def test(self) -> None:
-        self.assertEqual(await client(self.base + "/"), (200, http.HELLO))
+        self.assertEqual(await client(self.base + "/", self.cacert), (200, http.HELLO))
 
     test.__name__ = f"test_client_{name}"
     test.__doc__ = f"The {name} client fetches / from this server."
     return test
 
 
-register(
-    globals(),
-    HTTPContract,
-    SERVERS,
-    {f"test_client_{name}": _client_test(name, c) for name, c in CLIENTS.items()},
-)
+CLIENT_TESTS = {
+    f"test_client_{name}": _client_test(name, c) for name, c in CLIENTS.items()
+}
+register(globals(), HTTPContract, SERVERS, CLIENT_TESTS)
+register(globals(), HTTPSContract, SERVERS, CLIENT_TESTS, tls=True)

@@ -4,12 +4,16 @@ service, the same service mounted at ``/ws`` of the HTTP site, and the
 ``websockets`` twin; with a raw-frame client (exact frames and close codes)
 and with each real client.
 
+Every real client also talks to every server over ``wss://`` (the
+``...TLS...`` test cases), trusting only a CA made for the test run.
+
 A new server joins by one line in ``SERVERS``; a new client in ``CLIENTS``.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import struct
 import zlib
 from collections.abc import Awaitable, Callable
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from twisted.internet.error import ConnectionDone
 from twisted.internet.threads import deferToThread
 
-from netlab import http, websocket
+from netlab import certs, http, tls, websocket
 from netlab.compat import ws_client
 from tests.support import (
     WAIT,
@@ -43,8 +47,8 @@ class At:
     server: TwistedServer | TwinServer
     path: str
 
-    async def start(self, **limits: float):
-        return await self.server.start(**limits)
+    async def start(self, tls: certs.Certificates | None = None, **limits: float):
+        return await self.server.start(tls=tls, **limits)
 
 
 SERVERS = {
@@ -55,12 +59,13 @@ SERVERS = {
 
 MAX_MESSAGE = 64 * 1024  # what the tests configure every server with
 
-# A client: (url, messages) -> replies.
-Client = Callable[[str, list], Awaitable[list]]
+# A client: (url, messages, CA file to trust for wss:// or None) -> replies.
+Client = Callable[[str, list, str | None], Awaitable[list]]
 
 
-async def twisted_client(url: str, messages: list) -> list:
-    connection = await websocket.connect(url, timeout=WAIT)
+async def twisted_client(url: str, messages: list, cacert: str | None = None) -> list:
+    trust = tls.ClientTLS(cacert=cacert) if cacert else None
+    connection = await websocket.connect(url, timeout=WAIT, tls=trust)
     replies = []
     for message in messages:
         connection.send(message)
@@ -69,8 +74,9 @@ async def twisted_client(url: str, messages: list) -> list:
     return replies
 
 
-async def websockets_client(url: str, messages: list) -> list:
-    return await deferToThread(ws_client.exchange, url, messages, WAIT)
+async def websockets_client(url: str, messages: list, cacert: str | None) -> list:
+    context = ssl.create_default_context(cafile=cacert) if cacert else None
+    return await deferToThread(ws_client.exchange, url, messages, WAIT, context)
 
 
 async def _command(args: list[str]) -> list:
@@ -80,12 +86,20 @@ async def _command(args: list[str]) -> list:
     return result.out.decode().splitlines()
 
 
-async def netlab_cli(url: str, messages: list) -> list:
-    return await _command(python("-m", "netlab", "ws", url, *messages))
+def _cacert(cacert: str | None) -> list[str]:
+    return ["--cacert", cacert] if cacert else []
 
 
-async def compat_cli(url: str, messages: list) -> list:
-    return await _command(python("-m", "netlab.compat.ws_client", url, *messages))
+async def netlab_cli(url: str, messages: list, cacert: str | None) -> list:
+    return await _command(
+        python("-m", "netlab", "ws", *_cacert(cacert), url, *messages)
+    )
+
+
+async def compat_cli(url: str, messages: list, cacert: str | None) -> list:
+    return await _command(
+        python("-m", "netlab.compat.ws_client", *_cacert(cacert), url, *messages)
+    )
 
 
 CLIENTS: dict[str, Client] = {
@@ -225,6 +239,7 @@ class WebSocketContract:
 
     timeout = 120
     server: At
+    cacert = None  # plain ws://
 
     async def setUp(self) -> None:
         await self.restart(max_message=MAX_MESSAGE)
@@ -468,9 +483,62 @@ class WebSocketContract:
         await self.assert_serves_normally()
 
 
+class WSSContract:
+    """
+    Over ``wss://``: each real client against the server listening with the
+    test certificates; hostile cases of the TLS layer. A mixin: one TestCase
+    per server, ``tls`` set by :func:`tests.support.register`.
+    """
+
+    timeout = 120
+    server: At
+    tls: certs.Certificates
+
+    async def setUp(self) -> None:
+        await self.restart(max_message=MAX_MESSAGE)
+
+    async def restart(self, **limits: float) -> None:
+        running = await self.server.start(tls=self.tls, **limits)
+        self.host, self.port, self.cacert = running.host, running.port, running.cacert
+        self.url = f"wss://{running.hostname}:{self.port}{self.server.path}"
+        self.addCleanup(running.stop)
+
+    async def assert_serves_normally(self) -> None:
+        self.assertEqual(
+            await twisted_client(self.url, ["still there?"], self.cacert),
+            ["Echo: still there?"],
+        )
+
+    async def test_plain_ws_then_normal(self) -> None:
+        """
+        A plain ``ws://`` handshake to the ``wss://`` port is turned away, and
+        does not hurt the next client.
+        """
+        peer = await connect(self.host, self.port)
+        self.addCleanup(abort, peer)
+        peer.transport.write(
+            b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+            % (self.server.path.encode(), self.host.encode(), self.port, KEY)
+        )
+        await bounded(peer.closed)
+        await self.assert_serves_normally()
+
+    async def test_silent_connection_dropped(self) -> None:
+        """
+        A TCP connection that never starts its TLS handshake is dropped.
+        """
+        await self.restart(handshake_timeout=0.3, idle_timeout=0.3)
+        peer = await connect(self.host, self.port)
+        self.addCleanup(abort, peer)
+        await bounded(peer.closed, 10)
+        await self.assert_serves_normally()
+
+
 def _client_test(name: str, client: Client):
     async def test(self) -> None:
-        replies = await client(self.url, ["hello", "wörld"])
+        replies = await client(self.url, ["hello", "wörld"], self.cacert)
         self.assertEqual(replies, ["Echo: hello", "Echo: wörld"])
 
     test.__name__ = f"test_client_{name}"
@@ -478,9 +546,8 @@ def _client_test(name: str, client: Client):
     return test
 
 
-register(
-    globals(),
-    WebSocketContract,
-    SERVERS,
-    {f"test_client_{name}": _client_test(name, c) for name, c in CLIENTS.items()},
-)
+CLIENT_TESTS = {
+    f"test_client_{name}": _client_test(name, c) for name, c in CLIENTS.items()
+}
+register(globals(), WebSocketContract, SERVERS, CLIENT_TESTS)
+register(globals(), WSSContract, SERVERS, CLIENT_TESTS, tls=True)

@@ -5,6 +5,11 @@ The echo server with ``asyncio`` streams.
 the handler waits instead of reading more. Reaching the end of the client's
 stream (it shut down its writing side) ends the loop after everything was
 echoed; then the server closes.
+
+With ``--cert FILE --key FILE`` it speaks TLS: ``start_server(ssl=...)``
+with a stdlib ``ssl`` context, and asyncio does the rest. The handshake must
+end within --idle-timeout seconds; asyncio drops a client that fails it (or
+does not speak TLS) without a word, before ``handle`` ever sees it.
 """
 
 import asyncio
@@ -42,6 +47,8 @@ async def serve_forever(args):
         args.host,
         args.port,
         backlog=128,
+        ssl=args.ssl,
+        ssl_handshake_timeout=args.idle_timeout if args.ssl else None,
     )
     host, port = server.sockets[0].getsockname()[:2]
     log.info("listening on %s port %d", host, port)

@@ -9,6 +9,12 @@ lines, answers 501 to unknown methods, and ignores chunked bodies.
 
 Routes: ``/`` (GET, HEAD), ``/echo`` (GET, HEAD, POST: the request reflected
 as JSON) and ``/healthz`` (GET, HEAD); anything else is 404.
+
+With ``--cert FILE --key FILE`` it serves HTTPS (stdlib ``ssl``): the
+listening socket hands out connections wrapped without a handshake, and
+each connection's thread does the handshake within --head-timeout seconds,
+so a client that connects and says nothing cannot hold a thread for long.
+A client that fails the handshake is logged in one line and dropped.
 """
 
 import base64
@@ -17,12 +23,13 @@ import json
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from netlab.compat._common import parse_args, run
+from netlab.compat._common import close_tls, parse_args, run, tls_handshake
 
 MAX_BODY = 1024 * 1024  # bytes of request body (413 above)
 MAX_LINE = 8192  # bytes in the request line (414) or one header line (431)
@@ -77,6 +84,15 @@ class Handler(BaseHTTPRequestHandler):
         host, port = self.client_address[:2]
         self.peer = f"{host}:{port}"
 
+    def handle(self):
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                tls_handshake(self.connection, self.server.head_timeout)
+            except OSError as error:  # ssl.SSLError, TimeoutError
+                log.info("connection from %s: TLS handshake: %s", self.peer, error)
+                return
+        super().handle()
+
     def handle_one_request(self):
         # handle() calls this until close_connection is true.
         self.close_connection = True
@@ -100,7 +116,9 @@ class Handler(BaseHTTPRequestHandler):
 
         The socket timeout bounds each read, not the whole head: a client
         sending a byte a second would never be cut off. So a timer answers
-        408 and shuts the socket, which ends the blocked read.
+        408 and shuts the socket, which ends the blocked read. Over TLS the
+        timer only shuts the socket: an OpenSSL connection must not be
+        written in one thread while another reads it.
         """
         self.late = self.head_read = False
         self.head_lock = threading.Lock()
@@ -120,8 +138,11 @@ class Handler(BaseHTTPRequestHandler):
             self.late = True
             self.close_connection = True
             with contextlib.suppress(OSError):
-                self.reply(408, REFUSALS[408])
-                self.connection.shutdown(socket.SHUT_RDWR)
+                if not isinstance(self.connection, ssl.SSLSocket):
+                    self.reply(408, REFUSALS[408])
+                # socket.socket's shutdown, not SSLSocket's: that one would
+                # drop the TLS state under the reading thread.
+                socket.socket.shutdown(self.connection, socket.SHUT_RDWR)
 
     def read_head(self):
         """Read the request line and headers; False if the client closed."""
@@ -284,6 +305,9 @@ class Handler(BaseHTTPRequestHandler):
         # Closing with unread input makes the kernel reset the connection,
         # which can destroy the answer before the client reads it. So: say
         # we are done writing, then drop what the client still sends, a while.
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.wfile.flush()
+            close_tls(self.connection)  # TLS says "done writing" first
         self.connection.shutdown(socket.SHUT_WR)
         self.connection.settimeout(LINGER)
         deadline = time.monotonic() + LINGER
@@ -302,10 +326,30 @@ def to_json(value):
     return json.dumps(value).encode() + b"\n"
 
 
+class Server(ThreadingHTTPServer):
+    context = None  # an ssl.SSLContext when serving HTTPS
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        if self.context is not None:
+            # The handshake would block the accepting thread: Handler.handle()
+            # does it, in the connection's own thread.
+            conn = self.context.wrap_socket(
+                conn, server_side=True, do_handshake_on_connect=False
+            )
+        return conn, addr
+
+    def shutdown_request(self, request):
+        if isinstance(request, ssl.SSLSocket):
+            close_tls(request)  # the end, said in TLS, then the TCP close
+        super().shutdown_request(request)
+
+
 def serve(args):
     # ThreadingHTTPServer's threads are daemon threads: a stop does not wait
     # for clients that keep their connections open.
-    with ThreadingHTTPServer((args.host, args.port), Handler) as server:
+    with Server((args.host, args.port), Handler) as server:
+        server.context = args.ssl
         server.idle_timeout = args.idle_timeout
         server.head_timeout = args.head_timeout
         host, port = server.server_address[:2]

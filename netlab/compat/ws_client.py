@@ -6,10 +6,15 @@ As in the lesson, ``connect`` does the work, here in its blocking form
 connection normally (1000) at the end. Unlike the lesson's client, it waits
 at most --timeout seconds to open and for each reply, and a failure is one
 line on stderr (exit status 1) instead of a traceback.
+
+A ``wss://`` URL is checked against the system's CAs, or with ``--cacert
+FILE`` only against the CAs in FILE (a stdlib ``ssl`` context passed as
+``ssl=``): the certificate and the URL's host name both.
 """
 
-import argparse
 import sys
+
+from netlab.compat._common import Parser, add_client_tls, client_tls
 
 try:
     from websockets.exceptions import WebSocketException
@@ -22,12 +27,18 @@ except ImportError:  # the "compat" extra is not installed
 MAX_REPLY = 64 * 1024 * 1024
 
 
-def exchange(url, messages, timeout=10.0):
+def exchange(url, messages, timeout=10.0, context=None):
     """Send each message (text for ``str``, binary for ``bytes``) to ``url``,
-    wait for one reply to each, and return the replies."""
+    wait for one reply to each, and return the replies. ``context``: the
+    ``ssl.SSLContext`` that checks a ``wss://`` server (the system's CAs
+    when not given)."""
     replies = []
     with connect(
-        url, open_timeout=timeout, close_timeout=timeout, max_size=MAX_REPLY
+        url,
+        ssl=context,
+        open_timeout=timeout,
+        close_timeout=timeout,
+        max_size=MAX_REPLY,
     ) as websocket:
         for message in messages:
             websocket.send(message)
@@ -36,7 +47,7 @@ def exchange(url, messages, timeout=10.0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = Parser(description=__doc__)
     parser.add_argument("url", help="where to connect, e.g. ws://127.0.0.1:8765/")
     parser.add_argument(
         "messages",
@@ -48,11 +59,15 @@ def main(argv=None):
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="default: %(default)s"
     )
+    add_client_tls(parser)
     args = parser.parse_args(argv)
+    if args.cacert and not args.url.lower().startswith("wss:"):
+        parser.error("--cacert needs a wss:// URL")
+    context = client_tls(parser, args)
     if connect is None:
         sys.exit("ws_client: needs websockets: pip install 'netlab[compat]'")
     try:
-        replies = exchange(args.url, args.messages, args.timeout)
+        replies = exchange(args.url, args.messages, args.timeout, context)
     except (OSError, WebSocketException, ValueError) as error:
         # OSError: refused or timed out (TimeoutError is one); WebSocketException:
         # a bad URL, a refused handshake, or a close before the reply;

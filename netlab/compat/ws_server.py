@@ -8,6 +8,11 @@ largest message (close 1009 above, after decompression too), handshake
 timeouts and keepalive pings. Browser pages may connect only from their own
 origin or an --allowed-origin ORIGIN (repeatable); --max-message BYTES sets
 the largest message.
+
+With ``--cert FILE --key FILE`` it serves ``wss://``: ``serve(ssl=...)``
+with a stdlib ``ssl`` context. The TLS handshake, too, must end within
+--handshake-timeout seconds; asyncio drops a client that fails it without a
+word, before the WebSocket handshake begins.
 """
 
 import argparse
@@ -104,6 +109,8 @@ async def serve_forever(args):
         # compression: the library's default permessage-deflate, which bounds
         # the inflated size by max_size, so a compression bomb gets 1009.
         backlog=128,
+        ssl=args.ssl,
+        ssl_handshake_timeout=args.handshake_timeout if args.ssl else None,
     )
     # --idle-timeout is accepted but not used: like netlab's Twisted service,
     # the server drops dead peers by the ping timeout, and a live peer may
