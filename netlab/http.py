@@ -509,6 +509,7 @@ class HTTPSite(ConnectionTracker, Site):
             bytes=request.sentLength,
             duration=duration,
             peer=request.channel.peer,
+            connection=getattr(request.channel, "connection_id", None),
             client=client_identity(request.channel.transport),
         )
         metrics.http_request(self.service_name, method, request.code, duration)

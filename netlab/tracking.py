@@ -7,12 +7,16 @@ graceful stop can close what is left.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from netlab import metrics
+
+# Numbers each connection, for its log events (see netlab.logs).
+_connection_ids = itertools.count(1)
 
 
 class ConnectionTracker:
@@ -21,7 +25,8 @@ class ConnectionTracker:
 
     Protocols call :meth:`track` when they connect and :meth:`forget` when
     they close; both are counted in :mod:`netlab.metrics` under
-    :attr:`service_name`.
+    :attr:`service_name`, and each protocol gets a ``connection_id`` that
+    its log events carry.
     """
 
     #: Names the service in log events and metrics.
@@ -36,6 +41,7 @@ class ConnectionTracker:
         Count ``protocol`` as open.
         """
         if protocol not in self.connections:
+            protocol.connection_id = next(_connection_ids)
             self.connections.add(protocol)
             metrics.opened(self.service_name)
 

@@ -5,6 +5,7 @@ checkout so that only the installed package is seen.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -227,6 +228,22 @@ class TwistdTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertIn(b'netlab_received_bytes_total{service="echo"} 7.0', response.body)
         await self.assert_stops_on_sigterm(child, port)
+
+    async def test_json_logs(self) -> None:
+        child, [port] = await self.start(
+            "--logger",
+            "netlab.logs.json",
+            "netlab-echo",
+            *("--listen", LOOPBACK_ANY_PORT),
+            factories=("EchoFactory",),
+        )
+        await tcp.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
+        await self.assert_stops_on_sigterm(child, port)
+        records = [json.loads(line) for line in child.protocol.out.splitlines()]
+        closed = [r for r in records if r.get("bytes_in") == 6]
+        self.assertEqual(len(closed), 1, records)
+        self.assertEqual(closed[0]["service"], "echo")
+        self.assertIsInstance(closed[0]["connection"], int)
 
     async def test_port_in_use_is_one_line(self) -> None:
         with socket.socket() as holder:
