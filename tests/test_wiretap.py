@@ -13,7 +13,7 @@ import socket
 import struct
 
 from twisted.internet import reactor, task
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import TCP6ClientEndpoint, serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SkipTest, TestCase
@@ -125,6 +125,20 @@ class WiretapTests(TestCase):
             self.capture, "tcp.flags.fin==1", "tcp.stream", "tcp.srcport"
         )
         self.assertEqual([port_ for _, port_ in fins if _ == "0"][1], str(port))
+
+    async def test_ipv6(self) -> None:
+        if not socket.has_ipv6:
+            raise SkipTest("no IPv6 here")
+        try:
+            port = await self.serve(tcp.EchoFactory(), "tcp6:0:interface=\\:\\:1")
+        except Exception as error:
+            raise SkipTest(f"cannot listen on ::1: {error}") from None
+        client = TCP6ClientEndpoint(reactor, "::1", port)
+        reply = await tcp.echo(client, b"six", timeout=WAIT)
+        self.assertEqual(reply, b"six")
+        await bounded(self.tap.close())
+        hosts = await fields(self.capture, "tcp.len > 0", "ipv6.src", "ipv6.dst")
+        self.assertEqual(hosts, [["::1", "::1"]] * 2)
 
     async def test_tls_plaintext(self) -> None:
         paths = certs.make_certificates(pathlib.Path(self.mktemp()))
