@@ -50,7 +50,7 @@ from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_identity
-from netlab.tracking import ConnectionTracker
+from netlab.tracking import ConnectionTracker, Unavailable
 from netlab.websocket import EchoFactory, WebSocketMount
 
 #: Where ``twistd netlab-http`` listens unless told otherwise.
@@ -411,6 +411,26 @@ class LimitedChannel(HTTPChannel):
         # Twisted's own answer to a malformed request: make it a whole one.
         self.refuse(400, b"Bad request\n")
 
+    def drain(self) -> None:
+        """
+        The service is stopping: an idle connection closes now; a request
+        under way is answered, with ``Connection: close``, and then closes.
+        """
+        if self._handlingRequest or self._in_body or not self._awaiting_request_line:
+            self.persistent = False
+            for request in self.requests:
+                if not request.startedWriting:
+                    request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        else:
+            self.loseConnection()
+
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        if self.factory.draining:
+            # A request that came while the service stops: answer, then close.
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             if self._head_timer.active():
@@ -488,7 +508,9 @@ class HTTPSite(ConnectionTracker, Site):
         Site.__init__(self, resource, timeout=limits.idle_timeout, reactor=reactor)
         self.limits = limits
 
-    def buildProtocol(self, addr: Any) -> LimitedChannel:
+    def buildProtocol(self, addr: Any) -> Any:
+        if not self.admits(addr):
+            return Unavailable(self.reactor)
         channel = super().buildProtocol(addr)
         channel.limits = self.limits
         return channel

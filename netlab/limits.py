@@ -38,6 +38,13 @@ class Limits:
     :ivar ping_interval: seconds between the server's WebSocket pings.
     :ivar ping_timeout: seconds a WebSocket peer has to answer a ping before
         it is dropped as dead.
+    :ivar max_connections: the most connections a service holds at once;
+        over it, a TCP connection is closed at once, and HTTP and WebSocket
+        clients get ``503`` with ``Retry-After``.
+    :ivar max_per_ip: the most connections from one client address.
+    :ivar drain_seconds: on stop, how long open connections get to finish
+        (requests in flight, echoes of what was received, WebSocket closing
+        handshakes) before they are aborted.
     """
 
     idle_timeout: float = 60.0
@@ -50,6 +57,9 @@ class Limits:
     handshake_timeout: float = 10.0
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
+    max_connections: int = 10000
+    max_per_ip: int = 1000
+    drain_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -121,12 +131,30 @@ _OPTIONS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
         "Seconds a WebSocket peer has to answer a ping.",
         _positive(float),
     ),
+    "max_connections": (
+        "max-connections",
+        "Most connections the service holds at once.",
+        _positive(int),
+    ),
+    "max_per_ip": (
+        "max-per-ip",
+        "Most connections from one client address.",
+        _positive(int),
+    ),
+    "drain_seconds": (
+        "drain-seconds",
+        "On stop, seconds open connections get to finish before they are aborted.",
+        _positive(float),
+    ),
 }
 
+# What every service shares: admission and the drain on stop.
+_EVERY_SERVICE = ("max_connections", "max_per_ip", "drain_seconds")
 #: The limits that apply to a raw TCP service.
-TCP_LIMITS = ("idle_timeout",)
+TCP_LIMITS = ("idle_timeout", *_EVERY_SERVICE)
 #: The limits that apply to a WebSocket service.
 WS_LIMITS = (
+    *_EVERY_SERVICE,
     "idle_timeout",
     "max_message",
     "handshake_timeout",

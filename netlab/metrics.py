@@ -22,6 +22,11 @@ CONNECTIONS_OPENED = Counter(
 CONNECTIONS_CLOSED = Counter(
     "netlab_connections_closed", "Connections closed.", ["service"]
 )
+CONNECTIONS_REFUSED = Counter(
+    "netlab_connections_refused",
+    "Connections refused: over a limit, or while draining.",
+    ["service", "reason"],
+)
 CONNECTIONS_ACTIVE = Gauge(
     "netlab_connections_active", "Open connections.", ["service"]
 )

@@ -40,7 +40,7 @@ from netlab import metrics
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tls import ClientTLS, client_from_string, client_identity
-from netlab.tracking import ConnectionTracker
+from netlab.tracking import Closed, ConnectionTracker
 
 #: Where ``twistd netlab-echo`` listens unless told otherwise.
 DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
@@ -89,6 +89,11 @@ class ServiceFactory(ConnectionTracker, Factory):
         self.limits = limits
         self.reactor = reactor
 
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        if not self.admits(addr):
+            return Closed()
+        return super().buildProtocol(addr)
+
 
 @implementer(IHandshakeListener)
 class ServiceProtocol(Protocol, TimeoutMixin):
@@ -117,6 +122,12 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             service=self.factory.service_name,
             peer=self.peer,
         )
+
+    def drain(self) -> None:
+        """
+        The service is stopping: close once what is written is sent.
+        """
+        self.transport.loseConnection()
 
     def handshakeCompleted(self) -> None:
         """
@@ -203,6 +214,12 @@ class Echo(ServiceProtocol):
 
     def stopProducing(self) -> None:
         pass
+
+    def drain(self) -> None:
+        # Stop reading, send back all that was received, then close.
+        self.transport.unregisterProducer()
+        self.transport.pauseProducing()
+        self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
         # The transport waits for a registered producer before it closes.

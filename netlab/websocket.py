@@ -46,7 +46,7 @@ from netlab.auth import BEARER_SUBPROTOCOL, Protection, token_from_websocket
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tls import ClientTLS, client_endpoint, describe_tls_error
-from netlab.tracking import ConnectionTracker
+from netlab.tracking import ConnectionTracker, Unavailable
 
 #: Where ``twistd netlab-ws`` listens unless told otherwise.
 DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
@@ -216,6 +216,21 @@ class EchoProtocol(WebSocketServerProtocol):
             return True
         return super().onCloseFrame(code, reasonRaw)
 
+    def drain(self) -> None:
+        """
+        The service is stopping: close with 1001 (going away).
+        """
+        if self.state == self.STATE_OPEN:
+            # sendClose() refuses 1001 (it is for applications, which may only
+            # use 1000 and 3000-4999); the frame itself is what RFC 6455 says.
+            self.sendCloseFrame(
+                code=self.CLOSE_STATUS_CODE_GOING_AWAY,
+                reasonUtf8=b"server going away",
+                isReply=False,
+            )
+        else:
+            self.dropConnection(abort=False)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         reply = payload if isBinary else PREFIX.encode() + payload
         # Text was already checked as UTF-8 by autobahn: no need to decode.
@@ -281,6 +296,12 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
             origin.lower().rstrip("/") for origin in allowed_origins
         }
         harden(self, limits)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        # Mounted in a site, the site has admitted the connection already.
+        if self.tracker is self and not self.admits(addr):
+            return Unavailable(self.reactor)
+        return super().buildProtocol(addr)
 
     def origin_allowed(self, request: ConnectionRequest) -> bool:
         """
@@ -423,6 +444,13 @@ class Connection:
         if closed_with is not None and not self._protocol.messages.pending:
             return defer.fail(ConnectionClosed(*closed_with))
         return self._protocol.messages.get()
+
+    def closed(self) -> defer.Deferred[tuple[int | None, str | None]]:
+        """
+        :return: a Deferred of the ``(code, reason)`` the connection closes
+            with, whoever closes it.
+        """
+        return self._protocol.when_closed()
 
     def close(
         self, code: int = 1000, reason: str | None = None

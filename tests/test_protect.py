@@ -23,6 +23,7 @@ from netlab.tap import http as http_tap
 from netlab.tap import lab as lab_tap
 from netlab.tap import ws as ws_tap
 from tests.support import WAIT, Peer, bounded, connect, python, run
+from tests.test_tap import listeners
 
 AUDIENCE = "netlab-tests"
 
@@ -233,9 +234,9 @@ class PluginOptionTests(SynchronousTestCase):
         options.parseOptions(args)
         service = lab_tap.makeService(options)
         factories = {s.name: s for s in service}
-        site = list(factories["http"])[0].factory
+        site = listeners(factories["http"])[0].factory
         self.assertIsInstance(site.resource, http.Guarded)
-        ws_factory = list(factories["ws"])[0].factory
+        ws_factory = listeners(factories["ws"])[0].factory
         self.assertIs(ws_factory.protection, options["protection"])
 
 

@@ -5,6 +5,7 @@ Tests of the twistd plugins' options and services, in process.
 from __future__ import annotations
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,7 +22,7 @@ def listeners(service) -> list[StreamServerEndpointService]:
     for child in service:
         if isinstance(child, StreamServerEndpointService):
             found.append(child)
-        else:
+        elif isinstance(child, MultiService):
             found.extend(listeners(child))
     return found
 

@@ -14,12 +14,25 @@ import socket
 import sys
 import tempfile
 
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet import reactor, task
+from twisted.internet.error import ConnectionRefusedError, ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
 from netlab import auth, certs, http, tcp, tls, websocket
-from tests.support import WAIT, bounded, connect, python, run, spawn
+from tests.support import WAIT, abort, bounded, connect, python, run, spawn
 from tests.test_wiretap import fields
+
+
+async def refused(port: int) -> bool:
+    """
+    :return: whether connecting to ``port`` on loopback is refused.
+    """
+    try:
+        peer = await connect("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    await abort(peer)
+    return False
 
 
 def twistd(*args: str) -> list[str]:
@@ -244,6 +257,74 @@ class TwistdTests(TestCase):
         self.assertEqual(len(closed), 1, records)
         self.assertEqual(closed[0]["service"], "echo")
         self.assertIsInstance(closed[0]["connection"], int)
+
+    async def half_a_request(self, peer) -> None:
+        """
+        Start a POST of 10 bytes on ``peer``, and return once the server has
+        read its head (it says ``100 Continue``): a request in flight.
+        """
+        peer.transport.write(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        continued = await bounded(peer.received_at_least(25))
+        self.assertTrue(continued.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"))
+
+    async def test_sigterm_drains(self) -> None:
+        """
+        An HTTP request in flight completes with its whole body; open
+        WebSockets get 1001; connecting after SIGTERM is refused; twistd
+        exits as it does on a signal.
+        """
+        child, [http_port, ws_port] = await self.start(
+            "netlab",
+            *("--echo", "off", "--greeting", "off", "--drain-seconds", "20"),
+            *("--http", LOOPBACK_ANY_PORT, "--ws", LOOPBACK_ANY_PORT),
+            factories=("HTTPSite", "EchoFactory"),
+        )
+        mounted = await websocket.connect(f"ws://127.0.0.1:{http_port}/ws")
+        standalone = await websocket.connect(f"ws://127.0.0.1:{ws_port}/")
+        slow = await connect("127.0.0.1", http_port)
+        await self.half_a_request(slow)
+
+        child.signal("TERM")
+        for _ in range(200):
+            if await refused(http_port):
+                break
+            await task.deferLater(reactor, 0.05)
+        else:
+            self.fail("the port still accepts after SIGTERM")
+
+        for connection in (mounted, standalone):
+            code, _ = await bounded(connection.closed())
+            self.assertEqual(code, 1001)
+        slow.transport.write(b"half more!")
+        await bounded(slow.closed)
+        head, _, body = (
+            bytes(slow.received).partition(b"\r\n\r\n")[2].partition(b"\r\n\r\n")
+        )
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertIn(b"Connection: close", head)
+        self.assertIn(b'"body": "half more!"', body)
+
+        result = await child.ended()
+        self.assertEqual(result.signal, signal.SIGTERM, result)
+        self.assertNotIn(b"Traceback", result.out + result.err)
+
+    async def test_grace_period_ends_stragglers(self) -> None:
+        child, [port] = await self.start(
+            "netlab-http",
+            *("--listen", LOOPBACK_ANY_PORT, "--drain-seconds", "1"),
+            factories=("HTTPSite",),
+        )
+        stuck = await connect("127.0.0.1", port)
+        await self.half_a_request(stuck)  # and the body never comes
+        child.signal("TERM")
+        await bounded(stuck.closed)
+        result = await child.ended()
+        self.assertEqual(result.signal, signal.SIGTERM, result)
+        self.assertIn(b"did not finish within 1.0s: aborted", result.out)
+        self.assertNotIn(b"Traceback", result.out + result.err)
 
     async def test_port_in_use_is_one_line(self) -> None:
         with socket.socket() as holder:

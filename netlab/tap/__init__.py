@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -25,6 +26,7 @@ from netlab import auth, metrics
 from netlab.http import HTTPSite
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened, use_keylog
+from netlab.tracking import ConnectionTracker, drain
 from netlab.wiretap import Wiretap
 
 
@@ -82,11 +84,34 @@ def listening_service(
     :return: a service that listens with ``factory`` on each endpoint string.
     """
     service = PluginService()
+    # First in, so that on stop it is called after every port has begun to
+    # close: nothing new comes in while the connections drain.
+    _Drain(factory).setServiceParent(service)
     if tap is not None:
         factory = tap.wrap(factory)
     for description in descriptions:
         strports.service(hardened(description), factory).setServiceParent(service)
     return service
+
+
+class _Drain(Service):
+    """
+    On stop, drains a factory's connections (see
+    :func:`netlab.tracking.drain`) within its ``drain_seconds``.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if not isinstance(self.factory, ConnectionTracker):
+            return None
+        from twisted.internet import reactor
+
+        return defer.Deferred.fromCoroutine(
+            drain([self.factory], self.factory.limits.drain_seconds, reactor)
+        )
 
 
 class _TapService(Service):

@@ -1,0 +1,113 @@
+"""
+Graceful drain on stop, and admission within the connection limits.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from netlab import http, tcp, websocket
+from netlab.limits import Limits
+from netlab.testing import serve
+from netlab.tracking import RETRY_AFTER, drain
+from tests.support import WAIT, abort, bounded, connect
+from tests.test_protect import response_head
+
+
+class DrainTests(TestCase):
+    """
+    :func:`netlab.tracking.drain` in process.
+    """
+
+    timeout = 60
+
+    async def test_echo_returns_what_it_received(self) -> None:
+        factory = tcp.EchoFactory()
+        served = await serve(self, factory)
+        peer = await connect(served.host, served.port)
+        peer.transport.write(b"x" * 100_000)
+        await bounded(peer.received_at_least(1))
+        await drain([factory], WAIT, reactor)
+        await bounded(peer.closed)
+        self.assertEqual(bytes(peer.received), b"x" * 100_000)
+
+    async def test_idle_keep_alive_closes_and_new_connections_refused(self) -> None:
+        site = http.HTTPSite()
+        served = await serve(self, site)
+        peer = await connect(served.host, served.port)
+        peer.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await bounded(peer.received_at_least(len(http.HELLO)))
+        await drain([site], WAIT, reactor)
+        await bounded(peer.closed)
+        self.assertNotIn(b"Connection: close", bytes(peer.received))
+        late = await connect(served.host, served.port)
+        head = await response_head(late)
+        self.assertTrue(head.startswith(b"HTTP/1.1 503 "), head)
+        await abort(late)
+
+
+class AdmissionTests(TestCase):
+    """
+    ``--max-connections`` and ``--max-per-ip``.
+    """
+
+    timeout = 60
+
+    async def test_tcp_closed_at_once(self) -> None:
+        factory = tcp.EchoFactory(limits=Limits(max_connections=2))
+        served = await serve(self, factory)
+        labels = {"service": "echo", "reason": "max-connections"}
+        before = REGISTRY.get_sample_value("netlab_connections_refused_total", labels)
+        held = [await connect(served.host, served.port) for _ in range(2)]
+        for peer in held:
+            peer.transport.write(b"ok")
+            await bounded(peer.received_at_least(2))
+        extra = await connect(served.host, served.port)
+        await bounded(extra.closed)
+        self.assertEqual(bytes(extra.received), b"")
+        after = REGISTRY.get_sample_value("netlab_connections_refused_total", labels)
+        self.assertEqual(after, (before or 0) + 1)
+        await abort(held[0])
+        again = await connect(served.host, served.port)
+        again.transport.write(b"in")
+        self.assertEqual(await bounded(again.received_at_least(2)), b"in")
+        for peer in (held[1], again):
+            await abort(peer)
+
+    async def test_per_ip(self) -> None:
+        factory = tcp.GreetingFactory(limits=Limits(max_per_ip=1))
+        served = await serve(self, factory)
+        first = await connect(served.host, served.port)
+        second = await connect(served.host, served.port)
+        await bounded(second.closed)
+        await abort(first)
+
+    async def test_http_503(self) -> None:
+        site = http.HTTPSite(limits=Limits(max_connections=1))
+        served = await serve(self, site)
+        holder = await connect(served.host, served.port)
+        holder.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await response_head(holder)
+        await self.assert_503(served)
+        await abort(holder)
+
+    async def test_websocket_503(self) -> None:
+        factory = websocket.EchoFactory(limits=Limits(max_connections=1))
+        served = await serve(self, factory)
+        holder = await websocket.connect(served.url(scheme="ws"), timeout=WAIT)
+        await self.assert_503(served)
+        await bounded(holder.close())
+
+    async def assert_503(self, served) -> None:
+        extra = await connect(served.host, served.port)
+        extra.transport.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        head = await response_head(extra)
+        self.assertTrue(head.startswith(b"HTTP/1.1 503 "), head)
+        self.assertIn(b"Retry-After: %d\r\n" % RETRY_AFTER, head)
+        await bounded(extra.closed)
