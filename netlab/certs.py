@@ -22,6 +22,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +78,33 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_host(host: str) -> str:
+    """
+    :return: ``host``, if it can name a server in a certificate: an IP
+        address, or a DNS name (its first label may be ``*``).
+    :raise ValueError: if it cannot.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if labels and labels[0] == "*":
+        labels = labels[1:]
+    if not labels or len(host) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise ValueError(f"bad host {host!r}: expected a DNS name or an IP address")
+    return host
+
+
 def _general_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
-        return x509.DNSName(host)
+        return x509.DNSName(check_host(host))
 
 
 def _key_usage(signs_certificates: bool) -> x509.KeyUsage:
@@ -247,31 +271,36 @@ def make_certificates(
 def usage_lines(paths: Certificates, passphrase_file: str | None = None) -> list[str]:
     """
     :param passphrase_file: where the keys' passphrase is, if they are encrypted.
-    :return: lines telling how to use the certificates, to print.
+    :return: lines telling how to use the certificates, to print; each
+        command is quoted for a POSIX shell, to paste as it is.
     """
 
     def escaped(path: Path | str) -> str:
         # Endpoint strings separate fields with colons.
         return str(Path(path).resolve()).replace("\\", "\\\\").replace(":", "\\:")
 
+    def shell(*words: str | Path) -> str:
+        return " ".join(shlex.quote(str(word)) for word in words)
+
     listen = (
         f"ssl:8443:privateKey={escaped(paths.server_key)}"
         f":certKey={escaped(paths.server)}"
     )
-    client_key = f"--cert {paths.client} --key {paths.client_key}"
+    client: list[str | Path] = ["--cert", paths.client, "--key", paths.client_key]
     if passphrase_file is not None:
         listen += f":passphraseFile={escaped(passphrase_file)}"
-        client_key += f" --passphrase-file {passphrase_file}"
+        client += ["--passphrase-file", passphrase_file]
+    url = "https://localhost:8443/"
     return [
         f"wrote {', '.join(str(p) for p in paths.paths())}",
         "serve TLS (on 127.0.0.1) with any netlab plugin, for example:",
-        f"  twistd -n netlab-http --listen {listen}",
+        "  " + shell("twistd", "-n", "netlab-http", "--listen", listen),
         "and check it, trusting only the new CA:",
-        f"  netlab get --cacert {paths.ca} https://localhost:8443/",
-        f"  curl --cacert {paths.ca} https://localhost:8443/",
+        "  " + shell("netlab", "get", "--cacert", paths.ca, url),
+        "  " + shell("curl", "--cacert", paths.ca, url),
         "mutual TLS: add this to the --listen string",
         f"  :clientCA={escaped(paths.ca)}",
         "and give clients the client certificate:",
-        f"  netlab get --cacert {paths.ca} {client_key} https://localhost:8443/",
+        "  " + shell("netlab", "get", "--cacert", paths.ca, *client, url),
         f"keep {paths.ca_key} private: it can sign more certificates",
     ]

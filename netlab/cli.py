@@ -9,6 +9,7 @@ endpoint string. Every failure is one line on standard error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,13 @@ def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
         raise ValueError(f"must be positive, not {value}")
+    return number
+
+
+def _finite_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"must be a number, not {value}")
     return number
 
 
@@ -356,7 +364,10 @@ class CertsOptions(_CommandOptions):
         """
         Another name or IP address for the server certificate (repeatable).
         """
-        self["hosts"].append(host)
+        try:
+            self["hosts"].append(certs.check_host(host))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
     def parseArgs(self, directory: str) -> None:
         self["directory"] = directory
@@ -387,7 +398,13 @@ class TokenOptions(_CommandOptions):
         ["aud", None, None, "The audience."],
         ["iss", None, None, "The issuer."],
         ["kid", None, None, "The key id, to name the key in a JWKS."],
-        ["ttl", None, 3600.0, "Seconds the token is valid.", _positive_float],
+        [
+            "ttl",
+            None,
+            3600.0,
+            "Seconds the token is valid (negative: already expired, to test refusals).",
+            _finite_float,
+        ],
     ]
 
     def getSynopsis(self) -> str:

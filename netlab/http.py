@@ -274,6 +274,7 @@ class Guarded(Resource):
         return self._root.render(request)
 
 
+_TLS_HELLO = re.compile(rb"\x16\x03[\x00-\x04]")
 _ABSOLUTE_FORM = re.compile(rb"(?i)https?://")
 # RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) and port.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
@@ -358,6 +359,16 @@ class LimitedChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
+            return
+        if self._awaiting_request_line and _TLS_HELLO.match(data) and not self.requests:
+            # A TLS client on a plain port: nothing here can answer it, so
+            # close at once rather than wait for a request head.
+            self._log.info(
+                "closed a TLS handshake from {peer}: this port is plain HTTP",
+                peer=self.peer,
+            )
+            self.refused = True
+            self.transport.abortConnection()
             return
         if self._head_timer is None and not (self._handlingRequest or self._in_body):
             self._head_timer = self.callLater(

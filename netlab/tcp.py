@@ -16,6 +16,7 @@ The clients return a :class:`~twisted.internet.defer.Deferred` of the reply::
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet import defer
@@ -39,7 +40,12 @@ from zope.interface import implementer
 from netlab import metrics
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
-from netlab.tls import ClientTLS, client_from_string, client_identity
+from netlab.tls import (
+    ClientTLS,
+    client_from_string,
+    client_identity,
+    describe_tls_error,
+)
 from netlab.tracking import Closed, ConnectionTracker
 
 #: Where ``twistd netlab-echo`` listens unless told otherwise.
@@ -135,7 +141,8 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         """
         self.client = client_identity(self.transport)
         self._log.info(
-            "{service} connection from {peer}: TLS, client certificate {client}",
+            "{service} connection from {peer}: TLS"
+            + (", client {client}" if self.client else ", no client certificate"),
             service=self.factory.service_name,
             peer=self.peer,
             client=self.client,
@@ -179,7 +186,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             peer=self.peer,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            reason=reason.getErrorMessage(),
+            reason=describe_tls_error(reason.value) or reason.getErrorMessage(),
         )
         metrics.transferred(self.factory.service_name, self.bytes_in, self.bytes_out)
         self.factory.forget(self, reason)
@@ -283,6 +290,16 @@ class GreetingFactory(ServiceFactory):
     service_name = "greeting"
 
 
+# A TLS alert or handshake record: what a TLS server says to a plain client.
+_TLS_RECORD = re.compile(rb"[\x15\x16]\x03[\x00-\x04]")
+
+
+class BadReply(Exception):
+    """
+    The server's reply is not what the service answers.
+    """
+
+
 class ReplyTooLarge(Exception):
     """
     The server sent more than the client agreed to keep.
@@ -340,10 +357,27 @@ class _Exchange(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.reply.called:
             return
-        if reason.check(ConnectionDone):
-            self.reply.callback(b"".join(self._received))
-        else:
+        if not reason.check(ConnectionDone):
             self.reply.errback(reason)
+            return
+        reply = b"".join(self._received)
+        if self._echoed and reply == self._message:
+            self.reply.callback(reply)
+        elif _TLS_RECORD.match(reply) and not ISSLTransport.providedBy(self.transport):
+            self.reply.errback(
+                BadReply("the server answered in TLS: use tls:HOST:PORT")
+            )
+        elif self._echoed and len(reply) < len(self._message):
+            self.reply.errback(
+                BadReply(
+                    f"the server closed after echoing {len(reply)} of "
+                    f"{len(self._message)} bytes"
+                )
+            )
+        elif not self._echoed and not reply:
+            self.reply.errback(BadReply("the server closed without answering"))
+        else:
+            self.reply.callback(reply)
 
 
 def _exchange(

@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from netlab.certs import Certificates, make_certificates
 from netlab.tls import ClientTLS
 from netlab.wiretap import Wiretap
+from netlab.wrapping import wrapper_for
 
 #: Seconds the clean-up waits for the connections to go.
 CLEANUP_TIMEOUT = 10.0
@@ -55,6 +56,12 @@ class _Tracked(WrappingFactory):
     def __init__(self, wrappedFactory: IProtocolFactory) -> None:
         super().__init__(wrappedFactory)
         self._gone: list[defer.Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return wrapper_for(wrapped)(self, wrapped)
 
     def unregisterProtocol(self, protocol: Any) -> None:
         super().unregisterProtocol(protocol)

@@ -117,10 +117,16 @@ def _read(path: str, what: str) -> bytes:
         raise TLSConfigError(f"cannot read {what} {path}: {error.strerror}") from None
 
 
-def load_private_key(path: str, passphrase: bytes | None = None) -> crypto.PKey:
+def load_private_key(
+    path: str,
+    passphrase: bytes | None = None,
+    how: str = "passphraseFile= or passphraseEnv=",
+) -> crypto.PKey:
     """
     Load a PEM private key, decrypting it with ``passphrase`` when it is
     encrypted.
+
+    :param how: how the user gives the passphrase, for the error message.
     """
     data = _read(path, "private key")
     try:
@@ -128,8 +134,7 @@ def load_private_key(path: str, passphrase: bytes | None = None) -> crypto.PKey:
     except TypeError:
         if passphrase is None:
             raise TLSConfigError(
-                f"{path}: the private key is encrypted; give its passphrase with "
-                "passphraseFile= or passphraseEnv="
+                f"{path}: the private key is encrypted; give its passphrase with {how}"
             ) from None
         raise TLSConfigError(f"{path}: the private key is not encrypted") from None
     except ValueError:
@@ -195,6 +200,14 @@ def check_chain(chain: list[x509.Certificate], source: str) -> None:
     than a surprise for some clients later.
     """
     for certificate, issuer in zip(chain, chain[1:], strict=False):
+        if not _issued_by(certificate, issuer) and not any(
+            c.subject == certificate.issuer for c in chain
+        ):
+            raise TLSConfigError(
+                f"{source}: the chain is incomplete: add the certificate of "
+                f"{certificate.issuer.rfc4514_string()!r}, which issued "
+                f"{certificate.subject.rfc4514_string()!r}"
+            )
         if not _issued_by(certificate, issuer):
             raise TLSConfigError(
                 f"{source}: {issuer.subject.rfc4514_string()!r} did not issue "
@@ -311,6 +324,17 @@ def _select_protocol(connection: SSL.Connection, offered: list[bytes]) -> Any:
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
+def _check_pair(
+    certificate: crypto.X509, key: crypto.PKey, key_path: str, cert_path: str
+) -> None:
+    if certificate.get_pubkey().to_cryptography_key().public_numbers() != (
+        key.to_cryptography_key().public_key().public_numbers()  # type: ignore[union-attr]
+    ):
+        raise TLSConfigError(
+            f"{key_path} is not the key of the certificate in {cert_path}"
+        )
+
+
 def server_options(
     private_key: str,
     cert_key: str | None = None,
@@ -354,12 +378,7 @@ def server_options(
     _warn_if_not_current(chain[0], cert_key or private_key)
     key = load_private_key(private_key, passphrase)
     certificate = crypto.X509.from_cryptography(chain[0])
-    if certificate.get_pubkey().to_cryptography_key().public_numbers() != (
-        key.to_cryptography_key().public_key().public_numbers()  # type: ignore[union-attr]
-    ):
-        raise TLSConfigError(
-            f"{private_key} is not the key of the certificate in {cert_key}"
-        )
+    _check_pair(certificate, key, private_key, cert_key or private_key)
     arguments: dict[str, Any] = {}
     if client_ca is not None:
         authorities = [
@@ -407,12 +426,10 @@ def server_endpoint(
             f"{PREFIX}: takes privateKey, certKey, extraCertChain, passphraseFile, "
             "passphraseEnv, clientCA, clientCert, minTLS, interface, backlog"
         )
-    try:
-        number, queue = int(port), int(backlog)
-    except ValueError:
-        raise TLSConfigError(
-            f"port {port} and backlog {backlog} must be numbers"
-        ) from None
+    for name, value in (("port", port), ("backlog", backlog)):
+        if not value.isdigit():
+            raise TLSConfigError(f"the {name} must be a number, not {value!r}")
+    number, queue = int(port), int(backlog)
     options = server_options(
         privateKey,
         certKey,
@@ -554,11 +571,13 @@ class ClientTLS:
         if key is not None and cert is None:
             raise TLSConfigError("a client key needs its certificate (--cert)")
         if cert is not None:
+            certificate = crypto.X509.from_cryptography(load_certificates(cert)[0])
+            if key is None and b"PRIVATE KEY" not in _read(cert, "certificate file"):
+                raise TLSConfigError(f"{cert} holds no key: give it with --key")
+            private = load_private_key(key or cert, passphrase, "--passphrase-file")
+            _check_pair(certificate, private, key or cert, cert)
             self._certificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-                ssl.Certificate(
-                    crypto.X509.from_cryptography(load_certificates(cert)[0])
-                ),
-                ssl.KeyPair(load_private_key(key or cert, passphrase)),
+                ssl.Certificate(certificate), ssl.KeyPair(private)
             )
         if insecure:
             _log.warn("TLS: the server's certificate will NOT be verified")

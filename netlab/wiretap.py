@@ -37,15 +37,14 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IHalfCloseableProtocol,
-    IHandshakeListener,
     IProtocolFactory,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+
+from netlab.wrapping import HalfCloseableWrapper, Wrapper, wrapper_for
 
 #: The largest TCP payload the tap puts in one packet.
 SEGMENT_SIZE = 16384
@@ -198,7 +197,7 @@ class _Stream:
         self._send(side, _RST | _ACK)
 
 
-class _Tapped(ProtocolWrapper):
+class _Tapped(Wrapper):
     """
     Sits between a transport and its protocol, recording what passes.
     """
@@ -243,30 +242,14 @@ class _Tapped(ProtocolWrapper):
             self.stream.reset(self.local if self._aborted else self.remote)
         super().connectionLost(reason)
 
-    # Interfaces the wrapped protocol may have, which the transport checks
-    # on its protocol (this wrapper): pass them on.
 
-    def handshakeCompleted(self) -> None:
-        if IHandshakeListener.providedBy(self.wrappedProtocol):
-            self.wrappedProtocol.handshakeCompleted()
-
-
-@implementer(IHandshakeListener)
-class _TappedProtocol(_Tapped):
-    pass
-
-
-@implementer(IHandshakeListener, IHalfCloseableProtocol)
-class _TappedHalfCloseable(_Tapped):
+class _TappedHalfCloseable(_Tapped, HalfCloseableWrapper):
     def readConnectionLost(self) -> None:
         self.stream.fin(self.remote)
-        self.wrappedProtocol.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        self.wrappedProtocol.writeConnectionLost()
+        super().readConnectionLost()
 
 
-class _TappedClient(_TappedProtocol):
+class _TappedClient(_Tapped):
     local, remote = "initiator", "responder"
 
 
@@ -293,11 +276,10 @@ class WiretapFactory(WrappingFactory):
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:
             return None
-        half = IHalfCloseableProtocol.providedBy(wrapped)
         if self.client:
-            kind: type[_Tapped] = _TappedHalfCloseableClient if half else _TappedClient
+            kind = wrapper_for(wrapped, _TappedClient, _TappedHalfCloseableClient)
         else:
-            kind = _TappedHalfCloseable if half else _TappedProtocol
+            kind = wrapper_for(wrapped, _Tapped, _TappedHalfCloseable)
         return kind(self, wrapped)
 
     def __getattr__(self, name: str) -> Any:

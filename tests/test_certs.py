@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import pathlib
+import shlex
 import shutil
 import stat
 import tempfile
@@ -27,6 +28,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import certs, tcp
+from netlab.tls import hardened
 from tests.support import Peer, bounded, python, run
 
 
@@ -193,3 +195,33 @@ class CommandTests(TestCase):
         )
         self.assertEqual(missing.status, 2, missing)
         self.assertIn(b"cannot read passphrase file", missing.err)
+
+
+class PrintedCommandTests(TestCase):
+    timeout = 60
+
+    async def test_pasteable_with_awkward_paths(self) -> None:
+        """
+        The printed commands survive a shell, even for a folder whose name
+        has a space and a colon.
+        """
+        directory = scratch(self) / "my certs:v2"
+        result = await run(python("-m", "netlab", "certs", str(directory)))
+        self.assertEqual(result.status, 0, result)
+        [line] = [x for x in result.out.decode().splitlines() if "twistd" in x]
+        words = shlex.split(line)
+        listen = words[words.index("--listen") + 1]
+        serverFromString(reactor, hardened(listen))  # loads and checks the files
+        [get] = [x for x in result.out.decode().splitlines() if "--cert " in x]
+        self.assertEqual(
+            shlex.split(get)[shlex.split(get).index("--cert") + 1],
+            str(directory / "client.pem"),
+        )
+
+    async def test_bad_host_is_a_usage_error(self) -> None:
+        result = await run(
+            python("-m", "netlab", "certs", "--host", "bad host!", str(scratch(self)))
+        )
+        self.assertEqual(result.status, 2, result)
+        self.assertEqual(result.err.count(b"\n"), 1, result)
+        self.assertIn(b"bad host", result.err)

@@ -50,7 +50,8 @@ class ServeTests(TestCase):
 
     async def test_wiretap(self) -> None:
         served = await serve(self, tcp.EchoFactory(), wiretap=True)
-        await tcp.echo(served.endpoint, b"recorded", timeout=WAIT)
+        reply = await tcp.echo(served.endpoint, b"recorded", timeout=WAIT)
+        self.assertEqual(reply, b"recorded")  # half-close passes the wrappers
         await served.stop()
         data = await fields(served.capture, "tcp.len > 0", "tcp.payload")
         self.assertEqual(data, [[b"recorded".hex()]] * 2)

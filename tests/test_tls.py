@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 from twisted.internet.threads import deferToThread
@@ -23,6 +23,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import certs, http, tcp, tls, websocket
+from netlab.limits import Limits
 from netlab.tap import check_endpoint
 from netlab.tap import echo as echo_tap
 from tests.pki import DAY, NOW, PKI
@@ -688,3 +689,77 @@ class CommandTests(TestCase):
             result = await run(python("-m", "netlab", *args))
             self.assertEqual(result.status, 2, (args, result))
             self.assertEqual(result.err.count(b"\n"), 1, (args, result))
+
+
+class MistakeTests(TestCase):
+    """
+    What a user gets wrong, and the one line that says so.
+    """
+
+    timeout = 60
+
+    def test_client_key_mistakes(self) -> None:
+        served_paths = certs.make_certificates(pathlib.Path(self.mktemp()))
+        other = certs.make_certificates(pathlib.Path(self.mktemp()))
+        for arguments, expected in (
+            (
+                {"cert": served_paths.client, "key": other.client_key},
+                "is not the key of the certificate",
+            ),
+            ({"cert": served_paths.client}, "holds no key: give it with --key"),
+        ):
+            error = self.assertRaises(
+                tls.TLSConfigError,
+                tls.ClientTLS,
+                **{name: str(path) for name, path in arguments.items()},
+            )
+            self.assertIn(expected, str(error))
+        encrypted = certs.make_certificates(
+            pathlib.Path(self.mktemp()), passphrase=b"secret"
+        )
+        error = self.assertRaises(
+            tls.TLSConfigError,
+            tls.ClientTLS,
+            cert=str(encrypted.client),
+            key=str(encrypted.client_key),
+        )
+        self.assertIn("give its passphrase with --passphrase-file", str(error))
+
+    def test_missing_intermediate_between_leaf_and_root(self) -> None:
+        pki = PKI(pathlib.Path(self.mktemp()))
+        root = pki.ca("Test Root")
+        intermediate = pki.ca("Test Intermediate", root)
+        leaf = pki.server("leaf", intermediate)
+        gap = pki.bundle("gap.pem", leaf, root)
+        error = self.assertRaises(
+            tls.TLSConfigError,
+            serverFromString,
+            reactor,
+            listen_string(leaf.key_path, gap),
+        )
+        self.assertIn(
+            "incomplete: add the certificate of 'CN=Test Intermediate'", str(error)
+        )
+
+    async def test_plain_client_on_a_tls_port(self) -> None:
+        served = Served(self)
+        for factory, call in (
+            (tcp.EchoFactory(), tcp.echo),
+            (tcp.GreetingFactory(), tcp.greet),
+        ):
+            port = await served.listen(factory)
+            with self.assertRaises(tcp.BadReply):
+                await call(f"tcp:127.0.0.1:{port}", b"hello", timeout=WAIT)
+
+    async def test_tls_client_on_a_plain_http_port(self) -> None:
+        """
+        A TLS client is turned away at once, not after the head timeout.
+        """
+        site = http.HTTPSite(limits=Limits(head_timeout=3600))
+        served = Served(self)
+        port = await served.listen(site, "tcp:0:interface=127.0.0.1")
+        with self.assertRaises(Exception) as caught:
+            await http.fetch(
+                f"https://localhost:{port}/", tls=served.trusting, timeout=WAIT
+            )
+        self.assertNotIsInstance(caught.exception, defer.TimeoutError)
