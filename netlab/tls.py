@@ -41,13 +41,17 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from zope.interface import implementer
 
 #: The endpoint-string prefix of netlab's hardened TLS server endpoint.
 PREFIX = "netlab-ssl"
+#: Seconds a TLS client has to complete its handshake.
+HANDSHAKE_TIMEOUT = 10.0
 
 #: TLS 1.2 suites with forward secrecy (ECDHE) and authenticated encryption
 #: (GCM, ChaCha20-Poly1305). Every TLS 1.3 suite already is both.
@@ -411,6 +415,7 @@ def server_endpoint(
     clientCA: str | None = None,
     clientCert: str | None = None,
     minTLS: str = "1.2",
+    handshakeTimeout: str = str(HANDSHAKE_TIMEOUT),
     interface: str = "127.0.0.1",
     backlog: str = "50",
     **unknown: str,
@@ -418,18 +423,27 @@ def server_endpoint(
     """
     Parse the keys of a ``netlab-ssl:`` endpoint string into an endpoint.
     """
-    from twisted.internet.endpoints import SSL4ServerEndpoint
 
     if unknown:
         raise TLSConfigError(
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
             f"{PREFIX}: takes privateKey, certKey, extraCertChain, passphraseFile, "
-            "passphraseEnv, clientCA, clientCert, minTLS, interface, backlog"
+            "passphraseEnv, clientCA, clientCert, minTLS, handshakeTimeout, "
+            "interface, backlog"
         )
     for name, value in (("port", port), ("backlog", backlog)):
         if not value.isdigit():
             raise TLSConfigError(f"the {name} must be a number, not {value!r}")
     number, queue = int(port), int(backlog)
+    try:
+        deadline = float(handshakeTimeout)
+    except ValueError:
+        deadline = -1.0
+    if not 0 < deadline < float("inf"):
+        raise TLSConfigError(
+            f"handshakeTimeout must be a positive number of seconds, not "
+            f"{handshakeTimeout!r}"
+        )
     options = server_options(
         privateKey,
         certKey,
@@ -439,7 +453,73 @@ def server_endpoint(
         client_cert=clientCert,
         min_tls=minTLS,
     )
-    return SSL4ServerEndpoint(reactor, number, options, queue, interface)
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    return _TLSEndpoint(
+        TCP4ServerEndpoint(reactor, number, queue, interface), options, deadline
+    )
+
+
+class _DeadlineTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    Twisted's TLS protocol, dropping a client whose handshake is not done
+    within the factory's ``seconds``.
+    """
+
+    _timer: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self._timer = self.factory.reactor.callLater(
+            self.factory.seconds, self._expired
+        )
+        super().makeConnection(transport)
+
+    def _expired(self) -> None:
+        self._timer = None
+        # Twisted's own flag; the handshake listener is the wrapped protocol's.
+        if not self._handshakeDone:
+            _log.info(
+                "TLS handshake from {peer} not done in {seconds}s: dropped",
+                peer=self.getPeer(),
+                seconds=self.factory.seconds,
+            )
+            self.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        super().connectionLost(reason)
+
+
+class _DeadlineTLSFactory(TLSMemoryBIOFactory):
+    protocol = _DeadlineTLSProtocol
+
+    def __init__(
+        self, options: Any, wrapped: Any, seconds: float, reactor: Any
+    ) -> None:
+        super().__init__(options, False, wrapped)
+        self.seconds = seconds
+        self.reactor = reactor
+
+
+@implementer(IStreamServerEndpoint)
+class _TLSEndpoint:
+    """
+    Listens on a TCP endpoint with TLS, handshake deadline included.
+    """
+
+    def __init__(self, endpoint: Any, options: Any, seconds: float) -> None:
+        self._endpoint = endpoint
+        self._options = options
+        self._seconds = seconds
+
+    def listen(self, factory: Any) -> Any:
+        from twisted.internet import reactor
+
+        return self._endpoint.listen(
+            _DeadlineTLSFactory(self._options, factory, self._seconds, reactor)
+        )
 
 
 def hardened(description: str) -> str:

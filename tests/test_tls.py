@@ -27,7 +27,7 @@ from netlab.limits import Limits
 from netlab.tap import check_endpoint
 from netlab.tap import echo as echo_tap
 from tests.pki import DAY, NOW, PKI
-from tests.support import WAIT, bounded, python, run
+from tests.support import WAIT, bounded, connect, python, run
 
 # OpenSSL 3's SSL_OP_ALLOW_CLIENT_RENEGOTIATION (pyOpenSSL has no name for
 # it): the control server that lets a client renegotiate.
@@ -355,6 +355,25 @@ class PolicyTests(TestCase):
         )
         self.assertEqual(agreed["reply"], b"ping")
         self.assertEqual(agreed["renegotiations"], 1)
+
+    async def test_handshake_deadline(self) -> None:
+        """
+        A client that connects and never finishes its handshake is dropped
+        after ``handshakeTimeout``; one that does is not.
+        """
+        served = Served(self)
+        factory = tcp.EchoFactory()
+        port = await served.listen(
+            factory, served.listen_string(handshakeTimeout="0.2")
+        )
+        with capturedLogs() as events:
+            silent = await connect("127.0.0.1", port)
+            await bounded(silent.closed)
+        self.assertTrue(any("not done in" in e["log_format"] for e in events))
+        reply = await tcp.echo(
+            f"tls:localhost:{port}", b"in time", tls=served.trusting, timeout=WAIT
+        )
+        self.assertEqual(reply, b"in time")
 
     async def test_alpn_on_every_service(self) -> None:
         """
