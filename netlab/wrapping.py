@@ -11,16 +11,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
 
 
 @implementer(IHandshakeListener)
 class Wrapper(ProtocolWrapper):
     """
     A :class:`ProtocolWrapper` that passes on TLS handshake completion.
+
+    It shows the wrapped protocol every interface of the transport but
+    ``ISSLTransport`` (and ``INegotiated``, which extends it): code that sees
+    that interface (autobahn's channel binding) takes the transport for
+    Twisted's own TLS protocol, which a wrapper is not. The certificate and
+    the ALPN protocol still pass through as attributes
+    (``getPeerCertificate()``, ``negotiatedProtocol``).
     """
+
+    def makeConnection(self, transport: Any) -> None:
+        interfaces = [
+            i for i in providedBy(transport) if not i.isOrExtends(ISSLTransport)
+        ]
+        directlyProvides(self, *interfaces)
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self.wrappedProtocol.makeConnection(self)
 
     def handshakeCompleted(self) -> None:
         if IHandshakeListener.providedBy(self.wrappedProtocol):

@@ -158,6 +158,24 @@ class WiretapTests(TestCase):
         bodies = await fields(self.capture, "http.response", "http.file_data")
         self.assertIn("Hello, world!", bodies[0][0])
 
+    async def test_websocket_over_tls(self) -> None:
+        paths = certs.make_certificates(pathlib.Path(self.mktemp()))
+        port = await self.serve(
+            websocket.EchoFactory(),
+            f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}",
+        )
+        connection = await websocket.connect(
+            f"wss://localhost:{port}/", tls=tls.ClientTLS(cacert=str(paths.ca))
+        )
+        connection.send("secret")
+        self.assertEqual(await bounded(connection.receive()), "Echo: secret")
+        await bounded(connection.close())
+        await bounded(self.tap.close())
+        text = "websocket.payload.text"
+        self.assertEqual(
+            await fields(self.capture, text, text), [["secret"], ["Echo: secret"]]
+        )
+
     async def test_reset_mid_stream(self) -> None:
         factory = tcp.EchoFactory()
         port = await self.serve(factory)
