@@ -36,10 +36,12 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from netlab import metrics
 from netlab.auth import BEARER_SUBPROTOCOL, Protection, token_from_websocket
@@ -138,11 +140,22 @@ _AUTOBAHN_TIMERS = (
 )
 
 
+@implementer(IPushProducer)
 class EchoProtocol(WebSocketServerProtocol):
     """
     Answers each text message ``m`` with ``Echo: m``, and each binary message
     with the same bytes.
+
+    Back-pressure: once open, the protocol is the producer feeding its own
+    transport. When a client stops reading and the echoes back up past the
+    transport's buffer size, the server stops reading that client until
+    they drain, so a client cannot make it buffer without bound. (A client
+    that never reads again misses its pongs and is dropped by the ping
+    timeout.)
     """
+
+    #: Whether reading from the client is paused for back-pressure.
+    reading_paused = False
 
     _log = Logger()
     factory: EchoFactory
@@ -196,6 +209,18 @@ class EchoProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._log.info("websocket open from {peer}", peer=self.peer_address)
+        self.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self.reading_paused = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.reading_paused = False
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
         if code is not None and not _valid_close_code(code):
@@ -220,6 +245,8 @@ class EchoProtocol(WebSocketServerProtocol):
         """
         The service is stopping: close with 1001 (going away).
         """
+        if self.reading_paused:
+            self.resumeProducing()  # to read the client's closing frame
         if self.state == self.STATE_OPEN:
             # sendClose() refuses 1001 (it is for applications, which may only
             # use 1000 and 3000-4999); the frame itself is what RFC 6455 says.
@@ -341,11 +368,19 @@ class WebSocketMount(WebSocketResource):
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"WebSocket needs HTTP/1.1\n"
         channel = request.channel
+        transport = channel.transport
+        # The HTTP channel is its transport's producer; the WebSocket takes
+        # that role as it opens (inside render), so the channel gives it up
+        # first, and takes it back if the upgrade fails.
+        transport.unregisterProducer()
         result = super().render(request)
+        if channel.transport is not None:
+            transport.registerProducer(channel, True)
+            return result
         forget = getattr(channel.factory, "forget", None)
-        if channel.transport is None and forget is not None:
-            # The WebSocket protocol owns the connection now; the HTTP channel
-            # will never hear of its end, so stop counting it here.
+        if forget is not None:
+            # The WebSocket owns the connection now and the channel will never
+            # hear of its end: stop counting the channel here.
             forget(channel)
         return result
 
