@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from netlab import certs, http, tcp, tls, websocket
 from netlab.wiretap import SEGMENT_SIZE, Wiretap
-from tests.support import WAIT, abort, bounded, connect, run, spawn
+from tests.support import WAIT, TwinServer, abort, bounded, connect, run, spawn
 
 
 def _need_tshark() -> str:
@@ -332,3 +332,30 @@ class KeyLogTests(TestCase):
             "http.request.uri",
         )
         self.assertEqual(decrypted.split(), ["/healthz"])
+
+
+class TwinKeyLogTests(TestCase):
+    """
+    The compat twins write key logs through the standard library's ``ssl``,
+    which honours ``SSLKEYLOGFILE`` by itself.
+    """
+
+    timeout = 60
+
+    async def test_twin_writes_key_log(self) -> None:
+        keylog = pathlib.Path(self.mktemp()).resolve()
+        paths = certs.make_certificates(pathlib.Path(self.mktemp()))
+        os.environ["SSLKEYLOGFILE"] = str(keylog)
+        try:
+            running = await TwinServer("netlab.compat.socket_server").start(tls=paths)
+        finally:
+            del os.environ["SSLKEYLOGFILE"]
+        self.addCleanup(running.stop)
+        reply = await tcp.greet(
+            f"tls:localhost:{running.port}",
+            b"hi",
+            tls=tls.ClientTLS(cacert=str(paths.ca)),
+            timeout=WAIT,
+        )
+        self.assertEqual(reply, tcp.GREETING)
+        self.assertIn(b"CLIENT_TRAFFIC_SECRET_0", keylog.read_bytes())
