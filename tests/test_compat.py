@@ -89,7 +89,11 @@ def _client_args(twin: str, port: int, cacert: str) -> list[str]:
         return python("-m", "netlab.compat.http_client", "--cacert", cacert, url)
     if twin == "ws_server":
         url = f"wss://localhost:{port}/"
-        return python("-m", "netlab.compat.ws_client", "--cacert", cacert, url)
+        # The client's own bound (10 s by default) once ran out on a loaded
+        # CI machine; the twin must answer, but may be slow to.
+        return python(
+            "-m", "netlab.compat.ws_client", "--timeout", "30", "--cacert", cacert, url
+        )
     return python(
         "-m",
         "netlab.compat.socket_client",
