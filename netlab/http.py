@@ -49,7 +49,7 @@ from netlab.auth import Protection, protect
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import describe_address
-from netlab.tls import ClientTLS, client_identity
+from netlab.tls import ClientTLS, client_identity, shut_down_writing
 from netlab.tracking import ConnectionTracker, Unavailable
 from netlab.websocket import EchoFactory, WebSocketMount
 
@@ -471,11 +471,7 @@ class LimitedChannel(HTTPChannel):
         self.transport.resumeProducing()
         self.setTimeout(None)
         self._linger = self.callLater(_LINGER_SECONDS, self.transport.abortConnection)
-        lose_write = getattr(self.transport, "loseWriteConnection", None)
-        if lose_write is not None:
-            lose_write()
-        else:
-            self.transport.loseConnection()
+        shut_down_writing(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_head_timer()

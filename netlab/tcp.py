@@ -28,7 +28,6 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IPushProducer,
     IReactorTime,
-    ISSLTransport,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -45,6 +44,8 @@ from netlab.tls import (
     client_from_string,
     client_identity,
     describe_tls_error,
+    is_tls,
+    shut_down_writing,
 )
 from netlab.tracking import Closed, ConnectionTracker
 
@@ -59,6 +60,8 @@ GREETING = b"Hello from server!"
 DEFAULT_CLIENT_MESSAGE = b"Hello from client!"
 #: How much of the first message the greeting server reads, like ``recv(1024)``.
 GREETING_READ_SIZE = 1024
+#: Seconds the greeting server waits, after answering, for the peer to close.
+LINGER_SECONDS = 2.0
 
 #: Seconds a client waits for the whole exchange, connect to close.
 DEFAULT_CLIENT_TIMEOUT = 10.0
@@ -252,9 +255,16 @@ class Greeting(ServiceProtocol):
     Reads the peer's first message, answers :data:`GREETING`, and closes.
 
     A peer that closes its writing side without saying anything is greeted too.
+
+    The server reads only the start of a long message; closing with the rest
+    unread would reset the connection, and a reset can destroy the answer
+    before the peer reads it. So after answering the server shuts down its
+    writing side and reads (and drops) the rest until the peer closes, for at
+    most :data:`LINGER_SECONDS`.
     """
 
     answered = False
+    _linger: Any = None
 
     def handle(self, data: bytes) -> None:
         if self.answered:
@@ -271,6 +281,7 @@ class Greeting(ServiceProtocol):
     def readConnectionLost(self) -> None:
         if not self.answered:
             self._answer()
+        self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         pass
@@ -278,7 +289,17 @@ class Greeting(ServiceProtocol):
     def _answer(self) -> None:
         self.answered = True
         self.write(GREETING)
-        self.transport.loseConnection()
+        shut_down_writing(self.transport)
+        if is_tls(self.transport):
+            return
+        self._linger = self.factory.reactor.callLater(
+            LINGER_SECONDS, self.transport.abortConnection
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
 
 
 class GreetingFactory(ServiceFactory):
@@ -329,7 +350,7 @@ class _Exchange(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.write(self._message)
-        if not ISSLTransport.providedBy(self.transport):
+        if not is_tls(self.transport):
             self.transport.loseWriteConnection()
 
     def handshakeCompleted(self) -> None:
@@ -347,7 +368,7 @@ class _Exchange(Protocol):
             self.transport.abortConnection()
             return
         self._received.append(data)
-        if self._echoed and ISSLTransport.providedBy(self.transport):
+        if self._echoed and is_tls(self.transport):
             self._close_when_echoed()
 
     def _close_when_echoed(self) -> None:
@@ -363,7 +384,7 @@ class _Exchange(Protocol):
         reply = b"".join(self._received)
         if self._echoed and reply == self._message:
             self.reply.callback(reply)
-        elif _TLS_RECORD.match(reply) and not ISSLTransport.providedBy(self.transport):
+        elif _TLS_RECORD.match(reply) and not is_tls(self.transport):
             self.reply.errback(
                 BadReply("the server answered in TLS: use tls:HOST:PORT")
             )

@@ -38,6 +38,7 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IProtocolNegotiationFactory,
+    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -531,6 +532,30 @@ def hardened(description: str) -> str:
     if separator and prefix == "ssl":
         return f"{PREFIX}:{rest}"
     return description
+
+
+def is_tls(transport: Any) -> bool:
+    """
+    :return: whether ``transport`` speaks TLS, even through a protocol
+        wrapper (a wiretap) that does not claim ``ISSLTransport``.
+    """
+    if ISSLTransport.providedBy(transport):
+        return True
+    return callable(getattr(transport, "getPeerCertificate", None))
+
+
+def shut_down_writing(transport: Any) -> None:
+    """
+    Stop sending and keep reading (a TCP half-close), so that the peer reads
+    all that was sent before the connection closes. TLS has no half-close:
+    its close alert ends both directions, so there (and on a transport that
+    cannot half-close) this closes.
+    """
+    lose_write = getattr(transport, "loseWriteConnection", None)
+    if lose_write is None or is_tls(transport):
+        transport.loseConnection()
+    else:
+        lose_write()
 
 
 def client_identity(transport: Any) -> str | None:

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from netlab import metrics
 from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tls import shut_down_writing
 
 # Numbers each connection, for its log events (see netlab.logs).
 _connection_ids = itertools.count(1)
@@ -204,11 +205,7 @@ class Unavailable(Protocol):
         self._linger = self._reactor.callLater(
             _LINGER_SECONDS, self.transport.abortConnection
         )
-        lose_write = getattr(self.transport, "loseWriteConnection", None)
-        if lose_write is not None:
-            lose_write()
-        else:
-            self.transport.loseConnection()
+        shut_down_writing(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         pass  # the request, unread: it will not be answered

@@ -1,0 +1,172 @@
+"""
+Hostile TLS clients against every netlab service listening on
+``netlab-ssl:`` (echo, greeting, HTTP, WebSocket), over loopback.
+
+Bytes that are not a TLS handshake get the connection dropped at once (at
+most a TLS alert first); a client that stops halfway through its handshake
+is dropped by the idle timeout; after each, a real TLS client is served.
+
+Already covered in ``tests/test_conformance.py`` (echo and greeting) and the
+HTTPS/WSS contracts: a plain client, a record header plus random bytes, and a
+client silent from the start.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from netlab import http, tcp, websocket
+from netlab.limits import Limits
+from netlab.testing import Served, serve
+from tests.hostile._helpers import PROMPT, closed_promptly, open_peer
+from tests.support import bounded, shared_certificates
+
+
+def client_hello() -> bytes:
+    """
+    :return: the first flight of a real TLS client: a ClientHello record.
+    """
+    context = SSL.Context(SSL.TLS_METHOD)
+    connection = SSL.Connection(context, None)
+    connection.set_connect_state()
+    connection.set_tlsext_host_name(b"localhost")
+    try:
+        connection.do_handshake()
+    except SSL.WantReadError:
+        pass
+    return connection.bio_read(65536)
+
+
+def junk(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+HELLO = client_hello()
+
+#: name -> bytes a client sends instead of (or before) a TLS handshake.
+GARBAGE = {
+    "random bytes": b"\x00" + junk(4096, 1),
+    "plain HTTP": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "junk then a real ClientHello": b"hello there\r\n" + HELLO,
+    "ClientHello with a corrupt body": HELLO[:5] + junk(len(HELLO) - 5, 2),
+    "record header claiming 16 MiB": b"\x16\x03\x01\xff\xff" + junk(64, 3),
+    "SSLv2 hello": b"\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10" + junk(37, 4),
+    "alert record first": b"\x15\x03\x03\x00\x02\x02\x28",
+    "application data first": b"\x17\x03\x03\x00\x10" + junk(16, 5),
+}
+
+
+async def echo_client(served: Served) -> None:
+    reply = await tcp.echo(served.endpoint, b"still there?", tls=served.client_tls)
+    assert reply == b"still there?", reply
+
+
+async def greeting_client(served: Served) -> None:
+    reply = await tcp.greet(served.endpoint, tls=served.client_tls)
+    assert reply == tcp.GREETING, reply
+
+
+async def http_client(served: Served) -> None:
+    response = await http.fetch(served.url("/"), tls=served.client_tls)
+    assert (response.code, response.body) == (200, http.HELLO), response
+
+
+async def ws_client(served: Served) -> None:
+    connection = await websocket.connect(
+        served.url("/", scheme="ws"), tls=served.client_tls
+    )
+    connection.send("still there?")
+    reply = await bounded(connection.receive())
+    await bounded(connection.close())
+    assert reply == "Echo: still there?", reply
+
+
+SERVICES: dict[str, tuple[Callable[[Limits], Any], Callable[[Served], Any]]] = {
+    "Echo": (lambda limits: tcp.EchoFactory(limits=limits), echo_client),
+    "Greeting": (lambda limits: tcp.GreetingFactory(limits=limits), greeting_client),
+    "HTTP": (lambda limits: http.HTTPSite(limits=limits), http_client),
+    "WebSocket": (lambda limits: websocket.EchoFactory(limits), ws_client),
+}
+
+#: Generous: a prompt drop cannot be a timeout.
+PATIENT = Limits(idle_timeout=30, head_timeout=30, handshake_timeout=30)
+#: Small: a stalled handshake is dropped within a second.
+IMPATIENT = Limits(idle_timeout=0.5, head_timeout=0.5, handshake_timeout=0.5)
+
+
+class HostileTLS:
+    """
+    A mixin: ``make`` builds the service from limits, ``client`` is a
+    normal TLS client that must still be served.
+    """
+
+    timeout = 60
+    make: Callable[[Limits], Any]
+    client: Callable[[Served], Any]
+
+    async def start(self, limits: Limits) -> Served:
+        return await serve(self, self.make(limits), certificates=shared_certificates())
+
+    async def assert_serves_normally(self, served: Served) -> None:
+        await bounded(defer.Deferred.fromCoroutine(self.client(served)), PROMPT * 3)
+
+    async def test_garbage_is_dropped_at_once(self) -> None:
+        """
+        Each kind of garbage: the server answers nothing but (perhaps) a TLS
+        alert, and closes well before any timeout.
+        """
+        served = await self.start(PATIENT)
+        for name, data in GARBAGE.items():
+            peer = await open_peer(self, served)
+            peer.transport.write(data)
+            await closed_promptly(peer)
+            received = bytes(peer.received)
+            self.assertTrue(
+                received == b"" or received.startswith(b"\x15\x03"),
+                (name, received[:50]),
+            )
+        await self.assert_serves_normally(served)
+
+    async def test_stalled_handshake_is_dropped(self) -> None:
+        """
+        A client that sends its ClientHello, reads the server's answer and
+        then says nothing more is dropped by the idle timeout.
+        """
+        served = await self.start(IMPATIENT)
+        peer = await open_peer(self, served)
+        peer.transport.write(HELLO)
+        first = await peer.received_at_least(5)
+        self.assertEqual(first[:1], b"\x16")  # a handshake record: ServerHello
+        await closed_promptly(peer, 0.5 + PROMPT)
+        await self.assert_serves_normally(served)
+
+    async def test_partial_client_hello_is_dropped(self) -> None:
+        """
+        Half a ClientHello, then silence: dropped by the idle timeout, having
+        been sent nothing.
+        """
+        served = await self.start(IMPATIENT)
+        peer = await open_peer(self, served)
+        peer.transport.write(HELLO[: len(HELLO) // 2])
+        await closed_promptly(peer, 0.5 + PROMPT)
+        self.assertEqual(bytes(peer.received), b"")
+        await self.assert_serves_normally(served)
+
+
+for _name, (_make, _client) in SERVICES.items():
+    globals()[f"{_name}TLSTests"] = type(
+        f"{_name}TLSTests",
+        (HostileTLS, TestCase),
+        {
+            "make": staticmethod(_make),
+            "client": staticmethod(_client),
+            "__module__": __name__,
+        },
+    )
+del _name, _make, _client
