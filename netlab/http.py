@@ -310,8 +310,15 @@ class LimitedRequest(Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.started = self.channel.factory.reactor.seconds()
+        if b"\x7f" in path:
+            # Twisted refuses the control bytes below 0x20, not DEL.
+            self.channel.refuse(400, b"Bad request: control byte in the target\n")
+            return
         if _ABSOLUTE_FORM.match(path):
             target = urlsplit(path)
+            if not target.netloc:
+                self.channel.refuse(400, b"Bad request: no host in the target\n")
+                return
             self.requestHeaders.setRawHeaders(b"Host", [target.netloc])
             path = (target.path or b"/") + (
                 b"?" + target.query if target.query else b""

@@ -54,8 +54,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.error import ConnectionLost
-
 #: Seconds the mix runs unless told otherwise.
 DEFAULT_SECONDS = 60.0
 #: Clients at work at once unless told otherwise.
@@ -98,10 +96,6 @@ KNOWN_SERVER_ERRORS = {
 #: by its exact symptom, counted and shown, and fails the run only with
 #: ``--strict``. Remove an entry once the service is fixed.
 KNOWN_ISSUES = {
-    "greeting-reset": (
-        "greeting: a message larger than the server reads can lose the answer "
-        "to a TCP reset (the server closes with unread input, no lingering close)"
-    ),
     "ws-deflate-limit": (
         "WebSocket: a compressed message that inflates to just over "
         "--max-message (1 MiB + 5 to a few hundred bytes) is neither echoed nor "
@@ -727,18 +721,13 @@ class Mix:
             else (f"tcp:{LOOPBACK}:{self.ports['greeting']}")
         )
         note(f"{'TLS' if tls else 'TCP'}, {size} bytes")
-        try:
-            reply = await tcp.greet(
-                endpoint,
-                message,
-                reactor=self.reactor,
-                timeout=OPERATION_TIMEOUT,
-                tls=self.tls if tls else None,
-            )
-        except ConnectionLost as error:
-            if size > tcp.GREETING_READ_SIZE:
-                raise KnownIssue("greeting-reset") from error
-            raise
+        reply = await tcp.greet(
+            endpoint,
+            message,
+            reactor=self.reactor,
+            timeout=OPERATION_TIMEOUT,
+            tls=self.tls if tls else None,
+        )
         if reply != tcp.GREETING:
             raise Unexpected(f"greeting: {reply[:80]!r}")
 

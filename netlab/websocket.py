@@ -106,6 +106,8 @@ def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> 
     Set netlab's explicit, safe protocol options on an autobahn server factory.
     """
     factory.setProtocolOptions(
+        # RFC 6455 only, not the draft (version 8) autobahn also speaks.
+        versions=[13],
         webStatus=False,
         failByDrop=False,
         echoCloseCodeReason=True,

@@ -299,10 +299,6 @@ class RefusalTests(Hostile, TestCase):
         """
         await self.refused(get(b"/\x7f"), 400)
 
-    test_del_in_target.todo = (  # type: ignore[attr-defined]
-        "netlab routes /\\x7f and answers 404 (Twisted checks only bytes < 0x20)"
-    )
-
     async def test_absolute_form_with_empty_host(self) -> None:
         """
         ``http:///echo``: an http URI with an empty host is invalid and MUST
@@ -310,11 +306,6 @@ class RefusalTests(Hostile, TestCase):
         (RFC 9112 3.2.2 says the target's authority wins).
         """
         await self.refused(get(b"http:///echo"), 400)
-
-    test_absolute_form_with_empty_host.todo = (  # type: ignore[attr-defined]
-        "netlab sets Host to the empty authority, which its Host check accepts, "
-        "and answers 200"
-    )
 
 
 class ServedTests(Hostile, TestCase):

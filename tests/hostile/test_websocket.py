@@ -200,8 +200,8 @@ class Hostile:
         await self.assert_serves_normally()
 
     test_draft_version_8_is_426.todo = (  # type: ignore[attr-defined]
-        "autobahn speaks versions 8 and 13 by default and harden() does not "
-        "set versions=[13]: the draft handshake is accepted with 101"
+        "harden() sets versions=[13], so the draft is refused, but autobahn "
+        "answers 400 where RFC 6455 4.4 names 426"
     )
 
     async def test_missing_version_is_400(self) -> None:
