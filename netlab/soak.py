@@ -801,20 +801,27 @@ class Mix:
                 self.tally.exchanges["kept-alive reflections"] += 1
                 self.tally.keepalive_ports.add((scheme, port))
 
-    async def ws_session(self, service: str, tls: bool) -> None:
-        from twisted.internet import defer
-
+    async def ws_connect(self, service: str, tls: bool) -> Any:
+        """
+        :return: a WebSocket to ``service`` (``"ws"``, or ``"http"`` for
+            its ``/ws``), over TLS or not.
+        """
         from netlab import websocket
 
         scheme = "wss" if tls else "ws"
         path = "/ws" if service == "http" else "/"
         url = f"{scheme}://{self.host(tls)}:{self.port(service, tls)}{path}"
-        connection = await websocket.connect(
+        return await websocket.connect(
             url,
             reactor=self.reactor,
             timeout=OPERATION_TIMEOUT,
             tls=self.tls if tls else None,
         )
+
+    async def ws_session(self, service: str, tls: bool) -> None:
+        from twisted.internet import defer
+
+        connection = await self.ws_connect(service, tls)
         try:
             messages: list[str | bytes] = []
             for _ in range(self.rng.randint(1, 8)):
@@ -1089,25 +1096,15 @@ class Mix:
         # A message over the limit; compressible, it is small on the wire.
         from twisted.internet import defer
 
-        from netlab import websocket
-
         service = self.rng.choice(["ws", "http"])
         tls = self.rng.random() < 0.3
-        scheme = "wss" if tls else "ws"
-        path = "/ws" if service == "http" else "/"
-        url = f"{scheme}://{self.host(tls)}:{self.port(service, tls)}{path}"
-        connection = await websocket.connect(
-            url,
-            reactor=self.reactor,
-            timeout=OPERATION_TIMEOUT,
-            tls=self.tls if tls else None,
-        )
+        connection = await self.ws_connect(service, tls)
         try:
             size = MIB + self.rng.randint(1, 1024)
             compressible = self.rng.random() < 0.5
             port = connection._protocol.transport.getHost().port
             kind = "zeros" if compressible else "random bytes"
-            note(f"{url} from port {port}, {kind}")
+            note(f"{service} {'TLS' if tls else 'plain'} from port {port}, {kind}")
             connection.send(b"\0" * size if compressible else self.payload(size))
             try:
                 code, reason = await connection.closed().addTimeout(
