@@ -294,6 +294,15 @@ class LimitedRequest(Request):
     body_size = 0
     started = 0.0
 
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        # Twisted says "Server: TwistedWeb/<version>" on every response
+        # (OPTIONS * and GET * included): say less.
+        if isinstance(name, str):
+            name = name.encode("ascii")
+        if name.lower() == b"server":
+            value = b"netlab"
+        super().setHeader(name, value)
+
     def handleContentChunk(self, data: bytes) -> None:
         self.body_size += len(data)
         if self.body_size > self.channel.limits.max_body:
@@ -528,11 +537,6 @@ class HTTPSite(ConnectionTracker, Site):
         channel = super().buildProtocol(addr)
         channel.limits = self.limits
         return channel
-
-    def getResourceFor(self, request: Request) -> Resource:
-        # Twisted has just set "Server: TwistedWeb/<version>": say less.
-        request.setHeader(b"Server", b"netlab")
-        return super().getResourceFor(request)
 
     def log(self, request: LimitedRequest) -> None:
         method = request.method.decode("latin-1")

@@ -382,11 +382,6 @@ class ServedTests(Hostile, TestCase):
         """
         await self.served_with(b"OPTIONS * HTTP/1.1\r\n" + HOST + b"\r\n", 200)
 
-    test_options_star.todo = (  # type: ignore[attr-defined]
-        "the asterisk-form short-cut in twisted.web skips getResourceFor, so "
-        "netlab answers with 'Server: TwistedWeb/<version>'"
-    )
-
     async def test_get_star(self) -> None:
         """
         ``GET *``: the asterisk-form is only for OPTIONS (RFC 9112 3.2.4);
@@ -394,8 +389,6 @@ class ServedTests(Hostile, TestCase):
         """
         response = await self.served_with(b"GET * HTTP/1.1\r\n" + HOST + b"\r\n", 405)
         self.assertEqual(response.header(b"allow"), [b"OPTIONS"])
-
-    test_get_star.todo = test_options_star.todo  # type: ignore[attr-defined]
 
     async def test_http_1_0_with_transfer_encoding_closes(self) -> None:
         """
