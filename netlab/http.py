@@ -358,6 +358,7 @@ class LimitedChannel(HTTPChannel):
     _head_size = 0
     _header_count = 0
     _head_timer: Any = None
+    _last_byte = b""
     _linger: Any = None
     peer = "?"
 
@@ -386,11 +387,27 @@ class LimitedChannel(HTTPChannel):
             self.refused = True
             self.transport.abortConnection()
             return
+        if self._bare_lf_request_line(data):
+            # LineReceiver would wait for a CRLF that never comes.
+            self.refuse(400, b"Bad request: lines end with CRLF\n")
+            return
+        self._last_byte = data[-1:]
         if self._head_timer is None and not (self._handlingRequest or self._in_body):
             self._head_timer = self.callLater(
                 self.limits.head_timeout, self.refuse, 408, b"Request timeout\n"
             )
         super().dataReceived(data)
+
+    def _bare_lf_request_line(self, data: bytes) -> bool:
+        """
+        :return: whether ``data`` ends a request line with a bare LF (looked
+            at only while a request line is awaited, never in a body).
+        """
+        if not self._awaiting_request_line or self._in_body or self._handlingRequest:
+            return False
+        if self._last_byte == b"\r" and data.startswith(b"\n"):
+            return False
+        return b"\n" in data.split(b"\r\n", 1)[0]
 
     def lineReceived(self, line: bytes) -> None:
         if self.refused:

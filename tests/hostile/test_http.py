@@ -287,10 +287,6 @@ class RefusalTests(Hostile, TestCase):
         self.assertIn(response.status, (200, 400))
         await self.assert_serves_normally()
 
-    test_bare_lf_line_endings.todo = (  # type: ignore[attr-defined]
-        "netlab waits for a CRLF that never comes, answering 408 only at head_timeout"
-    )
-
     async def test_del_in_target(self) -> None:
         """
         DEL (0x7F) is a control character, not allowed in a request-target
