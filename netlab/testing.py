@@ -137,6 +137,7 @@ async def serve(
     certificates: bool | Certificates = False,
     wiretap: bool = False,
     reactor: Any = None,
+    backlog: int = 1024,
 ) -> Served:
     """
     Listen with ``factory`` on 127.0.0.1 and an ephemeral port until the
@@ -146,6 +147,9 @@ async def serve(
         with new ones from :func:`netlab.certs.make_certificates`.
     :param wiretap: record every connection in a pcapng file kept after
         the test (its path is logged and in :attr:`Served.capture`).
+    :param backlog: the listen queue; Twisted's default of 50 overflows
+        when a test opens hundreds of connections at once, and the kernel
+        then retries their handshakes for seconds.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -159,11 +163,11 @@ async def serve(
         tap = Wiretap(str(capture), reactor=reactor)
         factory = tap.wrap(factory)
     tracked = _Tracked(factory)
-    description = "tcp:0:interface=127.0.0.1"
+    description = f"tcp:0:interface=127.0.0.1:backlog={backlog}"
     if certificates:
         description = (
             f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
-            f":certKey={_escaped(certificates.server)}"
+            f":certKey={_escaped(certificates.server)}:backlog={backlog}"
         )
     port = await serverFromString(reactor, description).listen(tracked)
 
