@@ -397,6 +397,22 @@ class LimitedChannel(HTTPChannel):
                 self.limits.head_timeout, self.refuse, 408, b"Request timeout\n"
             )
         super().dataReceived(data)
+        if self._announced_chunk_too_large():
+            self.refuse(413, b"Content too large\n")
+
+    def _announced_chunk_too_large(self) -> bool:
+        """
+        :return: whether the chunk being read would take the body past
+            ``max_body``, judged from its size line: Twisted's decoder only
+            reports a chunk's bytes as they arrive, so a refusal that waited
+            for them would wait on the client.
+        """
+        decoder = self._transferDecoder
+        if getattr(decoder, "state", None) != "BODY" or not self.requests:
+            return False
+        request = self.requests[-1]
+        announced = getattr(request, "body_size", 0) + decoder.length
+        return announced > self.limits.max_body
 
     def _bare_lf_request_line(self, data: bytes) -> bool:
         """
