@@ -1,20 +1,26 @@
 """
-The compat twins as programs: defaults, clean stops, and independence from
-Twisted.
+The compat twins as programs: defaults, clean stops, caps on threads and
+processes, and independence from Twisted.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
 import pathlib
 import socket
 
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet import reactor, task
+from twisted.internet.error import ProcessExitedAlready
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import netlab.compat
 from netlab import certs
 from tests.support import (
     LISTENING,
+    Child,
+    abort,
     bounded,
     connect,
     python,
@@ -23,7 +29,15 @@ from tests.support import (
     spawn,
 )
 
-TWINS = ("socket_server", "selectors_echo", "asyncio_echo", "http_server", "ws_server")
+TWINS = (
+    "socket_server",
+    "selectors_echo",
+    "asyncio_echo",
+    "threads_echo",
+    "processes_echo",
+    "http_server",
+    "ws_server",
+)
 COMPAT = pathlib.Path(netlab.compat.__file__).parent
 
 
@@ -223,3 +237,104 @@ class TLSOptionTests(TestCase):
             self.assertEqual(result.status, 0, (twin, result))
             self.assertEqual(result.err, b"", twin)
             self.assertNotEqual(result.out, b"", twin)
+
+
+def _workers(twin: str, pid: int) -> set[pathlib.Path]:
+    """
+    :return: the /proc entries of the threads (but the main one) or the
+        child processes (zombies too: an entry stays until it is reaped)
+        of the twin running as ``pid``.
+    """
+    if twin == "threads_echo":
+        return set(pathlib.Path(f"/proc/{pid}/task").iterdir()) - {
+            pathlib.Path(f"/proc/{pid}/task/{pid}")
+        }
+    found = set()
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it ended while we looked
+            # pid (command) state ppid ...: the command may hold spaces.
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(entry)
+    return found
+
+
+async def _end(child: Child) -> None:
+    """
+    If a failed test left ``child`` running, stop it: SIGTERM, then SIGKILL.
+    """
+    for signal_name in ("TERM", "KILL"):
+        if child.protocol.ended.called:
+            return
+        with contextlib.suppress(ProcessExitedAlready):
+            child.signal(signal_name)
+        for _ in range(50):
+            if child.protocol.ended.called:
+                return
+            await task.deferLater(reactor, 0.1)
+
+
+def _gone(entries: set[pathlib.Path]) -> set[pathlib.Path]:
+    return {entry for entry in entries if not entry.exists()}
+
+
+class ConcurrencyCapTests(TestCase):
+    """
+    A thread or a process per client: at most --max-clients at once, the
+    next client waits; an ended child is reaped; a stop ends them all.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        if not pathlib.Path(f"/proc/{os.getpid()}/task").exists():
+            raise SkipTest("needs /proc to count threads and processes")
+
+    async def test_cap_reaping_and_stop(self) -> None:
+        for twin in ("threads_echo", "processes_echo"):
+            await self.check(twin)
+
+    async def check(self, twin: str) -> None:
+        child = spawn(
+            python("-m", f"netlab.compat.{twin}", "--port", "0", "--max-clients", "2"),
+            watch=LISTENING,
+        )
+        self.addCleanup(_end, child)
+        match = await bounded(child.protocol.seen)
+        pid, port = child.process.pid, int(match.group(1))
+        held = [await connect("127.0.0.1", port) for _ in range(2)]
+        for peer in held:
+            self.addCleanup(abort, peer)
+            peer.transport.write(b"x")
+            await peer.received_at_least(1)
+        first = _workers(twin, pid)
+        self.assertEqual(len(first), 2, twin)
+
+        waiting = await connect("127.0.0.1", port)
+        self.addCleanup(abort, waiting)
+        waiting.transport.write(b"y")
+        await task.deferLater(reactor, 1.0)
+        self.assertEqual(waiting.received, b"", f"{twin} served over its cap")
+        held[0].transport.loseConnection()
+        self.assertEqual(await waiting.received_at_least(1), b"y", twin)
+        # The first client's worker ended (a child was reaped, not left a
+        # zombie), and a new one serves the waiting client.
+        for _ in range(50):
+            if _gone(first):
+                break
+            await task.deferLater(reactor, 0.1)
+        self.assertEqual(len(_gone(first)), 1, twin)
+        started = _workers(twin, pid)
+        self.assertEqual(len(started), 2, twin)
+
+        # A stop with clients still connected ends them, and every worker.
+        child.signal("TERM")
+        result = await child.ended()
+        self.assertEqual(result.status, 0, (twin, result))
+        self.assertNotIn(b"Traceback", result.err)
+        for peer in (held[1], waiting):
+            await bounded(peer.closed, 10)
+        self.assertEqual(_gone(started), started, twin)

@@ -40,6 +40,8 @@ ECHO_SERVERS = {
     "Twisted": TwistedServer(tcp.EchoFactory),
     "Selectors": TwinServer("netlab.compat.selectors_echo"),
     "Asyncio": TwinServer("netlab.compat.asyncio_echo"),
+    "Threads": TwinServer("netlab.compat.threads_echo"),
+    "Processes": TwinServer("netlab.compat.processes_echo"),
 }
 GREETING_SERVERS = {
     "Twisted": TwistedServer(tcp.GreetingFactory),

@@ -27,9 +27,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def parse_args(description, port, argv=None, client=False, timeouts=()):
+def parse_args(
+    description, port, argv=None, client=False, timeouts=(), max_clients=None
+):
     """Parse a server's ``--host --port --idle-timeout --cert --key`` (and
-    any other ``timeouts``: (name, default, help) each), or a client's
+    any other ``timeouts``: (name, default, help) each; with
+    ``max_clients``, ``--max-clients`` and its default), or a client's
     ``--host --port --timeout --cacert --tls [MESSAGE]``.
 
     The TLS options become ``args.ssl``: an ``ssl.SSLContext``, or ``None``
@@ -63,10 +66,29 @@ def parse_args(description, port, argv=None, client=False, timeouts=()):
                 default=default,
                 help=f"{text} (default: %(default)s)",
             )
+        if max_clients is not None:
+            parser.add_argument(
+                "--max-clients",
+                type=positive_int,
+                default=max_clients,
+                help="clients served at once; the next wait in the listen backlog"
+                " (default: %(default)s)",
+            )
         add_server_tls(parser)
     args = parser.parse_args(argv)
     args.ssl = client_tls(parser, args) if client else server_tls(parser, args)
     return args
+
+
+def positive_int(text):
+    """``argparse`` type: a whole number above zero."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return number
 
 
 def add_server_tls(parser):
