@@ -15,10 +15,13 @@ connections); :func:`harden` sets netlab's :class:`~netlab.limits.Limits`.
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from autobahn.exception import PayloadCorruptError, PayloadExceededError
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -27,6 +30,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.compress import (
+    PerMessageDeflate,
     PerMessageDeflateOffer,
     PerMessageDeflateOfferAccept,
     PerMessageDeflateResponse,
@@ -75,6 +79,39 @@ def _accept_deflate(max_message: int):
     return accept
 
 
+class _StrictDeflate(PerMessageDeflate):
+    """
+    permessage-deflate (RFC 7692) that notices a message inflating to just
+    over its limit.
+
+    autobahn asks zlib for at most the bytes left in the budget and takes "no
+    input left over" for "no output left over". But zlib may have read all
+    the input and still hold output: a message a few hundred bytes over the
+    limit was cut to the limit and passed on as whole, instead of failed with
+    1009 (RFC 6455 7.4.1). Asking for one byte more than the budget tells.
+    """
+
+    def decompress_message_data(
+        self, data: bytes, max_output_len: int | None = None
+    ) -> bytes:
+        budgets = [] if max_output_len is None else [max_output_len]
+        if self.max_message_size is not None:
+            budgets.append(self.max_message_size - self._decompress_message_size)
+        try:
+            if not budgets:
+                return self._decompressor.decompress(data)
+            budget = max(min(budgets), 0)
+            data = self._decompressor.decompress(data, budget + 1)
+        except zlib.error as error:
+            raise PayloadCorruptError(
+                f"invalid permessage-deflate data: {error}"
+            ) from error
+        if len(data) > budget or self._decompressor.unconsumed_tail:
+            raise PayloadExceededError("message inflates past the limit")
+        self._decompress_message_size += len(data)
+        return data
+
+
 class _Timers:
     """
     autobahn's handshake and ping timers, one ``DelayedCall`` each.
@@ -120,6 +157,10 @@ def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> 
         autoPingInterval=limits.ping_interval,
         autoPingTimeout=limits.ping_timeout,
         perMessageCompressionAccept=_accept_deflate(limits.max_message),
+        # Let an "Origin: null" through to EchoFactory.origin_allowed, which
+        # refuses it with 403 like any foreign origin (RFC 6455 4.2.2, 10.2)
+        # unless it is allowed; autobahn would refuse it with 400.
+        allowNullOrigin=True,
     )
     factory._batched_timer = _Timers(factory.reactor)
 
@@ -131,6 +172,36 @@ def _valid_close_code(code: int) -> bool:
     return code in WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED or (
         3000 <= code <= 4999
     )
+
+
+def _close_frame_problem(
+    code: int | None, reason: bytes | None
+) -> tuple[int, str] | None:
+    """
+    :return: the close code and reason to fail the connection with if a
+        close frame with ``code`` and ``reason`` is malformed, else ``None``.
+    """
+    if code is not None and not _valid_close_code(code):
+        return WebSocketServerProtocol.CLOSE_STATUS_CODE_PROTOCOL_ERROR, (
+            f"invalid close code {code}"
+        )
+    if reason is not None:
+        try:
+            reason.decode("utf-8")
+        except UnicodeDecodeError:
+            # RFC 6455 5.5.1 and 8.1: the reason is UTF-8, else 1007.
+            return WebSocketServerProtocol.CLOSE_STATUS_CODE_INVALID_PAYLOAD, (
+                "close reason is not UTF-8"
+            )
+    return None
+
+
+#: An HTTP/1.1 request line (RFC 9112 3): method, target and version split by
+#: single spaces, no control bytes, ended by CRLF.
+_REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/\d\.\d\r")
+#: What no header line may hold (RFC 9110 5.5): control bytes but tab, and
+#: NEL (0x85), where autobahn's parser (``str.splitlines``) also ends a line.
+_BAD_FIELD_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f\x85]")
 
 
 _AUTOBAHN_TIMERS = (
@@ -168,6 +239,57 @@ class EchoProtocol(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.factory.tracker.track(self)
+
+    def processHandshake(self) -> None:
+        # The opening handshake is an HTTP/1.1 request (RFC 6455 4.1), and a
+        # malformed one is a 400 (RFC 9112 3 and 2.2). autobahn's own parser
+        # splits lines with str.splitlines and words with str.split: it takes
+        # control bytes for spaces and a bare LF (or 0x0b, 0x1c, 0x85, ...)
+        # for a line end, and answers 101. (Mounted, it parses the head
+        # twisted.web hands it again, which may still hold 0x0b, 0x1c, 0x85.)
+        if getattr(self, "http_request_data", None) is None:  # head not yet read
+            line_end = self.data.find(b"\n")
+            if line_end >= 0 and not _REQUEST_LINE.fullmatch(self.data, 0, line_end):
+                return self.failHandshake("malformed request line")
+            head, found, _ = self.data.partition(b"\r\n\r\n")
+            if found and any(
+                b"\n" in line or _BAD_FIELD_BYTE.search(line)
+                for line in head.split(b"\r\n")[1:]
+            ):
+                return self.failHandshake("malformed header line")
+        return super().processHandshake()
+
+    def failHandshake(
+        self, reason: str, code: int = 400, responseHeaders: Any = None
+    ) -> None:
+        if code == 400 and self._unsupported_version():
+            # RFC 6455 4.2.2 and 4.4: a version the server does not speak (a
+            # number or not) gets 426 and the versions it does speak. autobahn
+            # answers 400, naming them only when the version was a number.
+            versions = ",".join(str(v) for v in sorted(self.versions, reverse=True))
+            code, responseHeaders = 426, [("Sec-WebSocket-Version", versions)]
+        if code == 426:
+            # RFC 9110 15.5.22 and 7.8: a 426 names the protocol to upgrade to.
+            responseHeaders = [
+                *(responseHeaders or []),
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+            ]
+        super().failHandshake(reason, code, responseHeaders)
+
+    def _unsupported_version(self) -> bool:
+        """
+        :return: whether the opening handshake has a ``Sec-WebSocket-Version``
+            which autobahn has not accepted (a missing one is a plain 400).
+        """
+        headers = getattr(self, "http_headers", None) or {}
+        asked = headers.get("sec-websocket-version")
+        if asked is None or getattr(self, "websocket_version", None) is not None:
+            return False
+        # A header sent twice arrives joined by commas: a malformed request
+        # (400), unless it names a version the server does not speak.
+        spoken = {str(version) for version in self.versions}
+        return not {value.strip() for value in asked.split(",")} <= spoken
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         self.peer_address = request.peer
@@ -211,6 +333,9 @@ class EchoProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._log.info("websocket open from {peer}", peer=self.peer_address)
+        if type(self._perMessageCompress) is PerMessageDeflate:
+            # Nothing has been inflated yet; see _StrictDeflate for why.
+            self._perMessageCompress.__class__ = _StrictDeflate
         self.registerProducer(self, True)
 
     def pauseProducing(self) -> None:
@@ -224,21 +349,52 @@ class EchoProtocol(WebSocketServerProtocol):
     def stopProducing(self) -> None:
         pass
 
+    def onFrameData(self, payload: bytes) -> bool | None:
+        # Once the connection is failed, the rest of a data frame is skipped
+        # unread (RFC 6455 7.1.7), but the frames after it are still read, so
+        # that the client's close frame is seen and answered by closing the
+        # TCP connection (7.1.1). Failing a compressed message (too large,
+        # corrupt), autobahn returns False here and leaves the frame unfinished
+        # for good: no later frame is read, and the connection lingers until
+        # the closing handshake timeout.
+        if not (self.failedByMe and self.current_frame.opcode < 8):
+            result = super().onFrameData(payload)
+            if result is not False or self.state != self.STATE_CLOSING:
+                return result
+        # Nor inflate nor check as UTF-8 the rest of the failed message.
+        self._isMessageCompressed = False
+        self.utf8validateIncomingCurrentMessage = False
+        return None
+
     def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
-        if code is not None and not _valid_close_code(code):
-            # autobahn queues a 1002 here, then takes the peer's close for the
-            # reply to it and aborts the connection, losing the 1002. Send it
-            # and close gracefully, so that the peer reads it.
+        problem = _close_frame_problem(code, reasonRaw)
+        if problem is not None:
+            # A malformed close frame fails the connection (RFC 6455 7.1.7):
+            # the server sends its close frame, then closes the TCP connection
+            # (7.1.1). autobahn queues its close frame, then takes the peer's
+            # close for the reply to it and aborts the connection (a TCP
+            # reset), losing the close frame.
             self._log.info(
-                "websocket from {peer} sent invalid close code {code}",
+                "websocket from {peer} sent a malformed close frame: {problem}",
                 peer=self.peer_address,
-                code=code,
+                problem=problem[1],
             )
+            self.wasNotCleanReason = f"malformed close frame: {problem[1]}"
+            # Nothing is sent if autobahn has already sent its close frame.
             self.sendCloseFrame(
-                code=self.CLOSE_STATUS_CODE_PROTOCOL_ERROR,
-                reasonUtf8=f"invalid close code {code}".encode(),
-                isReply=False,
+                code=problem[0], reasonUtf8=problem[1].encode(), isReply=False
             )
+            self.dropConnection(abort=False)
+            return True
+        if self.state == self.STATE_CLOSING and self.failedByMe:
+            # The connection is failed, by this close frame (one byte long,
+            # over 125 bytes or fragmented: RFC 6455 5.5, 5.5.1) or by an
+            # earlier frame. The same as above: close the TCP connection,
+            # after the close frame autobahn has queued, not with a reset.
+            if self.closeHandshakeTimeoutCall is not None:
+                self.closeHandshakeTimeoutCall.cancel()
+                self.closeHandshakeTimeoutCall = None
+            self.remoteCloseCode, self.wasClean = code, True
             self.dropConnection(abort=False)
             return True
         return super().onCloseFrame(code, reasonRaw)
