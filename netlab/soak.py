@@ -95,13 +95,7 @@ KNOWN_SERVER_ERRORS = {
 #: Misbehaviours of the services that the soak knows of: each is recognised
 #: by its exact symptom, counted and shown, and fails the run only with
 #: ``--strict``. Remove an entry once the service is fixed.
-KNOWN_ISSUES = {
-    "ws-deflate-limit": (
-        "WebSocket: a compressed message that inflates to just over "
-        "--max-message (1 MiB + 5 to a few hundred bytes) is neither echoed nor "
-        "refused with 1009: the connection hangs, silently"
-    ),
-}
+KNOWN_ISSUES: dict[str, str] = {}
 
 LOOPBACK = "127.0.0.1"
 MIB = 1024 * 1024
@@ -1116,8 +1110,6 @@ class Mix:
                     HANDSHAKE_TIMEOUT + 5, self.reactor
                 )
             except defer.TimeoutError:
-                if compressible:
-                    raise KnownIssue("ws-deflate-limit") from None
                 raise Unexpected("oversized message: no close") from None
             if code != 1009:
                 raise Unexpected(f"oversized message: closed with {code} ({reason})")

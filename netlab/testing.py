@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 
 from netlab.certs import Certificates, make_certificates
 from netlab.tls import ClientTLS
+from netlab.transport import flushing
 from netlab.wiretap import Wiretap
 from netlab.wrapping import wrapper_for
 
@@ -169,7 +170,8 @@ async def serve(
             f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
             f":certKey={_escaped(certificates.server)}:backlog={backlog}"
         )
-    port = await serverFromString(reactor, description).listen(tracked)
+    # As netlab's plugins listen: replies leave with the read that made them.
+    port = await serverFromString(flushing(reactor), description).listen(tracked)
 
     async def stop() -> None:
         await port.stopListening()

@@ -1,0 +1,131 @@
+"""
+A TCP listener whose connections send a reply at the end of the read that
+produced it, instead of on the reactor's next turn.
+
+Twisted's ``transport.write()`` only buffers: it asks the reactor to watch
+the socket for writability (one ``epoll_ctl``), the bytes leave on the next
+turn of the reactor, and the watch is dropped again (another ``epoll_ctl``).
+For request-reply services, where nearly every reply is written while a read
+is handled, that is most of the cost of a small exchange. A
+:class:`FlushingServer` keeps what is written during a read and sends it in
+one ``send()`` when the read is done, so replies to one read still leave
+together; whatever the socket does not take goes through Twisted's own
+buffering, producers and close handling, unchanged. Writes made outside a
+read (timers, other connections, Deferreds) take Twisted's path as before.
+
+netlab's plugins listen through :func:`flushing`; so can any Twisted
+program::
+
+    from twisted.internet import endpoints, reactor
+    from netlab.transport import flushing
+
+    endpoints.serverFromString(flushing(reactor), "tcp:8007").listen(factory)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.abstract import _dataMustBeBytes
+from twisted.internet.interfaces import IReactorTCP
+from zope.interface import directlyProvides, providedBy
+
+
+class FlushingServer(tcp.Server):
+    """
+    A server-side TCP connection that sends what it is given during a read
+    once that read is handled.
+    """
+
+    _reading = False
+
+    def doRead(self) -> Any:
+        self._reading = True
+        try:
+            return super().doRead()
+        finally:
+            self._reading = False
+            self._flush()
+
+    def write(self, data: bytes) -> None:
+        if not self._reading or self.dataBuffer:
+            # Outside a read, or with a send already under way: Twisted's
+            # buffering keeps the order and watches the socket.
+            super().write(data)
+            return
+        _dataMustBeBytes(data)
+        if not self.connected or self._writeDisconnected or not data:
+            return
+        self._tempDataBuffer.append(data)
+        self._tempDataLen += len(data)
+        self._maybePauseProducer()
+
+    def _flush(self) -> None:
+        """
+        Send what the read left in the buffer; hand the rest (or an error)
+        to Twisted's writer.
+        """
+        if (
+            not self._tempDataLen
+            or self.dataBuffer
+            or not self.connected
+            or getattr(self, "_aborting", False)
+        ):
+            return
+        data = b"".join(self._tempDataBuffer)
+        self._tempDataBuffer = []
+        self._tempDataLen = 0
+        sent = self.writeSomeData(data)
+        if isinstance(sent, int) and sent == len(data):
+            if self.producer is not None and (
+                not self.streamingProducer or self.producerPaused
+            ):
+                # The buffer is empty: doWrite tells the producer, as usual.
+                self.startWriting()
+            return
+        # A full socket buffer, or an error that doWrite will report through
+        # the usual connectionLost.
+        self.dataBuffer = data
+        self.offset = sent if isinstance(sent, int) and sent > 0 else 0
+        self.startWriting()
+
+
+class FlushingPort(tcp.Port):
+    """
+    A TCP listening port whose connections are :class:`FlushingServer`\\ s.
+    """
+
+    transport = FlushingServer
+
+
+class _FlushingReactor:
+    """
+    A reactor whose ``listenTCP`` listens with a :class:`FlushingPort`;
+    everything else is the wrapped reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        directlyProvides(self, *providedBy(reactor))
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> FlushingPort:
+        listening = FlushingPort(port, factory, backlog, interface, self._reactor)
+        listening.startListening()
+        return listening
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+def flushing(reactor: Any) -> Any:
+    """
+    :return: ``reactor``, except that its TCP listeners (and so every
+        ``tcp:``, ``ssl:`` and ``netlab-ssl:`` endpoint made with it) use
+        :class:`FlushingPort`. A reactor without TCP is returned as it is.
+    """
+    if not IReactorTCP.providedBy(reactor) or isinstance(reactor, _FlushingReactor):
+        return reactor
+    return _FlushingReactor(reactor)

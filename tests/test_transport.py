@@ -1,0 +1,272 @@
+"""
+netlab.transport: replies written during a read leave at the end of that
+read, with Twisted's ordering, back-pressure and close semantics intact.
+
+Every test listens on 127.0.0.1 with a real socket.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import random
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from netlab.certs import make_certificates
+from netlab.tcp import echo
+from netlab.testing import _escaped
+from netlab.tls import ClientTLS
+from netlab.transport import FlushingServer, flushing
+from tests.support import Peer, bounded, connect
+
+
+class Scripted(protocol.Protocol):
+    """
+    Answers each read by calling ``factory.on_read(self, data)``.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.on_read(self, data)
+
+
+class ScriptedFactory(protocol.Factory):
+    protocol = Scripted
+
+    def __init__(self, on_read: Any) -> None:
+        self.on_read = on_read
+        self.connections: list[Scripted] = []
+
+    def buildProtocol(self, addr: Any) -> Scripted:
+        built = super().buildProtocol(addr)
+        self.connections.append(built)
+        return built
+
+
+class FlushingTests(TestCase):
+    timeout = 60
+
+    async def listen(
+        self, on_read: Any, description: str = "tcp:0:interface=127.0.0.1", **kw: Any
+    ) -> tuple[ScriptedFactory, Peer]:
+        factory = ScriptedFactory(on_read)
+        listening_reactor = kw.get("reactor", flushing(reactor))
+        port = await serverFromString(listening_reactor, description).listen(factory)
+        self.addCleanup(port.stopListening)
+        peer = await connect("127.0.0.1", port.getHost().port)
+        self.addCleanup(self.close, peer)
+        return factory, peer
+
+    async def close(self, peer: Peer) -> None:
+        if peer.reason is None:
+            peer.transport.abortConnection()
+            await bounded(peer.closed)
+
+    async def watched_after_read(self, listening_reactor: Any) -> bool:
+        """
+        :return: whether the server's transport is still waiting to write
+            its reply on the reactor turn after the read that wrote it.
+        """
+        seen: defer.Deferred[bool] = defer.Deferred()
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.write(b"reply")
+            reactor.callLater(
+                0, lambda: seen.callback(server.transport in reactor.getWriters())
+            )
+
+        _, peer = await self.listen(on_read, reactor=listening_reactor)
+        peer.transport.write(b"request")
+        watched = await bounded(seen)
+        self.assertEqual(await peer.received_at_least(5), b"reply")
+        return watched
+
+    async def test_reply_leaves_with_the_read(self) -> None:
+        """
+        The reply is on the wire when the read is done: the transport is not
+        left watching for writability, as Twisted's own transport is.
+        """
+        plain = await self.watched_after_read(reactor)
+        if not isinstance(reactor, AsyncioSelectorReactor):
+            # The control: asyncio runs a turn's writers before its timers,
+            # so only the default reactor shows the plain transport waiting.
+            self.assertTrue(plain)
+        self.assertFalse(await self.watched_after_read(flushing(reactor)))
+
+    async def test_connections_are_flushing(self) -> None:
+        factory, peer = await self.listen(lambda server, data: None)
+        peer.transport.write(b"x")
+        for _ in range(1000):
+            if factory.connections:
+                break
+            await _turn()
+        self.assertIsInstance(factory.connections[0].transport, FlushingServer)
+
+    async def test_order_kept_with_writes_outside_reads(self) -> None:
+        """
+        Writes during reads, from timers and in sizes that fill the socket
+        buffer, arrive in the order they were made, and all of them.
+        """
+        rng = random.Random(11)
+        written = bytearray()
+
+        def send(server: Scripted, data: bytes) -> None:
+            written.extend(data)
+            server.transport.write(data)
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            for _ in range(rng.randrange(4)):
+                size = rng.choice((1, 100, 70_000, 300_000))
+                chunk = bytes([rng.randrange(256)]) * size
+                if rng.random() < 0.3:
+                    reactor.callLater(0, send, server, chunk)
+                else:
+                    send(server, chunk)
+
+        _, peer = await self.listen(on_read)
+        for i in range(200):
+            peer.transport.write(b"%d;" % i)
+            if i % 20 == 0:
+                # Stop reading for a few turns so that sends come up short.
+                peer.transport.pauseProducing()
+                for _ in range(5):
+                    await _turn()
+                peer.transport.resumeProducing()
+            await _turn()
+        await _turn()
+        while len(peer.received) < len(written):
+            await peer.received_at_least(len(written))
+        self.assertEqual(bytes(peer.received), bytes(written))
+
+    async def test_producer_paused_by_a_reader_that_stops(self) -> None:
+        """
+        A reply bigger than the buffer, written during a read, pauses the
+        registered streaming producer, as Twisted's transport does.
+        """
+        paused: defer.Deferred[None] = defer.Deferred()
+
+        @implementer(IPushProducer)
+        class Producer:
+            def pauseProducing(self) -> None:
+                if not paused.called:
+                    paused.callback(None)
+
+            def resumeProducing(self) -> None:
+                pass
+
+            def stopProducing(self) -> None:
+                pass
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.registerProducer(Producer(), True)
+            server.transport.write(bytes(8 * 1024 * 1024))
+
+        _, peer = await self.listen(on_read)
+        peer.transport.pauseProducing()
+        peer.transport.write(b"go")
+        await bounded(paused)
+        peer.transport.resumeProducing()
+        await peer.received_at_least(8 * 1024 * 1024)
+
+    async def test_producer_resumed_when_the_socket_took_it_all(self) -> None:
+        """
+        A reply over the buffer size pauses the producer even when the socket
+        then takes all of it at once; the producer is resumed.
+        """
+        resumed: defer.Deferred[None] = defer.Deferred()
+
+        @implementer(IPushProducer)
+        class Producer:
+            paused = False
+
+            def pauseProducing(self) -> None:
+                self.paused = True
+
+            def resumeProducing(self) -> None:
+                if self.paused and not resumed.called:
+                    resumed.callback(None)
+
+            def stopProducing(self) -> None:
+                pass
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.registerProducer(Producer(), True)
+            server.transport.write(bytes(server.transport.bufferSize + 1))
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"go")
+        await bounded(resumed)
+
+    async def test_close_after_write_in_read(self) -> None:
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.write(b"a" * 500_000)
+            server.transport.write(b"end")
+            server.transport.loseConnection()
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"x")
+        await bounded(peer.closed)
+        peer.reason.trap(ConnectionDone)
+        self.assertEqual(bytes(peer.received), b"a" * 500_000 + b"end")
+
+    async def test_half_close_after_write_in_read(self) -> None:
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.write(b"bye")
+            server.transport.loseWriteConnection()
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"x")
+        await bounded(peer.closed)
+        self.assertEqual(bytes(peer.received), b"bye")
+
+    async def test_abort_after_write_in_read_sends_nothing(self) -> None:
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.write(b"never")
+            server.transport.abortConnection()
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"x")
+        await bounded(peer.closed)
+        self.assertEqual(bytes(peer.received), b"")
+
+    async def test_tls_listener(self) -> None:
+        """
+        ``netlab-ssl:`` endpoints made with the flushing reactor listen with
+        it too: the TLS handshake and records leave with each read.
+        """
+        certificates = make_certificates(pathlib.Path(self.mktemp()))
+        factory = ScriptedFactory(lambda server, data: server.transport.write(data))
+        description = (
+            f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
+            f":certKey={_escaped(certificates.server)}"
+        )
+        port = await serverFromString(flushing(reactor), description).listen(factory)
+        self.addCleanup(port.stopListening)
+        reply = await echo(
+            f"tls:127.0.0.1:{port.getHost().port}",
+            b"over TLS",
+            tls=ClientTLS(cacert=str(certificates.ca)),
+        )
+        self.assertEqual(reply, b"over TLS")
+        self.assertIsInstance(
+            factory.connections[0].transport.transport, FlushingServer
+        )
+
+    def test_flushing_twice_is_once(self) -> None:
+        once = flushing(reactor)
+        self.assertIs(flushing(once), once)
+
+
+async def _turn() -> None:
+    """
+    Let the reactor turn once.
+    """
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callLater(0, d.callback, None)
+    await d
