@@ -574,21 +574,29 @@ class HTTPSite(ConnectionTracker, Site):
     def log(self, request: LimitedRequest) -> None:
         method = request.method.decode("latin-1")
         duration = self.reactor.seconds() - request.started
+        path = redact(request.uri).decode("latin-1")
+        peer = request.channel.peer
         self._log.info(
-            "{method} {path} {status} {bytes} bytes {duration:.4f}s {peer}",
+            # One field to format, made here: a log observer's formatter costs
+            # far more per field than an f-string does.
+            "{request}",
+            request=(
+                f"{method} {path} {request.code} {request.sentLength} bytes "
+                f"{duration:.4f}s {peer}"
+            ),
             method=method,
-            path=redact(request.uri).decode("latin-1"),
+            path=path,
             status=request.code,
             bytes=request.sentLength,
             duration=duration,
-            peer=request.channel.peer,
+            peer=peer,
             connection=getattr(request.channel, "connection_id", None),
             client=client_identity(request.channel.transport),
         )
         metrics.http_request(self.service_name, method, request.code, duration)
         metrics.transferred(self.service_name, _body_size(request), request.sentLength)
         if request.code == 401:
-            metrics.AUTH_FAILURES.labels("http").inc()
+            metrics.auth_failed("http")
 
 
 def _body_size(request: Request) -> int:

@@ -11,6 +11,9 @@ is served until a plugin's ``--metrics ENDPOINT`` (or your own code) mounts
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from OpenSSL import SSL
 from prometheus_client import Counter, Gauge, Histogram
 from twisted.python.failure import Failure
@@ -59,15 +62,25 @@ AUTH_FAILURES = Counter(
 )
 
 # HTTP methods are the client's to choose: anything unusual is one label.
+# (So every label set is from a short list, and the cache below stays small.)
 _METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Any, *labels: str) -> Any:
+    """
+    :return: ``metric.labels(*labels)``, looked up once: prometheus_client's
+        own lookup costs more than the count it leads to.
+    """
+    return metric.labels(*labels)
 
 
 def opened(service: str) -> None:
     """
     Count a connection to ``service`` as opened.
     """
-    CONNECTIONS_OPENED.labels(service).inc()
-    CONNECTIONS_ACTIVE.labels(service).inc()
+    _child(CONNECTIONS_OPENED, service).inc()
+    _child(CONNECTIONS_ACTIVE, service).inc()
 
 
 def closed(service: str, reason: Failure | None = None) -> None:
@@ -75,10 +88,10 @@ def closed(service: str, reason: Failure | None = None) -> None:
     Count a connection to ``service`` as closed, and a failed TLS handshake
     if that is why.
     """
-    CONNECTIONS_CLOSED.labels(service).inc()
-    CONNECTIONS_ACTIVE.labels(service).dec()
+    _child(CONNECTIONS_CLOSED, service).inc()
+    _child(CONNECTIONS_ACTIVE, service).dec()
     if reason is not None and reason.check(SSL.Error):
-        TLS_FAILURES.labels(service).inc()
+        _child(TLS_FAILURES, service).inc()
 
 
 def transferred(service: str, received: int, sent: int) -> None:
@@ -86,9 +99,9 @@ def transferred(service: str, received: int, sent: int) -> None:
     Count ``service``'s application bytes.
     """
     if received:
-        BYTES_RECEIVED.labels(service).inc(received)
+        _child(BYTES_RECEIVED, service).inc(received)
     if sent:
-        BYTES_SENT.labels(service).inc(sent)
+        _child(BYTES_SENT, service).inc(sent)
 
 
 def http_request(service: str, method: str, status: int, seconds: float) -> None:
@@ -96,8 +109,39 @@ def http_request(service: str, method: str, status: int, seconds: float) -> None
     Count one HTTP request that ``service`` answered.
     """
     method = method if method in _METHODS else "other"
-    HTTP_REQUESTS.labels(service, method, str(status)).inc()
-    HTTP_DURATION.labels(service, method).observe(seconds)
+    _child(HTTP_REQUESTS, service, method, str(status)).inc()
+    _child(HTTP_DURATION, service, method).observe(seconds)
+
+
+def echoed_message(service: str, received: int, sent: int) -> None:
+    """
+    Count one WebSocket message that ``service`` received and answered.
+    """
+    _child(WEBSOCKET_MESSAGES, "in").inc()
+    _child(WEBSOCKET_MESSAGES, "out").inc()
+    transferred(service, received, sent)
+
+
+def refused(service: str, reason: str) -> None:
+    """
+    Count a connection to ``service`` refused for ``reason``.
+    """
+    _child(CONNECTIONS_REFUSED, service, reason).inc()
+
+
+def auth_failed(via: str) -> None:
+    """
+    Count a request refused for a missing or bad token, ``via`` HTTP or
+    WebSocket.
+    """
+    _child(AUTH_FAILURES, via).inc()
+
+
+def websocket_closed(code: int | None) -> None:
+    """
+    Count a WebSocket closed with ``code``.
+    """
+    _child(WEBSOCKET_CLOSES, str(code)).inc()
 
 
 def resource() -> Resource:

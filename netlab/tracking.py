@@ -80,7 +80,7 @@ class ConnectionTracker:
             host=_host(address),
             reason=reason,
         )
-        metrics.CONNECTIONS_REFUSED.labels(self.service_name, reason).inc()
+        metrics.refused(self.service_name, reason)
         return False
 
     def track(self, protocol: Any) -> None:

@@ -311,13 +311,13 @@ class EchoProtocol(WebSocketServerProtocol):
         token = token_from_websocket(request.headers, request.params, request.protocols)
         if token is None:
             self._log.info("websocket from {peer} refused: no token", peer=request.peer)
-            metrics.AUTH_FAILURES.labels("websocket").inc()
+            metrics.auth_failed("websocket")
             raise ConnectionDeny(401, "bearer token required")
         try:
             claims = await protection.checker.verify(token)
         except UnauthorizedLogin:
             # The checker has logged why; the client learns only that it failed.
-            metrics.AUTH_FAILURES.labels("websocket").inc()
+            metrics.auth_failed("websocket")
             raise ConnectionDeny(401, "invalid token") from None
         self.subject = claims["sub"]
         self._log.info(
@@ -420,12 +420,10 @@ class EchoProtocol(WebSocketServerProtocol):
         reply = payload if isBinary else PREFIX.encode() + payload
         # Text was already checked as UTF-8 by autobahn: no need to decode.
         self.sendMessage(reply, isBinary=isBinary)
-        metrics.WEBSOCKET_MESSAGES.labels("in").inc()
-        metrics.WEBSOCKET_MESSAGES.labels("out").inc()
-        metrics.transferred(self.factory.service_name, len(payload), len(reply))
+        metrics.echoed_message(self.factory.service_name, len(payload), len(reply))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        metrics.WEBSOCKET_CLOSES.labels(str(code)).inc()
+        metrics.websocket_closed(code)
         self._log.info(
             "websocket from {peer} closed: code {code} ({reason}), clean: {clean}",
             peer=self.peer_address,
