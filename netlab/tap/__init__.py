@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
 
-from netlab import auth, metrics
+from netlab import auth, metrics, workers
 from netlab.http import HTTPSite
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened, use_keylog
@@ -78,9 +78,13 @@ def listening_service(
     descriptions: Iterable[str],
     factory: IProtocolFactory,
     tap: Wiretap | None = None,
+    reactor: Any = None,
 ) -> MultiService:
     """
     :param tap: if given, records every connection.
+    :param reactor: what the endpoints listen with (``None``: the global
+        reactor); :mod:`netlab.workers` gives its own, which shares or adopts
+        the sockets.
     :return: a service that listens with ``factory`` on each endpoint string.
     """
     service = PluginService()
@@ -90,7 +94,9 @@ def listening_service(
     if tap is not None:
         factory = tap.wrap(factory)
     for description in descriptions:
-        strports.service(hardened(description), factory).setServiceParent(service)
+        strports.service(hardened(description), factory, reactor).setServiceParent(
+            service
+        )
     return service
 
 
@@ -207,7 +213,7 @@ class DebugOptions(usage.Options):
         return tap
 
 
-class ServiceOptions(DebugOptions, LimitOptions):
+class ServiceOptions(workers.WorkerOptions, DebugOptions, LimitOptions):
     """
     Options for a plugin that runs one service: a repeatable ``--listen``.
 
@@ -236,6 +242,7 @@ class ServiceOptions(DebugOptions, LimitOptions):
         super().postOptions()
         if not self["listen"]:
             self["listen"] = [self.default_listen]
+        self.check_workers(self["listen"])
 
 
 class OriginOptions(usage.Options):
@@ -365,11 +372,18 @@ def make_factory(options: LimitOptions, plugin: type[ServiceOptions]) -> Any:
 def makeService(options: ServiceOptions) -> IService:
     """
     The ``makeService`` of every single-service plugin: listen with the
-    service's factory on each ``--listen`` endpoint.
+    service's factory on each ``--listen`` endpoint (in each worker, with
+    ``--workers``: see :mod:`netlab.workers`).
     """
-    factory = make_factory(options, type(options))
-    service = PluginService()
-    options.metrics(service)
-    tap = options.wiretap(service)
-    listening_service(options["listen"], factory, tap).setServiceParent(service)
-    return service
+
+    def build(reactor: Any) -> MultiService:
+        factory = make_factory(options, type(options))
+        service = PluginService()
+        options.metrics(service)
+        tap = options.wiretap(service)
+        listening_service(options["listen"], factory, tap, reactor).setServiceParent(
+            service
+        )
+        return service
+
+    return workers.serve(options, build)

@@ -7,9 +7,12 @@ turns it off (``--echo off``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
+from netlab import workers
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import (
     AuthOptions,
@@ -36,7 +39,9 @@ SERVICES: dict[str, type[ServiceOptions]] = {
 OFF = "off"
 
 
-class Options(AuthOptions, OriginOptions, DebugOptions, LimitOptions):
+class Options(
+    AuthOptions, OriginOptions, workers.WorkerOptions, DebugOptions, LimitOptions
+):
     """
     Options for ``twistd netlab``.
     """
@@ -95,20 +100,26 @@ class Options(AuthOptions, OriginOptions, DebugOptions, LimitOptions):
                 self["listen"][name] = [service.default_listen]
         if not any(self["listen"].values()):
             raise usage.UsageError("every service is off: nothing to run")
+        self.check_workers([d for places in self["listen"].values() for d in places])
 
 
 def makeService(options: Options) -> IService:
     """
-    :return: one service holding every netlab service that is not off.
+    :return: one service holding every netlab service that is not off (in
+        each worker, with ``--workers``: see :mod:`netlab.workers`).
     """
-    lab = MultiService()
-    options.metrics(lab)
-    tap = options.wiretap(lab)
-    for name, plugin in SERVICES.items():
-        places = options["listen"][name]
-        if places:
-            factory = make_factory(options, plugin)
-            service = listening_service(places, factory, tap)
-            service.setName(name)
-            service.setServiceParent(lab)
-    return lab
+
+    def build(reactor: Any) -> MultiService:
+        lab = MultiService()
+        options.metrics(lab)
+        tap = options.wiretap(lab)
+        for name, plugin in SERVICES.items():
+            places = options["listen"][name]
+            if places:
+                factory = make_factory(options, plugin)
+                service = listening_service(places, factory, tap, reactor)
+                service.setName(name)
+                service.setServiceParent(lab)
+        return lab
+
+    return workers.serve(options, build)
