@@ -120,6 +120,19 @@ class _FlushingReactor:
         return getattr(self._reactor, name)
 
 
+def flush_port(port: Any) -> Any:
+    """
+    Make the connections ``port`` accepts from now on
+    :class:`FlushingServer`\\ s, if it is a Twisted TCP port (an adopted one,
+    say); any other port is left as it is.
+
+    :return: ``port``
+    """
+    if isinstance(port, tcp.Port):
+        port.transport = FlushingServer
+    return port
+
+
 def flushing(reactor: Any) -> Any:
     """
     :return: ``reactor``, except that its TCP listeners (and so every

@@ -67,6 +67,7 @@ from zope.interface import implementer
 
 from netlab.tls import PREFIX as TLS_PREFIX
 from netlab.tls import hardened
+from netlab.transport import flush_port
 
 #: The most worker processes ``--workers`` allows.
 MAX_WORKERS = 64
@@ -373,7 +374,9 @@ class _AdoptingReactor(_Proxy):
                     f"the supervisor's socket for {spec['interface']}:{spec['port']}"
                     f" is not the one this worker listens on ({interface}:{port})"
                 )
-            return self._reactor.adoptStreamPort(spec["fd"], spec["family"], factory)
+            return flush_port(
+                self._reactor.adoptStreamPort(spec["fd"], spec["family"], factory)
+            )
         finally:
             # Twisted keeps a copy of the descriptor; this one is closed.
             os.close(spec["fd"])

@@ -7,11 +7,12 @@ from __future__ import annotations
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import http, tcp, websocket
 from netlab.tap import echo, greeting, lab, ws
 from netlab.tap import http as http_tap
+from netlab.transport import FlushingPort
 
 
 def listeners(service) -> list[StreamServerEndpointService]:
@@ -177,3 +178,19 @@ class LabTests(SynchronousTestCase):
         ):
             self.assertIn(option, text)
         self.assertIn("[default: 1048576]", text)
+
+
+class ListeningTests(TestCase):
+    async def test_plugins_listen_with_flushing_ports(self) -> None:
+        """
+        Every plugin's TCP (and so TLS) listener is a
+        :class:`netlab.transport.FlushingPort`.
+        """
+        options = echo.Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1"])
+        service = echo.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [listener] = listeners(service)
+        port = await listener._waitingForPort
+        self.assertIsInstance(port, FlushingPort)

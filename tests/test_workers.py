@@ -46,6 +46,7 @@ from netlab import certs, http, tcp, workers
 from netlab.tap import echo, lab, listening_service
 from netlab.tap import http as http_tap
 from netlab.tls import ClientTLS
+from netlab.transport import FlushingServer
 from tests.support import WAIT, abort, bounded, connect
 from tests.test_twistd import twistd
 
@@ -113,7 +114,8 @@ class OptionsTests(SynchronousTestCase):
     def test_one_worker_is_one_process(self) -> None:
         """
         Without ``--workers``, the service is what it always was: its
-        endpoints listen with the global reactor, and no supervisor.
+        endpoints listen with the global reactor (made to flush replies, see
+        netlab.transport), and no supervisor.
         """
         options = echo.Options()
         options.parseOptions(["--listen", LOOPBACK_ANY_PORT])
@@ -122,7 +124,7 @@ class OptionsTests(SynchronousTestCase):
             [s for s in _walk(service) if isinstance(s, workers.Supervisor)]
         )
         [endpoint_service] = [s for s in _walk(service) if hasattr(s, "endpoint")]
-        self.assertIs(endpoint_service.endpoint._reactor, reactor)
+        self.assertIs(endpoint_service.endpoint._reactor._reactor, reactor)
 
     def test_supervisor_is_added(self) -> None:
         options = lab.Options()
@@ -402,6 +404,10 @@ class AdoptionTests(TestCase):
             f"tls:localhost:{port}", b"x" * 50_000, tls=client, timeout=WAIT
         )
         self.assertEqual(reply, b"x" * 50_000)
+        # The adopted port's connections flush replies (netlab.transport).
+        [listening] = [s for s in _walk(worker) if hasattr(s, "endpoint")]
+        adopted = await listening._waitingForPort
+        self.assertIs(adopted.transport, FlushingServer)
         with self.assertRaises(Exception) as caught:
             await tcp.echo(
                 f"tls:localhost:{port}",

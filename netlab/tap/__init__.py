@@ -27,6 +27,7 @@ from netlab.http import HTTPSite
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened, use_keylog
 from netlab.tracking import ConnectionTracker, drain
+from netlab.transport import flushing
 from netlab.wiretap import Wiretap
 
 
@@ -87,6 +88,11 @@ def listening_service(
         the sockets.
     :return: a service that listens with ``factory`` on each endpoint string.
     """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        # Replies leave with the read that made them (netlab.transport).
+        reactor = flushing(_reactor)
     service = PluginService()
     # First in, so that on stop it is called after every port has begun to
     # close: nothing new comes in while the connections drain.
