@@ -67,3 +67,36 @@ class JSONLinesTests(TestCase):
         )
         self.assertEqual(access["service"], "http")
         self.assertIsInstance(access["connection"], int)
+
+
+class TextTests(TestCase):
+    def test_same_lines_as_twistd(self) -> None:
+        """
+        netlab.logs.text writes what twistd's own text observer writes, for
+        events within a second, across seconds, and without a time.
+        """
+        from twisted.logger import LogLevel, formatEventAsClassicLogText
+
+        from netlab import logs
+
+        out = io.StringIO()
+        observer = logs.text()
+        observer._outFile = out
+        base = 1_700_000_000.0
+        events = [
+            {
+                "log_format": "{what}",
+                "what": f"event {i}",
+                "log_level": LogLevel.info,
+                "log_namespace": "netlab.test",
+                "log_time": when,
+            }
+            for i, when in enumerate(
+                (base, base + 0.4, base + 0.999, base + 1.0, base + 61.5, None)
+            )
+        ]
+        for event in events:
+            observer(event)
+        self.assertEqual(
+            out.getvalue(), "".join(formatEventAsClassicLogText(e) for e in events)
+        )

@@ -258,6 +258,25 @@ class TwistdTests(TestCase):
         self.assertEqual(closed[0]["service"], "echo")
         self.assertIsInstance(closed[0]["connection"], int)
 
+    async def test_text_logs(self) -> None:
+        """
+        ``--logger netlab.logs.text`` writes twistd's usual text lines.
+        """
+        child, [port] = await self.start(
+            "--logger",
+            "netlab.logs.text",
+            "netlab-echo",
+            *("--listen", LOOPBACK_ANY_PORT),
+            factories=("EchoFactory",),
+        )
+        await tcp.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
+        await self.assert_stops_on_sigterm(child, port)
+        self.assertRegex(
+            child.protocol.out.decode(),
+            r"\n\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[netlab\.tcp\.Echo#info\] "
+            r"echo connection from 127\.0\.0\.1:\d+ closed: 6 bytes in, 6 bytes out",
+        )
+
     async def half_a_request(self, peer) -> None:
         """
         Start a POST of 10 bytes on ``peer``, and return once the server has
