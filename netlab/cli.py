@@ -24,7 +24,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, auth, certs, http, tcp, tls, websocket
+from netlab import __version__, auth, bench, certs, http, tcp, tls, websocket
+from netlab.bench.options import BenchOptions
 from netlab.deadline import with_deadline
 
 EXIT_NETWORK = 1
@@ -434,6 +435,7 @@ class Options(_CommandOptions):
         ["ws", None, WSOptions, "Send WebSocket messages, print the replies."],
         ["certs", None, CertsOptions, "Make a private CA and certificates for TLS."],
         ["token", None, TokenOptions, "Mint a bearer token (JWT), for testing."],
+        ["bench", None, BenchOptions, "Measure implementations side by side."],
     ]
 
     def postOptions(self) -> None:
@@ -608,6 +610,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             ["netlab", *([options.subCommand] if options.subCommand else [])]
         )
         _fail(f"{name}: {mistake} (see {name} --help)", EXIT_USAGE)
+    if options.subCommand == "bench":
+        raise SystemExit(bench.run(options.subOptions))
     command = _COMMANDS[options.subCommand]
     task.react(
         lambda reactor: defer.Deferred.fromCoroutine(

@@ -1,0 +1,111 @@
+"""
+``netlab bench``: one command that runs a workload against chosen
+implementations side by side, fairly, and prints a table.
+
+See ``netlab bench --help`` and the performance page of the docs. The
+modules, one per concern:
+
+- :mod:`~netlab.bench.options`: the command line;
+- :mod:`~netlab.bench.workloads`: what each workload measures;
+- :mod:`~netlab.bench.implementations`: the servers there are, and how to
+  start each;
+- :mod:`~netlab.bench.processes`: starting, pinning, watching and stopping
+  processes;
+- :mod:`~netlab.bench.build`: compiling the C programs (``c/``) on first use;
+- :mod:`~netlab.bench.generators`: running the load generators (C, Python,
+  wrk);
+- :mod:`~netlab.bench.pyloadgen`: the Python load generator, without gcc;
+- :mod:`~netlab.bench.runner`: a run, its rounds and its results;
+- :mod:`~netlab.bench.stats`: medians, ceilings and ratios;
+- :mod:`~netlab.bench.report`: the table, the JSON, the chart;
+- :mod:`~netlab.bench.machine`: the machine and the versions;
+- :mod:`~netlab.bench.bare_echo`, :mod:`~netlab.bench.bare_web`,
+  :mod:`~netlab.bench.bare_ws`: the bare baselines.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def run(options: Any) -> int:
+    """
+    Run ``netlab bench`` with parsed :class:`~netlab.bench.options.BenchOptions`.
+
+    :return: the exit status.
+    """
+    from netlab.bench import report
+    from netlab.bench.runner import Run, Settings
+
+    if options["list"]:
+        return list_implementations(options)
+    settings = Settings(
+        workloads=options["workloads"],
+        implementations=options["impl"],
+        externals=options["vs"],
+        baseline=options["baseline"],
+        rounds=options["rounds"],
+        seconds=options["seconds"],
+        warmup=options["warmup"],
+        server_cpu=options["server-cpu"],
+        load_cpu=options["load-cpu"],
+        connections=options["connections"],
+        levels=options["levels"],
+        generator=options["generator"],
+        wrk=not options["no-wrk"],
+        spin=not options["no-spin"],
+        json=options["json"],
+        plot=options["plot"],
+        quiet=options["quiet"],
+        startup_timeout=options["startup-timeout"],
+        command=options.get("argv", []),
+    )
+    bench = Run(settings)
+    try:
+        status = bench.run()
+    except Exception as error:  # a build failure, say: one line
+        sys.stderr.write(f"netlab bench: {error}\n")
+        return 1
+    env = report.environment(bench)
+    sys.stdout.write(report.text(bench, env))
+    sys.stdout.flush()
+    if settings.json:
+        report.write_json(settings.json, report.as_json(bench, env))
+    if settings.plot:
+        report.plot(settings.plot, bench)
+    return status
+
+
+def list_implementations(options: Any) -> int:
+    """
+    Print every implementation, what it serves and whether it can run here.
+    """
+    from netlab.bench.implementations import BUILTIN
+
+    impls = [*BUILTIN.values(), *options["vs"]]
+    width = max(len(impl.name) for impl in impls)
+    for impl in impls:
+        state = impl.skip and "skipped" or impl.unavailable() or "available"
+        sys.stdout.write(
+            f"{impl.name:<{width}}  {impl.kind:<8}  {impl.summary}  [{state}]\n"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    ``python -m netlab.bench``: the same as ``netlab bench``.
+    """
+    from twisted.python import usage
+
+    from netlab.bench.options import BenchOptions
+
+    options = BenchOptions()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        options.parseOptions(args)
+    except usage.UsageError as mistake:
+        sys.stderr.write(f"netlab bench: {mistake} (see netlab bench --help)\n")
+        return 2
+    return run(options)

@@ -1,0 +1,3 @@
+from netlab.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,351 @@
+"""
+Running the load generators: the C one (``c/loadgen.c``), its Python
+stand-in (:mod:`netlab.bench.pyloadgen`) and, for HTTP, ``wrk``.
+
+Each run is pinned to the load CPU and bounded in time; its result is a
+:class:`Sample`. A generator that fails, hangs or prints nothing usable
+gives a sample with an error, never an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from netlab.bench import build
+from netlab.bench.processes import LOOPBACK, preexec
+from netlab.bench.workloads import Metric
+
+#: The Lua script that makes wrk check every response's status and body.
+WRK_SCRIPT = """\
+bad = 0
+first = ""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body)
+  if status ~= 200 or body ~= EXPECT then
+    bad = bad + 1
+    if first == "" then first = status .. " " .. string.sub(body or "", 1, 40) end
+  end
+end
+function done(summary, latency, requests)
+  local total, err = 0, ""
+  for _, t in ipairs(threads) do
+    total = total + t:get("bad")
+    if err == "" then err = t:get("first") end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "NETLAB requests=%d duration_us=%d bad=%d connect=%d read=%d write=%d "
+    .. "status=%d timeout=%d first=%s\\n",
+    summary.requests, summary.duration, total, e.connect, e.read, e.write,
+    e.status, e.timeout, err))
+end
+"""
+
+HELLO = "Hello, world!"
+
+
+@dataclass
+class Sample:
+    """
+    One measurement: a figure and how it was obtained.
+
+    :ivar value: the figure, in the metric's unit (None when there is none).
+    :ivar errors: wrong replies, lost connections, failures to connect.
+    :ivar error: the first error, in words.
+    """
+
+    value: float | None
+    errors: int = 0
+    error: str = ""
+    generator: str = ""
+    seconds: float = 0.0
+    ops: int = 0
+    bytes: int = 0
+    connections: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Generators:
+    """
+    Which generators this run uses, and where they run.
+
+    :ivar kind: ``c`` or ``python``.
+    :ivar loadgen: the command line of the load generator, before its mode.
+    :ivar wrk: wrk's path, when HTTP is measured with it.
+    :ivar cpu: the load CPU.
+    :ivar spin: the C generator busy-polls once set up.
+    """
+
+    kind: str
+    loadgen: list[str]
+    wrk: str | None
+    cpu: int
+    nofile: int
+    spin: bool = True
+    _script: str | None = None
+
+    @classmethod
+    def choose(
+        cls, preference: str, use_wrk: bool, cpu: int, nofile: int, spin: bool
+    ) -> tuple[Generators, str | None]:
+        """
+        :param preference: ``auto``, ``c`` or ``python``.
+        :return: the generators, and why the C one is not used if so.
+        :raise build.BuildError: for ``c`` when it cannot be built.
+        """
+        why = None
+        loadgen: list[str] | None = None
+        if preference in ("auto", "c"):
+            try:
+                loadgen = [str(build.program("loadgen"))]
+            except build.BuildError as error:
+                if preference == "c":
+                    raise
+                why = str(error)
+        if loadgen is None:
+            loadgen = [sys.executable, "-m", "netlab.bench.pyloadgen"]
+        wrk = shutil.which("wrk") if use_wrk else None
+        kind = "c" if loadgen[0] != sys.executable else "python"
+        return cls(kind, loadgen, wrk, cpu, nofile, spin), why
+
+    def name(self, metric: Metric) -> str:
+        """
+        :return: which generator measures ``metric``.
+        """
+        if metric.mode == "http" and self.wrk:
+            return "wrk"
+        return "C loadgen" if self.kind == "c" else "Python pyloadgen"
+
+    def _options(self, metric: Metric, port: int, connections: int) -> list[str]:
+        options = ["--host", LOOPBACK, "--port", str(port)]
+        options += ["--connections", str(connections)]
+        if self.kind == "c" and self.spin:
+            options += ["--spin", "1"]
+        return options
+
+    def run(
+        self,
+        metric: Metric,
+        port: int,
+        connections: int,
+        seconds: float,
+        warmup: float,
+    ) -> Sample:
+        """
+        Measure ``metric`` against the server on ``port``: set up every
+        connection, ``warmup`` seconds not counted, ``seconds`` counted.
+        """
+        if metric.mode == "http" and self.wrk:
+            return self._wrk(port, connections, seconds, warmup)
+        setup = 10.0 + connections / 200
+        argv = [*self.loadgen, metric.mode, *self._options(metric, port, connections)]
+        argv += ["--seconds", f"{seconds:g}", "--warmup", f"{warmup:g}"]
+        argv += ["--setup-timeout", f"{setup:g}"]
+        name = self.name(metric)
+        try:
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=setup + warmup + seconds + 30,
+                preexec_fn=preexec(self.cpu, self.nofile, die_with_parent=True),
+            )
+        except subprocess.TimeoutExpired:
+            return Sample(None, 1, "the load generator did not finish in time", name)
+        report = _last_json(result.stdout)
+        if report is None:
+            why = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
+            return Sample(None, 1, f"load generator: {why[-1][:200]}", name)
+        measured = float(report.get("seconds") or 0)
+        ops, count = int(report.get("ops", 0)), int(report.get("bytes", 0))
+        value: float | None = None
+        if measured > 0:
+            value = count / measured / 1e6 if metric.mode == "bulk" else ops / measured
+        return Sample(
+            value,
+            int(report.get("errors", 0)),
+            str(report.get("error", "")),
+            name,
+            measured,
+            ops,
+            count,
+            connections,
+        )
+
+    def _wrk_script(self) -> str:
+        if self._script is None:
+            fd, path = tempfile.mkstemp(prefix="netlab-bench-", suffix=".lua")
+            with os.fdopen(fd, "w") as out:
+                out.write(f"EXPECT = {json.dumps(HELLO)}\n" + WRK_SCRIPT)
+            self._script = path
+        return self._script
+
+    def _wrk(
+        self, port: int, connections: int, seconds: float, warmup: float
+    ) -> Sample:
+        # wrk counts whole seconds, and has no warm-up of its own.
+        measured = max(1, round(seconds + 0.49))
+        runs = [(max(1, round(warmup + 0.49)), False)] if warmup > 0 else []
+        runs.append((measured, True))
+        sample = Sample(None, generator="wrk", connections=connections)
+        for duration, counted in runs:
+            argv = [
+                str(self.wrk),
+                "-t1",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--timeout",
+                "10s",
+                "-s",
+                self._wrk_script(),
+                f"http://{LOOPBACK}:{port}/",
+            ]
+            try:
+                result = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    timeout=duration + 30,
+                    preexec_fn=preexec(self.cpu, self.nofile, die_with_parent=True),
+                )
+            except subprocess.TimeoutExpired:
+                return Sample(None, 1, "wrk did not finish in time", "wrk")
+            match = re.search(r"^NETLAB (.*)$", result.stdout, re.MULTILINE)
+            if match is None:
+                why = (result.stderr or result.stdout).strip().splitlines()
+                return Sample(None, 1, f"wrk: {why[-1] if why else '?'}", "wrk")
+            counts, _, first = match.group(1).partition(" first=")
+            fields = dict(part.split("=", 1) for part in counts.split())
+            kinds = ("bad", "connect", "read", "write", "timeout")
+            errors = sum(int(fields[key]) for key in kinds)
+            sample.errors += errors
+            if errors and not sample.error:
+                sample.error = (
+                    f"wrong response: {first}" if first else "socket errors (wrk)"
+                )
+            if counted:
+                sample.ops = int(fields["requests"])
+                sample.seconds = int(fields["duration_us"]) / 1e6
+                sample.value = sample.ops / sample.seconds if sample.seconds else None
+        return sample
+
+    def idle(
+        self, port: int, levels: list[int], keep_going: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """
+        Open idle connections up to each of ``levels`` in turn, calling
+        ``keep_going(report)`` at each (with ``level``, ``held``, ``errors``,
+        ``error``); stop early when it returns False.
+
+        :return: every level's report.
+        """
+        argv = [*self.loadgen, "idle", "--host", LOOPBACK, "--port", str(port)]
+        argv += ["--levels", ",".join(map(str, levels))]
+        setup = 10.0 + max(levels) / 200
+        argv += ["--setup-timeout", f"{setup:g}"]
+        reports: list[dict[str, Any]] = []
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec(
+                self.cpu, max(self.nofile, max(levels) + 64), die_with_parent=True
+            ),
+        )
+        finished = False
+        try:
+            for _ in levels:
+                line = _read_line(process, setup + 30)
+                report = _last_json(line or "")
+                if report is None:
+                    err = process.stderr.read() if process.poll() is not None else ""
+                    why = err.strip().splitlines() or ["no report"]
+                    reports.append(
+                        {
+                            "level": None,
+                            "held": 0,
+                            "errors": 1,
+                            "error": f"load generator: {why[-1][:200]}",
+                        }
+                    )
+                    break
+                reports.append(report)
+                if not keep_going(report):
+                    break
+                process.stdin.write("\n")
+                process.stdin.flush()
+            finished = True
+        finally:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+            if not finished:  # interrupted, or it stopped answering
+                process.kill()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return reports
+
+    def close(self) -> None:
+        if self._script:
+            with contextlib.suppress(OSError):
+                os.unlink(self._script)
+            self._script = None
+
+
+def _read_line(process: subprocess.Popen[str], timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    fd = process.stdout.fileno()
+    os.set_blocking(fd, True)
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            return process.stdout.readline()
+        if process.poll() is not None:
+            return process.stdout.readline()
+    return None
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.strip().splitlines()):
+        with contextlib.suppress(ValueError):
+            data = json.loads(line)
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+def wrk_version(path: str | None) -> str | None:
+    """
+    :return: what ``wrk -v`` says of itself, in a few words.
+    """
+    if path is None:
+        return None
+    try:
+        result = subprocess.run(
+            [path, "-v"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = (result.stdout + result.stderr).split()
+    return " ".join(words[:2]) if words else "wrk"

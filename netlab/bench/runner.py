@@ -1,0 +1,583 @@
+"""
+A run: start the servers, warm them up, measure them in rounds that
+alternate the implementations, and stop everything, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netlab.bench import build, stats
+from netlab.bench.generators import Generators, Sample
+from netlab.bench.implementations import (
+    ANY,
+    BUILTIN,
+    ECHO,
+    GREETING,
+    Context,
+    Implementation,
+)
+from netlab.bench.processes import (
+    Server,
+    Servers,
+    StartError,
+    free_port,
+    memory_available,
+    raise_nofile,
+)
+from netlab.bench.workloads import WORKLOADS, Metric, Workload
+
+#: Below this share of the machine's memory available, the idle workload
+#: opens no more connections (a forking server may take a process each).
+MEMORY_GUARD = 0.25
+
+
+@dataclass
+class Settings:
+    """
+    What ``netlab bench`` was asked to do (see :mod:`netlab.bench.options`).
+    """
+
+    workloads: list[str]
+    implementations: list[str] | None = None
+    externals: list[Implementation] = field(default_factory=list)
+    baseline: str | None = None
+    rounds: int = 3
+    seconds: float = 3.0
+    warmup: float = 1.0
+    server_cpu: int = 0
+    load_cpu: int = 1
+    connections: int = 100
+    levels: tuple[int, ...] = (1000, 5000, 10000)
+    generator: str = "auto"
+    wrk: bool = True
+    spin: bool = True
+    json: str | None = None
+    plot: str | None = None
+    quiet: bool = False
+    startup_timeout: float = 30.0
+    command: list[str] = field(default_factory=list)
+
+    def inner_warmup(self) -> float:
+        """
+        :return: seconds each measurement runs, once set up, before counting.
+        """
+        return min(0.25, self.warmup)
+
+
+@dataclass
+class Row:
+    """
+    One implementation in one workload: its samples, or why it has none.
+
+    :ivar role: ``ceiling``, ``baseline`` or empty.
+    :ivar status: ``ok``, ``skipped``, ``unavailable``, ``did not start``,
+        ``died``.
+    """
+
+    impl: Implementation
+    role: str = ""
+    status: str = "ok"
+    reason: str = ""
+    command: list[str] = field(default_factory=list)
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    warmup: dict[str, Sample] = field(default_factory=dict)
+    server: Server | None = None
+
+    @property
+    def name(self) -> str:
+        return self.impl.name
+
+    @property
+    def measured(self) -> bool:
+        return self.status in ("ok", "died")
+
+
+@dataclass
+class Result:
+    """
+    A workload's rows, and the figures drawn from them.
+    """
+
+    workload: Workload
+    metrics: list[Metric]
+    rows: list[Row]
+    baseline: str
+    generator: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def summaries(self, metric: Metric) -> dict[str, stats.Summary]:
+        """
+        :return: each measured row's :class:`~netlab.bench.stats.Summary`.
+        """
+        made = {}
+        for row in self.rows:
+            if not row.measured or metric.key not in row.samples:
+                continue
+            samples = row.samples[metric.key]
+            made[row.name] = stats.Summary(
+                [s.value for s in samples], any(s.errors for s in samples)
+            )
+        return made
+
+    def ceiling(self, metric: Metric) -> tuple[float | None, str | None]:
+        """
+        :return: the generator's ceiling for ``metric`` and whose figure it is.
+        """
+        if not metric.bounded:
+            return None, None
+        return stats.ceiling(self.summaries(metric))
+
+    def ratio(self, row: Row, metric: Metric) -> tuple[float | None, str]:
+        """
+        :return: ``row``'s ratio to the baseline for ``metric``, and a note.
+        """
+        top, _ = self.ceiling(metric)
+        summaries = self.summaries(metric)
+        return stats.ratio(row.name, summaries, self.baseline, top, metric.bounded)
+
+    @property
+    def failed(self) -> bool:
+        for row in self.rows:
+            if row.status in ("did not start", "died"):
+                return True
+            for samples in row.samples.values():
+                if any(s.errors for s in samples):
+                    return True
+        return False
+
+
+class Progress:
+    """
+    What the run is doing, on standard error.
+    """
+
+    def __init__(self, quiet: bool, total: int = 0) -> None:
+        self.quiet = quiet
+        self.total = total
+        self.done = 0
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"netlab bench: {text}\n")
+            sys.stderr.flush()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        width = len(str(self.total))
+        self.say(f"[{self.done:>{width}}/{self.total}] {text}")
+
+
+def choose_rows(workload: Workload, settings: Settings) -> tuple[list[Row], str]:
+    """
+    :return: the rows of ``workload`` (the ceiling server and the baseline
+        always among them) and the baseline's name.
+    """
+    # A greeting server is listed for the echo workloads, to say why it is
+    # not measured.
+    kinds = {workload.kind, GREETING} if workload.kind == ECHO else {workload.kind}
+    candidates = [impl for impl in BUILTIN.values() if impl.kind in kinds]
+    candidates += settings.externals
+    named = settings.implementations
+    baseline = settings.baseline
+    if baseline is None or not any(
+        impl.name == baseline and impl.kind in (workload.kind, ANY)
+        for impl in candidates
+    ):
+        baseline = workload.baseline
+    chosen = []
+    for impl in candidates:
+        wanted = named is None or impl.name in named
+        if impl.name in (workload.ceiling, baseline) or wanted:
+            chosen.append(impl)
+    rows = []
+    for impl in chosen:
+        role = (
+            "ceiling"
+            if impl.name == workload.ceiling
+            else "baseline"
+            if impl.name == baseline
+            else ""
+        )
+        row = Row(impl, role)
+        if impl.skip:
+            row.status, row.reason = "skipped", impl.skip
+        elif why := impl.unavailable():
+            row.status, row.reason = "unavailable", why
+        rows.append(row)
+    order = {"ceiling": 0, "baseline": 1, "": 2}
+    rows.sort(key=lambda row: order[row.role])
+    return rows, baseline
+
+
+def rotated(rows: list[Row], turn: int) -> list[Row]:
+    """
+    :return: ``rows`` started at a different one each round, so no
+        implementation is always measured first or right after another.
+    """
+    if not rows:
+        return rows
+    turn %= len(rows)
+    return rows[turn:] + rows[:turn]
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """
+    SIGTERM, like Ctrl-C, raises KeyboardInterrupt while the run lasts, so
+    the servers are stopped either way.
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Run:
+    """
+    One ``netlab bench`` run.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.results: list[Result] = []
+        self.progress = Progress(settings.quiet)
+        self.generators: Generators | None = None
+        self.generator_note: str | None = None
+        self.programs: dict[str, str] = {}
+        self.build_error = ""
+        self.interrupted = False
+        self.started = time.time()
+        self.load: dict[str, float] = {"before": os.getloadavg()[0]}
+
+    def nofile(self) -> int:
+        """
+        :return: the descriptors each server and generator may hold.
+        """
+        most = max(self.settings.levels) if "idle" in self.settings.workloads else 0
+        return max(most, self.settings.connections) + 1024
+
+    def prepare(self) -> None:
+        """
+        Build the C programs (or choose the Python generator without gcc).
+        """
+        s = self.settings
+        if build.compiler() is not None:
+            self.progress.say("building the C load generator and servers (cached)")
+        nofile = self.nofile()
+        raise_nofile(nofile)
+        self.generators, self.generator_note = Generators.choose(
+            s.generator, s.wrk, s.load_cpu, nofile, s.spin
+        )
+        try:
+            self.programs["cserver"] = str(build.program("cserver"))
+        except build.BuildError as error:
+            self.build_error = str(error)
+
+    def measurements(self) -> int:
+        """
+        :return: how many measurements the run will make (for the progress).
+        """
+        s = self.settings
+        total = 0
+        for name in s.workloads:
+            workload = WORKLOADS[name]
+            rows, _ = choose_rows(workload, s)
+            live = sum(1 for row in rows if row.status == "ok")
+            if name == "idle":
+                total += live * s.rounds * len(s.levels)
+            else:
+                metrics = len(workload.metrics(s.connections, s.levels))
+                total += live * metrics * (s.rounds + (1 if s.warmup > 0 else 0))
+        return total
+
+    def run(self) -> int:
+        """
+        Run every workload; print nothing but progress.
+
+        :return: 0, 1 when a server failed or a reply was wrong, 130 when
+            interrupted.
+        """
+        s = self.settings
+        log_dir = Path(tempfile.mkdtemp(prefix="netlab-bench-"))
+        self.servers = Servers(s.server_cpu, self.nofile(), log_dir)
+        try:
+            with interruptible():
+                self.prepare()
+                self.progress.total = self.measurements()
+                for name in s.workloads:
+                    self.workload(WORKLOADS[name])
+        except KeyboardInterrupt:
+            self.interrupted = True
+            if self.results:
+                self.results[-1].interrupted = True
+            self.progress.say("interrupted: stopping every server")
+        finally:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                self.servers.stop_all()
+                if self.generators is not None:
+                    self.generators.close()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            self._clean(log_dir)
+        if self.interrupted:
+            return 130
+        return 1 if any(result.failed for result in self.results) else 0
+
+    def _clean(self, log_dir: Path) -> None:
+        for entry in log_dir.iterdir():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        with contextlib.suppress(OSError):
+            log_dir.rmdir()
+
+    def context(self, idle: bool, name: str) -> Context:
+        s = self.settings
+        log = str(self.servers.log_dir / f"{name}.twistd.log")
+        connections = max(s.levels) if idle else s.connections
+        # Spinning over idle connections would only burn the server's CPU.
+        return Context(idle, connections, self.programs, log, s.spin and not idle)
+
+    def start(self, row: Row, idle: bool) -> Server | None:
+        """
+        Start ``row``'s server on a free port (not waiting for it).
+        """
+        port = free_port()
+        row.command = row.impl.argv(port, self.context(idle, f"{row.name}-{port}"))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        try:
+            row.server = self.servers.start(row.name, row.command, port, env)
+        except OSError as error:
+            row.status, row.reason = "did not start", str(error)
+            return None
+        return row.server
+
+    def ready(self, row: Row) -> bool:
+        """
+        Wait for ``row``'s server; if it does not come up, stop it and say why.
+        """
+        assert row.server is not None
+        try:
+            row.server.wait_ready(self.settings.startup_timeout)
+        except StartError as error:
+            row.status, row.reason = "did not start", str(error)
+            self.servers.stop(row.server)
+            row.server = None
+            return False
+        return True
+
+    def alive(self, row: Row) -> bool:
+        """
+        :return: whether ``row``'s server still runs (if not, it is marked).
+        """
+        if row.server is not None and row.server.process.poll() is None:
+            return True
+        if row.status == "ok":
+            words = row.server.last_words() if row.server else ""
+            row.status = "died"
+            row.reason = "the server exited during the run" + (
+                f": {words}" if words else ""
+            )
+        return False
+
+    def workload(self, workload: Workload) -> Result:
+        s = self.settings
+        rows, baseline = choose_rows(workload, s)
+        for row in rows:
+            if row.status == "ok" and "cserver" in row.impl.needs:
+                if "cserver" not in self.programs:
+                    row.status, row.reason = "unavailable", self.build_error
+        metrics = workload.metrics(s.connections, s.levels)
+        result = Result(workload, metrics, rows, baseline)
+        self.results.append(result)
+        assert self.generators is not None
+        for metric in metrics:
+            result.generator[metric.key] = self.generators.name(metric)
+        live = [row for row in rows if row.status == "ok"]
+        for row in rows:
+            if row.status != "ok":
+                self.progress.say(
+                    f"{workload.name}: {row.name}: {row.status}: {row.reason}"
+                )
+        if workload.name == "idle":
+            self.idle(result, live)
+        else:
+            self.throughput(result, live)
+        return result
+
+    def throughput(self, result: Result, live: list[Row]) -> None:
+        s = self.settings
+        name = result.workload.name
+        self.progress.say(f"{name}: starting {len(live)} servers on CPU {s.server_cpu}")
+        for row in live:
+            self.start(row, idle=False)
+        started = [row for row in live if row.server is not None and self.ready(row)]
+        # What will not be measured leaves the progress count.
+        each = len(result.metrics) * (s.rounds + (1 if s.warmup > 0 else 0))
+        self.progress.total -= (len(live) - len(started)) * each
+        live = started
+        try:
+            if s.warmup > 0:
+                for row in live:
+                    for metric in result.metrics:
+                        sample = self.measure(row, metric, s.warmup, 0.0)
+                        row.warmup[metric.key] = sample
+                        self.progress.step(
+                            f"{name} warm-up: {row.name} {metric.label}: "
+                            f"{describe(sample, metric)}"
+                        )
+            for turn in range(s.rounds):
+                for row in rotated(live, turn):
+                    for metric in result.metrics:
+                        if not self.alive(row):
+                            row.samples.setdefault(metric.key, []).append(
+                                Sample(None, 1, row.reason)
+                            )
+                            self.progress.step(f"{name}: {row.name}: {row.reason}")
+                            continue
+                        sample = self.measure(row, metric, s.seconds, s.inner_warmup())
+                        row.samples.setdefault(metric.key, []).append(sample)
+                        self.progress.step(
+                            f"{name} round {turn + 1}/{s.rounds}: {row.name} "
+                            f"{metric.label}: {describe(sample, metric)}"
+                        )
+        finally:
+            for row in live:
+                if row.server is not None:
+                    self.servers.stop(row.server)
+
+    def measure(
+        self, row: Row, metric: Metric, seconds: float, warmup: float
+    ) -> Sample:
+        assert self.generators is not None and row.server is not None
+        port = row.server.port
+        return self.generators.run(metric, port, metric.connections, seconds, warmup)
+
+    def idle(self, result: Result, live: list[Row]) -> None:
+        s = self.settings
+        levels = list(s.levels)
+        assert self.generators is not None
+        for turn in range(s.rounds):
+            for row in rotated(live, turn):
+                if row.status != "ok":
+                    continue
+                self.idle_round(result, row, levels, turn)
+
+    def idle_round(
+        self, result: Result, row: Row, levels: list[int], turn: int
+    ) -> None:
+        s = self.settings
+        name = result.workload.name
+        assert self.generators is not None
+        self.progress.say(f"{name} round {turn + 1}/{s.rounds}: starting {row.name}")
+        server = self.start(row, idle=True)
+        if server is None or not self.ready(row):
+            # Not measured, in this round or the next ones.
+            self.progress.total -= len(levels) * (s.rounds - turn)
+            return
+        reached: set[int] = set()
+        try:
+            time.sleep(0.3)
+            before = server.memory()
+
+            def keep_going(report: dict[str, Any]) -> bool:
+                level = report.get("level")
+                time.sleep(0.1)
+                after = server.memory()
+                held = int(report.get("held", 0))
+                errors = int(report.get("errors", 0))
+                error = str(report.get("error", ""))
+                if level is None:
+                    return False
+                reached.add(level)
+                if held < level and not errors:
+                    errors, error = level - held, f"held {held} of {level}"
+                per = (after["pss"] - before["pss"]) / held / 1024 if held else None
+                extra = {"before": before, "after": after}
+                extra["opened"] = report.get("opened")
+                generator = self.generators.name(result.metrics[0])
+                figures = ((f"held_{level}", float(held)), (f"kib_{level}", per))
+                for key, value in figures:
+                    row.samples.setdefault(key, []).append(
+                        Sample(
+                            value,
+                            errors,
+                            error,
+                            generator,
+                            connections=level,
+                            extra=extra,
+                        )
+                    )
+                alive = self.alive(row)
+                self.progress.step(
+                    f"{name} round {turn + 1}/{s.rounds}: {row.name}: held "
+                    f"{held:,} of {level:,}, "
+                    + (f"{per:.1f} KiB/conn" if per is not None else "no memory figure")
+                    + (f" ({errors} errors: {error})" if errors else "")
+                )
+                if memory_available() < MEMORY_GUARD:
+                    note = (
+                        f"{row.name}: stopped after {level:,} connections: "
+                        f"less than {MEMORY_GUARD:.0%} of memory left"
+                    )
+                    if note not in result.notes:
+                        result.notes.append(note)
+                    return False
+                return alive
+
+            reports = self.generators.idle(server.port, levels, keep_going)
+            for level in levels:
+                if level in reached:
+                    continue
+                why = (
+                    next((r["error"] for r in reports if r.get("level") is None), "")
+                    or "not reached (stopped before this level)"
+                )
+                for key in (f"held_{level}", f"kib_{level}"):
+                    row.samples.setdefault(key, []).append(
+                        Sample(None, 0 if "stopped" in why else 1, why)
+                    )
+                self.progress.step(f"{name}: {row.name}: {level:,}: {why}")
+        finally:
+            self.servers.stop(server)
+            row.server = None
+
+
+def describe(sample: Sample, metric: Metric) -> str:
+    """
+    :return: one sample, in words, for the progress lines.
+    """
+    if sample.value is None:
+        return f"no figure ({sample.error})"
+    text = f"{format_value(sample.value)} {metric.unit}"
+    if sample.errors:
+        text += f" — {sample.errors} errors: {sample.error}"
+    return text
+
+
+def format_value(value: float | None) -> str:
+    """
+    :return: ``value`` with thousands separators, or three significant
+        digits below 100.
+    """
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"

@@ -1,0 +1,177 @@
+"""
+The workloads: what each measures, against which kind of server, with what
+the load generator is told.
+
+- ``tcp-echo``: round trips per second with 1 connection and with
+  ``--connections`` (100), 64-byte messages, one in flight per connection.
+- ``tcp-bulk``: MB/s (10^6 bytes) echoed over one connection, 64 KiB writes,
+  at most 4 of them not yet echoed.
+- ``http``: keep-alive ``GET /`` requests per second over ``--connections``
+  (100), one in flight per connection.
+- ``ws``: WebSocket echo messages per second over ``--connections`` (100),
+  32-byte text messages, one in flight per connection.
+- ``idle``: idle connections held, and the server's memory per connection,
+  at each of ``--idle-levels`` (1,000, 5,000, 10,000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netlab.bench.implementations import ECHO, HTTP, WS
+
+ECHO_SIZE = 64
+BULK_SIZE = 65536
+BULK_WINDOW = 4
+WS_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Metric:
+    """
+    One figure of a workload, one column of its table.
+
+    :ivar key: its name in the JSON.
+    :ivar label: its column heading.
+    :ivar unit: what it counts.
+    :ivar mode: the load generator's mode.
+    :ivar connections: how many connections (0: ``--connections``).
+    :ivar higher_is_better: so a chart says which way is good.
+    :ivar compare: whether it gets a ratio to the baseline (and a chart).
+    :ivar bounded: whether the generator's ceiling can bound it
+        (throughput can; a count of connections or memory cannot).
+    """
+
+    key: str
+    label: str
+    unit: str
+    mode: str
+    connections: int = 1
+    higher_is_better: bool = True
+    compare: bool = True
+    bounded: bool = True
+
+
+@dataclass(frozen=True)
+class Workload:
+    """
+    :ivar kind: the service a server must offer to take part.
+    :ivar ceiling: the C server that gives the generator its ceiling.
+    :ivar baseline: the default ``--baseline``.
+    """
+
+    name: str
+    kind: str
+    summary: str
+    ceiling: str
+    baseline: str
+
+    def metrics(self, connections: int, levels: tuple[int, ...]) -> list[Metric]:
+        """
+        :return: the workload's figures for ``--connections`` and
+            ``--idle-levels``.
+        """
+        if self.name == "tcp-echo":
+            return [
+                Metric("rt_1", "1 conn", "round trips/s", "echo", 1),
+                Metric(
+                    f"rt_{connections}",
+                    f"{connections} conn",
+                    "round trips/s",
+                    "echo",
+                    connections,
+                ),
+            ]
+        if self.name == "tcp-bulk":
+            return [Metric("mb_s", "MB/s echoed", "MB/s", "bulk", 1)]
+        if self.name == "http":
+            return [
+                Metric(
+                    "req_s",
+                    f"req/s, {connections} conn",
+                    "requests/s",
+                    "http",
+                    connections,
+                )
+            ]
+        if self.name == "ws":
+            return [
+                Metric(
+                    "msg_s",
+                    f"msg/s, {connections} conn",
+                    "messages/s",
+                    "ws",
+                    connections,
+                )
+            ]
+        metrics = []
+        for level in levels:
+            metrics.append(
+                Metric(
+                    f"held_{level}",
+                    f"held/{level:,}",
+                    "connections",
+                    "idle",
+                    level,
+                    compare=False,
+                    bounded=False,
+                )
+            )
+            metrics.append(
+                Metric(
+                    f"kib_{level}",
+                    f"KiB/conn at {level:,}",
+                    "KiB per connection",
+                    "idle",
+                    level,
+                    higher_is_better=False,
+                    bounded=False,
+                )
+            )
+        return metrics
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "tcp-echo",
+            ECHO,
+            f"TCP echo round trips/s, {ECHO_SIZE}-byte messages, one in flight "
+            "per connection",
+            "c-echo",
+            "bare-echo",
+        ),
+        Workload(
+            "tcp-bulk",
+            ECHO,
+            f"TCP echo throughput, MB/s echoed (10^6 bytes), one connection, "
+            f"{BULK_SIZE // 1024} KiB writes, at most {BULK_WINDOW} unechoed",
+            "c-echo",
+            "bare-echo",
+        ),
+        Workload(
+            "http",
+            HTTP,
+            "HTTP/1.1 keep-alive GET / requests/s, one in flight per connection",
+            "c-http",
+            "bare-web",
+        ),
+        Workload(
+            "ws",
+            WS,
+            f"WebSocket echo messages/s, {WS_SIZE}-byte text messages, one in "
+            "flight per connection",
+            "c-ws",
+            "bare-ws",
+        ),
+        Workload(
+            "idle",
+            ECHO,
+            "idle TCP connections held, and the server's memory per connection "
+            "(PSS of its processes, after minus before, over those held)",
+            "c-echo",
+            "bare-echo",
+        ),
+    )
+}

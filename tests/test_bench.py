@@ -1,0 +1,481 @@
+"""
+``netlab bench``: tiny runs of each workload, read back from the table and
+the JSON. Never a speed: only that the right things were measured, checked
+and compared, on loopback, and that everything started was stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netlab.bench import build, implementations, stats
+from netlab.bench.options import BenchOptions
+from tests.support import ProcessResult, bounded, python, run, spawn
+
+#: One compiler cache for the whole module: built once, by the first test.
+CACHE = tempfile.mkdtemp(prefix="netlab-bench-cache-")
+atexit.register(shutil.rmtree, CACHE, True)
+
+HAVE_CC = build.compiler() is not None
+HAVE_WRK = shutil.which("wrk") is not None
+PYTHON = shlex.quote(sys.executable)
+
+#: Small and quick: one round of a fraction of a second, no warm-up.
+QUICK = ["--rounds", "1", "--seconds", "0.2", "--warmup", "0", "--quiet"]
+
+
+def accepting(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class BenchRunTests(TestCase):
+    """
+    Tiny real runs, one or two implementations each (plus the ceiling).
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        previous = os.environ.get("XDG_CACHE_HOME")
+        os.environ["XDG_CACHE_HOME"] = CACHE
+        self.addCleanup(self._restore, previous)
+        self.scratch = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.scratch, True)
+
+    @staticmethod
+    def _restore(previous: str | None) -> None:
+        if previous is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = previous
+
+    async def bench(self, *args: str, status: int = 0) -> tuple[str, dict[str, Any]]:
+        """
+        Run ``netlab bench ARGS --json FILE``.
+
+        :return: the table printed, and the JSON written.
+        """
+        report = self.scratch / "bench.json"
+        result = await run(
+            python("-m", "netlab", "bench", *args, "--json", str(report))
+        )
+        self.assertEqual(result.status, status, result)
+        self.assertNotIn(b"Traceback", result.err, result)
+        for row in json.loads(report.read_text())["workloads"].values():
+            for impl in row["implementations"]:
+                for port in _ports(impl["command"]):
+                    self.assertFalse(accepting(port), f"{impl['name']} left running")
+        return result.out.decode(), json.loads(report.read_text())
+
+    def assert_rows(self, table: str, *names: str) -> None:
+        rows = {line.split()[0] for line in table.splitlines() if line.startswith("  ")}
+        for name in names:
+            self.assertIn(name, rows, table)
+
+    def row(self, data: dict[str, Any], workload: str, name: str) -> dict[str, Any]:
+        for impl in data["workloads"][workload]["implementations"]:
+            if impl["name"] == name:
+                return impl
+        self.fail(f"no {name} in {workload}")
+
+    def assert_clean_samples(
+        self, data: dict[str, Any], workload: str, name: str, rounds: int
+    ) -> dict[str, Any]:
+        impl = self.row(data, workload, name)
+        self.assertEqual(impl["status"], "ok", impl)
+        metrics = data["workloads"][workload]["metrics"]
+        for metric in metrics:
+            samples = impl["samples"][metric["key"]]
+            self.assertEqual(len(samples), rounds, samples)
+            for sample in samples:
+                self.assertEqual(sample["errors"], 0, sample)
+                self.assertIsInstance(sample["value"], float)
+            self.assertIsNotNone(impl["median"][metric["key"]])
+        return impl
+
+    def assert_ratios(self, data: dict[str, Any], workload: str) -> None:
+        """
+        Each ratio is the median over the baseline's median, or is missing
+        with a reason.
+        """
+        section = data["workloads"][workload]
+        baseline = self.row(data, workload, section["baseline"])
+        for metric in section["metrics"]:
+            if not metric["compared"]:
+                continue
+            key = metric["key"]
+            for impl in section["implementations"]:
+                if key not in impl["ratio"]:
+                    continue
+                ratio, note = impl["ratio"][key], impl["note"][key]
+                if ratio is None:
+                    self.assertTrue(note.startswith("n/a"), note)
+                    continue
+                expected = impl["median"][key] / baseline["median"][key]
+                self.assertAlmostEqual(ratio, expected)
+            if not baseline["note"][key].startswith("n/a"):
+                self.assertEqual(baseline["ratio"][key], 1.0)
+
+    async def test_tcp_echo(self) -> None:
+        """
+        tcp-echo: a figure with 1 connection and one with --connections, two
+        rounds each, for the ceiling server and the baseline asked for.
+        """
+        table, data = await self.bench(
+            *"tcp-echo --impl selectors_echo --baseline selectors_echo".split(),
+            *"--connections 10 --rounds 2 --seconds 0.2 --warmup 0 --quiet".split(),
+        )
+        self.assertIn("selectors_echo (baseline)", table)
+        for heading in ("1 conn", "10 conn", "ratio"):
+            self.assertIn(heading, table)
+        for line in ("machine:", "software:", "pinning:", "rounds:", "generator:"):
+            self.assertIn(line, table)
+        self.assertEqual(data["settings"]["rounds"], 2)
+        self.assertIn("twisted", data["versions"])
+        self.assertTrue(data["machine"]["cpu"])
+        impl = self.assert_clean_samples(data, "tcp-echo", "selectors_echo", rounds=2)
+        self.assertEqual(impl["samples"]["rt_10"][0]["connections"], 10)
+        self.assertEqual(len(impl["samples"]["rt_1"]), 2)
+        if HAVE_CC:
+            self.assert_rows(table, "c-echo")
+            self.assert_clean_samples(data, "tcp-echo", "c-echo", rounds=2)
+            self.assertIn("generator ceiling", table)
+        self.assert_ratios(data, "tcp-echo")
+
+    async def test_tcp_bulk(self) -> None:
+        """
+        tcp-bulk: MB/s echoed; and ``--plot`` draws a PNG, or says in one line
+        that matplotlib is missing.
+        """
+        chart = self.scratch / "bench.png"
+        args = [*"tcp-bulk --impl bare-echo".split(), *QUICK, "--plot", str(chart)]
+        if importlib.util.find_spec("matplotlib") is None:
+            result = await run(python("-m", "netlab.bench", *args))
+            self.assertEqual(result.status, 2, result)
+            self.assertEqual(result.err.count(b"\n"), 1, result)
+            self.assertIn(b"matplotlib", result.err)
+            args = args[:-2]
+        table, data = await self.bench(*args)
+        self.assertIn("MB/s echoed", table)
+        self.assertIn("bare-echo (baseline)", table)
+        self.assert_clean_samples(data, "tcp-bulk", "bare-echo", rounds=1)
+        if HAVE_CC:
+            self.assert_rows(table, "c-echo")
+        if chart.exists():
+            self.assertEqual(chart.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+        self.assert_ratios(data, "tcp-bulk")
+
+    async def test_http(self) -> None:
+        """
+        http with the built-in generator: keep-alive GET / requests/s.
+        """
+        table, data = await self.bench(
+            *"http --impl bare-web --no-wrk --connections 5".split(), *QUICK
+        )
+        self.assertIn("req/s, 5 conn", table)
+        self.assertIn("bare-web (baseline)", table)
+        self.assertNotIn("wrk", data["workloads"]["http"]["metrics"][0]["generator"])
+        self.assert_clean_samples(data, "http", "bare-web", rounds=1)
+        self.assert_ratios(data, "http")
+
+    async def test_http_wrk(self) -> None:
+        """
+        http with wrk, when it is installed: the table says so.
+        """
+        if not (HAVE_WRK and HAVE_CC):
+            raise self.skipTest("needs wrk and a C compiler")
+        table, data = await self.bench(
+            *"http --impl c-http --baseline c-http --connections 5".split(),
+            *"--rounds 1 --seconds 1 --warmup 0 --quiet".split(),
+        )
+        self.assertIn("generator: wrk", table)
+        self.assertEqual(data["workloads"]["http"]["metrics"][0]["generator"], "wrk")
+        self.assert_clean_samples(data, "http", "c-http", rounds=1)
+
+    async def test_ws(self) -> None:
+        """
+        ws: WebSocket echo messages/s after a real handshake.
+        """
+        table, data = await self.bench(
+            *"ws --impl bare-ws --connections 5".split(), *QUICK
+        )
+        self.assertIn("msg/s, 5 conn", table)
+        self.assertIn("bare-ws (baseline)", table)
+        self.assert_clean_samples(data, "ws", "bare-ws", rounds=1)
+        self.assert_ratios(data, "ws")
+
+    async def test_idle(self) -> None:
+        """
+        idle: the connections held at each level, and memory per connection.
+        """
+        table, data = await self.bench(
+            *"idle --impl asyncio_echo --baseline asyncio_echo".split(),
+            *"--idle-levels 20,50 --rounds 1 --quiet".split(),
+        )
+        for heading in ("held/20", "KiB/conn at 20", "held/50"):
+            self.assertIn(heading, table)
+        impl = self.row(data, "idle", "asyncio_echo")
+        self.assertEqual(impl["role"], "baseline")
+        self.assertEqual(impl["median"]["held_20"], 20)
+        self.assertEqual(impl["median"]["held_50"], 50)
+        self.assertEqual(impl["ratio"]["kib_50"], 1.0)
+        self.assertNotIn("held_50", impl["ratio"])
+        self.assertIn("pss", impl["samples"]["kib_50"][0]["extra"]["after"])
+
+    async def test_external_and_failed(self) -> None:
+        """
+        ``--vs NAME=CMD`` measures any command, as the baseline too; one that
+        answers wrong is marked FAILED, and the exit status says so.
+        """
+        mine = f"mine={PYTHON} -m netlab.compat.selectors_echo --port {{port}}"
+        liar = f"liar={PYTHON} -m netlab.compat.socket_server --port {{port}}"
+        table, data = await self.bench(
+            *"tcp-echo --connections 2 --impl mine,liar --baseline mine".split(),
+            *QUICK,
+            *("--vs", mine, "--vs", liar),
+            status=1,
+        )
+        self.assert_rows(table, "mine", "liar")
+        mine_row = self.assert_clean_samples(data, "tcp-echo", "mine", rounds=1)
+        self.assertEqual(mine_row["role"], "baseline")
+        self.assertEqual(mine_row["family"], "external")
+        liar_row = self.row(data, "tcp-echo", "liar")
+        self.assertTrue(liar_row["failed"]["rt_1"])
+        self.assertIsNone(liar_row["ratio"]["rt_1"])
+        self.assertEqual(liar_row["note"]["rt_1"], "failed")
+        self.assertIn("FAILED", table)
+        self.assertIn("the server closed the connection", table)
+
+    async def test_python_generator(self) -> None:
+        """
+        ``--generator python``: the same run, marked in the table.
+        """
+        table, data = await self.bench(
+            *"tcp-echo --impl selectors_echo --baseline selectors_echo".split(),
+            *"--generator python --connections 3".split(),
+            *QUICK,
+        )
+        self.assertIn("Python pyloadgen", table)
+        self.assertIn("GENERATOR-BOUND LIKELY", table)
+        self.assertEqual(data["generator"]["kind"], "python")
+        self.assert_clean_samples(data, "tcp-echo", "selectors_echo", rounds=1)
+
+    async def test_interrupted(self) -> None:
+        """
+        Ctrl-C stops every server it started and exits with 130, after
+        printing (and writing) what it had.
+        """
+        report = self.scratch / "bench.json"
+        child = spawn(
+            python(
+                *"-m netlab.bench tcp-echo --impl selectors_echo".split(),
+                *"--rounds 5 --seconds 1 --warmup 0 --json".split(),
+                str(report),
+            ),
+            watch=rb"round 1/5",
+        )
+        await bounded(child.protocol.seen)
+        child.signal("INT")
+        result: ProcessResult = await child.ended()
+        self.assertEqual(result.status, 130, result)
+        self.assertIn(b"INTERRUPTED", result.out)
+        self.assertNotIn(b"Traceback", result.err)
+        data = json.loads(report.read_text())
+        self.assertTrue(data["interrupted"])
+        ports = [
+            port
+            for impl in data["workloads"]["tcp-echo"]["implementations"]
+            for port in _ports(impl["command"])
+        ]
+        self.assertTrue(ports)
+        for port in ports:
+            self.assertFalse(accepting(port))
+
+
+class BenchCommandTests(TestCase):
+    """
+    ``netlab bench`` as a command: its help and its usage errors.
+    """
+
+    timeout = 60
+
+    async def test_help(self) -> None:
+        result = await run(python("-m", "netlab", "bench", "--help"))
+        self.assertEqual(result.status, 0, result)
+        for word in (
+            b"tcp-echo",
+            b"tcp-bulk",
+            b"http",
+            b"ws",
+            b"idle",
+            b"--vs",
+            b"--cpu",
+            b"--baseline",
+            b"--rounds",
+            b"--seconds",
+            b"--json",
+            b"--plot",
+            b"netlab-echo-asyncio",
+            b"bare-web",
+            b"selectors_echo",
+            b"c-echo",
+        ):
+            self.assertIn(word, result.out)
+
+    async def test_list(self) -> None:
+        result = await run(python("-m", "netlab", "bench", "--list"))
+        self.assertEqual(result.status, 0, result)
+        for name in implementations.BUILTIN:
+            self.assertIn(name.encode(), result.out)
+
+    async def test_bad_option_one_line(self) -> None:
+        """
+        A mistake is one line on standard error and exit status 2, through
+        ``netlab bench`` and ``python -m netlab.bench`` alike.
+        """
+        for command in (["-m", "netlab", "bench"], ["-m", "netlab.bench"]):
+            result = await run(python(*command, "tcp-echo", "--rounds", "0"))
+            self.assertEqual(result.status, 2, result)
+            self.assertEqual(result.out, b"", result)
+            self.assertEqual(result.err.count(b"\n"), 1, result)
+            self.assertTrue(result.err.startswith(b"netlab bench: --rounds"), result)
+
+    def test_bad_options(self) -> None:
+        """
+        Each mistake is a one-line usage error.
+        """
+        mistakes = [
+            (["tcp-echo", "--rounds", "0"], "--rounds"),
+            (["tcp-echo", "--seconds", "soon"], "--seconds"),
+            (["tcp-echo", "--warmup", "-1"], "--warmup"),
+            (["nonsense"], "unknown workload"),
+            ([], "a workload is required"),
+            (["tcp-echo", "--impl", "nginx"], "unknown implementation"),
+            (["tcp-echo", "--vs", "x=echo no port"], "{port}"),
+            (["tcp-echo", "--vs", "bare-echo=x {port}"], "built-in"),
+            (["tcp-echo", "--cpu", "0"], "--cpu"),
+            (["tcp-echo", "--cpu", "0,4096"], "--cpu"),
+            (["http", "--baseline", "bare-echo"], "--baseline"),
+            (["idle", "--idle-levels", "10,5"], "--idle-levels"),
+            (["tcp-echo", "--generator", "rust"], "--generator"),
+            (["tcp-echo", "--json", "/no/such/dir/x.json"], "--json"),
+            (["tcp-echo", "--frobnicate"], "frobnicate"),
+        ]
+        for args, word in mistakes:
+            with self.assertRaises(usage.UsageError, msg=args) as caught:
+                BenchOptions().parseOptions(args)
+            message = str(caught.exception)
+            self.assertIn(word, message, args)
+            self.assertNotIn("\n", message, args)
+
+    def test_options_after_workloads(self) -> None:
+        options = BenchOptions()
+        options.parseOptions(["tcp-echo", "--rounds", "2", "http", "-s", "0.5"])
+        self.assertEqual(options["workloads"], ["tcp-echo", "http"])
+        self.assertEqual((options["rounds"], options["seconds"]), (2, 0.5))
+        options = BenchOptions()
+        options.parseOptions(["all", "--impl", "a-b", "--vs", "a-b=x {port}"])
+        self.assertEqual(len(options["workloads"]), 5)
+        self.assertEqual(options["impl"], ["a-b"])
+
+
+class StatsTests(SynchronousTestCase):
+    """
+    Ceilings and ratios, without running anything.
+    """
+
+    def summaries(self, **medians: float | None) -> dict[str, stats.Summary]:
+        return {name: stats.Summary([value], False) for name, value in medians.items()}
+
+    def test_ceiling_is_best_median(self) -> None:
+        summaries = self.summaries(c=100.0, a=50.0, b=90.0)
+        self.assertEqual(stats.ceiling(summaries), (100.0, "c"))
+
+    def test_ratio(self) -> None:
+        summaries = self.summaries(c=1000.0, base=100.0, fast=150.0)
+        top, _ = stats.ceiling(summaries)
+        self.assertEqual(stats.ratio("fast", summaries, "base", top, True), (1.5, ""))
+        self.assertEqual(
+            stats.ratio("base", summaries, "base", top, True),
+            (1.0, "baseline"),
+        )
+        self.assertEqual(
+            stats.ratio("c", summaries, "base", top, True),
+            (None, "n/a: generator-bound"),
+        )
+
+    def test_generator_bound(self) -> None:
+        """
+        Within 20% of the generator's ceiling, there is no ratio.
+        """
+        summaries = self.summaries(c=100.0, base=50.0, near=85.0)
+        top, _ = stats.ceiling(summaries)
+        self.assertEqual(
+            stats.ratio("near", summaries, "base", top, True),
+            (None, "n/a: generator-bound"),
+        )
+        # Memory is never generator-bound.
+        self.assertEqual(
+            stats.ratio("near", summaries, "base", top, False),
+            (1.7, ""),
+        )
+
+    def test_failed(self) -> None:
+        summaries = self.summaries(base=50.0)
+        summaries["bad"] = stats.Summary([60.0, None], True)
+        self.assertEqual(
+            stats.ratio("bad", summaries, "base", None, True), (None, "failed")
+        )
+        self.assertEqual(stats.ceiling(summaries), (50.0, "base"))
+
+
+class ExternalTests(SynchronousTestCase):
+    """
+    ``--vs NAME=CMD``.
+    """
+
+    def test_command(self) -> None:
+        impl = implementations.external("mine=./server --port {port} -v")
+        self.assertEqual(impl.name, "mine")
+        argv = impl.argv(1234, implementations.Context())
+        self.assertEqual(argv, ["/bin/sh", "-c", "exec ./server --port 1234 -v"])
+
+    def test_mistakes(self) -> None:
+        for spec in (
+            "no-equals",
+            "=cmd {port}",
+            "x=",
+            "x=server",
+            "bare-echo=server {port}",
+            "bad name=server {port}",
+            "x=server {port} {other}",
+        ):
+            with self.assertRaises(ValueError, msg=spec):
+                implementations.external(spec)
+
+
+def _ports(command: list[str]) -> list[int]:
+    """
+    :return: the ports a server's command line listens on.
+    """
+    ports = []
+    words = " ".join(command).replace(":", " ").replace("=", " ").split()
+    for before, word in zip(words, words[1:], strict=False):
+        if before in ("--port", "tcp") and word.isdigit():
+            ports.append(int(word))
+    return ports
