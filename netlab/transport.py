@@ -48,10 +48,17 @@ class FlushingServer(tcp.Server):
             self._reading = False
             self._flush()
 
+    def _holding(self) -> bool:
+        """
+        :return: whether a write now waits for the end of the read; not
+            outside a read, nor with a send already under way (Twisted's
+            buffering keeps the order then), nor after ``startTLS`` (whose
+            writes must go through the TLS layer).
+        """
+        return self._reading and not self.dataBuffer and not self.TLS
+
     def write(self, data: bytes) -> None:
-        if not self._reading or self.dataBuffer:
-            # Outside a read, or with a send already under way: Twisted's
-            # buffering keeps the order and watches the socket.
+        if not self._holding():
             super().write(data)
             return
         _dataMustBeBytes(data)
@@ -60,6 +67,14 @@ class FlushingServer(tcp.Server):
         self._tempDataBuffer.append(data)
         self._tempDataLen += len(data)
         self._maybePauseProducer()
+
+    def writeSequence(self, iovec: Any) -> None:
+        # Twisted's own would watch the socket for a send the read's end
+        # makes anyway (twisted.web writes each response head this way).
+        if not self._holding():
+            super().writeSequence(iovec)
+            return
+        self.write(b"".join(iovec))
 
     def _flush(self) -> None:
         """

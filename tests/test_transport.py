@@ -76,7 +76,8 @@ class FlushingTests(TestCase):
         seen: defer.Deferred[bool] = defer.Deferred()
 
         def on_read(server: Scripted, data: bytes) -> None:
-            server.transport.write(b"reply")
+            server.transport.writeSequence([b"re", b"p"])
+            server.transport.write(b"ly")
             reactor.callLater(
                 0, lambda: seen.callback(server.transport in reactor.getWriters())
             )
