@@ -16,6 +16,7 @@ from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -258,6 +259,32 @@ class FlushingTests(TestCase):
         self.assertIsInstance(
             factory.connections[0].transport.transport, FlushingServer
         )
+
+    async def test_start_tls_in_a_read(self) -> None:
+        """
+        A protocol that answers in plain text and then calls ``startTLS``
+        in the same read (STARTTLS): the answer leaves in the clear, and
+        every later write goes through TLS.
+        """
+        certificates = make_certificates(pathlib.Path(self.mktemp()))
+        server_options = PrivateCertificate.loadPEM(
+            certificates.server.read_text() + certificates.server_key.read_text()
+        ).options()
+        trust = Certificate.loadPEM(certificates.ca.read_text())
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            if data == b"STARTTLS\n":
+                server.transport.write(b"OK\n")
+                server.transport.startTLS(server_options)
+            else:
+                server.transport.write(b"got " + data)
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"STARTTLS\n")
+        self.assertEqual(await peer.received_at_least(3), b"OK\n")
+        peer.transport.startTLS(optionsForClientTLS("localhost", trust))
+        peer.transport.write(b"secret")
+        self.assertEqual(await peer.received_at_least(13), b"OK\ngot secret")
 
     def test_flushing_twice_is_once(self) -> None:
         once = flushing(reactor)
