@@ -16,6 +16,7 @@ connections); :func:`harden` sets netlab's :class:`~netlab.limits.Limits`.
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +30,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.websocket import USES_NVX
 from autobahn.websocket.compress import (
     PerMessageDeflate,
     PerMessageDeflateOffer,
@@ -37,6 +39,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponseAccept,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
@@ -58,6 +61,7 @@ from netlab.tracking import ConnectionTracker, Unavailable
 DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
 #: What the echo puts before each text message.
 PREFIX = "Echo: "
+_PREFIX_BYTES = PREFIX.encode()
 #: Seconds the client gives connecting plus the opening handshake.
 DEFAULT_CLIENT_TIMEOUT = 10.0
 #: The largest message the client accepts.
@@ -204,6 +208,58 @@ _REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/\d\.
 _BAD_FIELD_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f\x85]")
 
 
+# The fast path (see EchoProtocol.dataReceived).
+
+#: The first byte of a whole (FIN) text or binary frame, no RSV bits.
+_TEXT_FRAME, _BINARY_FRAME = 0x81, 0x82
+#: The most a 64-bit frame length may be (RFC 6455 5.2: the top bit is 0).
+_MAX_FRAME_LENGTH = 0x7FFFFFFFFFFFFFFF
+#: Up to this length, unmasking through Python integers beats autobahn's
+#: C masker (whose set-up costs more than the XOR of a short payload).
+_SHORT_PAYLOAD = 1024
+_HEAD_16 = struct.Struct("!BBH").pack
+_HEAD_64 = struct.Struct("!BBQ").pack
+
+
+def _unmask(data: bytes, mask: bytes) -> bytes:
+    """
+    :return: ``data`` XORed with the 4-byte ``mask`` repeated (RFC 6455 5.3).
+    """
+    size = len(data)
+    if size > _SHORT_PAYLOAD and USES_NVX:
+        return create_xor_masker(mask, size).process(data)
+    key = (mask * ((size >> 2) + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        size, "little"
+    )
+
+
+def _is_utf8(data: bytes) -> bool:
+    """
+    :return: whether ``data`` is UTF-8 as RFC 3629 has it (no surrogates, no
+        overlong forms, nothing past U+10FFFF): Python's strict decoder.
+    """
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _frame(first: int, payload: bytes) -> bytes:
+    """
+    :return: an unmasked server frame: first byte ``first``, then ``payload``.
+    """
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return _HEAD_16(first, 126, size) + payload
+    return _HEAD_64(first, 127, size) + payload
+
+
 _AUTOBAHN_TIMERS = (
     "openHandshakeTimeoutCall",
     "closeHandshakeTimeoutCall",
@@ -225,10 +281,24 @@ class EchoProtocol(WebSocketServerProtocol):
     they drain, so a client cannot make it buffer without bound. (A client
     that never reads again misses its pongs and is dropped by the ping
     timeout.)
+
+    Fast path: once open, the common frames (whole, uncompressed, masked
+    text or binary frames within the limits, complete in the buffer) are
+    parsed, unmasked, checked and answered here, with autobahn's state and
+    statistics kept as autobahn keeps them; everything else, from the first
+    frame that is not one of those on, goes through autobahn unchanged. The
+    replies are the same bytes either way.
     """
 
     #: Whether reading from the client is paused for back-pressure.
     reading_paused = False
+    #: Whether received frames may take the fast path (set on open).
+    _fast_receive = False
+    #: Whether replies may be written as one plain frame (set on open).
+    _fast_send = False
+    #: The largest payload the fast path takes in, or sends as one frame.
+    _fast_receive_limit = 0
+    _fast_send_limit = 0
 
     _log = Logger()
     factory: EchoFactory
@@ -337,6 +407,146 @@ class EchoProtocol(WebSocketServerProtocol):
             # Nothing has been inflated yet; see _StrictDeflate for why.
             self._perMessageCompress.__class__ = _StrictDeflate
         self.registerProducer(self, True)
+        self._choose_fast_paths()
+
+    def _choose_fast_paths(self) -> None:
+        """
+        Decide whether this connection's frames may take the fast path
+        (:meth:`dataReceived`), and its replies (:meth:`_send`), from its
+        options: not when autobahn is to log or time each frame, or to do
+        something with a frame that the fast path does not.
+        """
+        plain = not (self.logOctets or self.logFrames or self.trackTimings)
+        self._fast_receive = plain and self.applyMask and self.websocket_version == 13
+        self._fast_receive_limit = min(
+            (
+                limit
+                for limit in (self.maxFramePayloadSize, self.maxMessagePayloadSize)
+                if limit > 0
+            ),
+            default=_MAX_FRAME_LENGTH,
+        )
+        self._fast_send = (
+            plain and self._perMessageCompress is None and not self.maskServerFrames
+        )
+        # Past autoFragmentSize, autobahn sends fragments.
+        self._fast_send_limit = self.autoFragmentSize or _MAX_FRAME_LENGTH
+
+    def dataReceived(self, data: bytes) -> None:
+        # The fast path: the whole text and binary frames at the start of the
+        # buffer are answered here; from the first other frame on (a control
+        # frame, a fragment, a compressed, unmasked, oversized, malformed or
+        # incomplete frame, text that is not UTF-8), autobahn reads the rest
+        # as it would have, and fails the connection, or not, as it would
+        # have. Only between messages, with nothing listening for autobahn's
+        # "message" event (fired only by autobahn's own path).
+        if not (
+            self._fast_receive
+            and self.state == self.STATE_OPEN
+            and self.current_frame is None
+            and not self.inside_message
+            and self._listeners is None
+        ):
+            super().dataReceived(data)
+            return
+        stats = self.trafficStats
+        stats.incomingOctetsWireLevel += len(data)
+        buffered = self.data + data if self.data else data
+        self.data = b""
+        end = len(buffered)
+        limit = self._fast_receive_limit
+        validate = self.utf8validateIncoming
+        position = 0
+        try:
+            while end - position >= 6:  # the shortest masked frame
+                first = buffered[position]
+                second = buffered[position + 1]
+                if (
+                    first != _TEXT_FRAME and first != _BINARY_FRAME
+                ) or second < 0x80:  # not masked
+                    break
+                size = second & 0x7F
+                if size < 126:
+                    mask_at = position + 2
+                elif size == 126:
+                    mask_at = position + 4
+                    if mask_at + 4 > end:
+                        break
+                    size = (buffered[position + 2] << 8) | buffered[position + 3]
+                    if size < 126:  # not the shortest encoding: autobahn's 1002
+                        break
+                else:
+                    mask_at = position + 10
+                    if mask_at + 4 > end:
+                        break
+                    size = int.from_bytes(buffered[position + 2 : mask_at], "big")
+                    if size < 65536:  # not the shortest encoding: 1002
+                        break
+                if size > limit:  # autobahn's 1009
+                    break
+                start = mask_at + 4
+                stop = start + size
+                if stop > end:  # incomplete: autobahn reads it as it comes
+                    break
+                payload = (
+                    _unmask(buffered[start:stop], buffered[mask_at:start])
+                    if size
+                    else b""
+                )
+                binary = first == _BINARY_FRAME
+                if not binary and validate and not _is_utf8(payload):
+                    break  # autobahn's 1007
+                position = stop
+                stats.incomingOctetsWebSocketLevel += size
+                stats.incomingOctetsAppLevel += size
+                stats.incomingWebSocketFrames += 1
+                stats.incomingWebSocketMessages += 1
+                if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                    # A data frame counts as the peer's answer to a ping, as
+                    # in autobahn's onFrameEnd.
+                    self._cancelAutoPingTimeoutCall()
+                self.onMessage(payload, binary)
+                if self.state != self.STATE_OPEN:
+                    break
+        finally:
+            # What is left is autobahn's, whatever happened above.
+            self.data = buffered[position:] if position else buffered
+        if self.data:
+            self.consumeData()
+
+    def _send(self, payload: bytes, binary: bool) -> None:
+        """
+        Send ``payload`` as one message: as one plain frame written to the
+        transport when autobahn would send just that, else with autobahn's
+        ``sendMessage``. Either way it goes through the transport, whose
+        buffer pauses reading when it fills (see :meth:`pauseProducing`).
+
+        ``--max-message`` bounds what the client sends, not the echo, which
+        may be longer (``Echo: `` and a message of the largest size; deflate
+        makes random bytes a little longer): autobahn's ``sendMessage``
+        would refuse it with an exception, and the connection would be lost.
+        """
+        if (
+            self._fast_send
+            and self.state == self.STATE_OPEN
+            and len(payload) <= self._fast_send_limit
+            and not self.send_queue
+        ):
+            frame = _frame(_BINARY_FRAME if binary else _TEXT_FRAME, payload)
+            self.transport.write(frame)
+            size = len(payload)
+            stats = self.trafficStats
+            stats.outgoingWebSocketMessages += 1
+            stats.outgoingWebSocketFrames += 1
+            stats.outgoingOctetsAppLevel += size
+            stats.outgoingOctetsWebSocketLevel += size
+            stats.outgoingOctetsWireLevel += len(frame)
+            return
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            self.sendMessage(payload, isBinary=binary)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def pauseProducing(self) -> None:
         self.reading_paused = True
@@ -417,9 +627,9 @@ class EchoProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        reply = payload if isBinary else PREFIX.encode() + payload
-        # Text was already checked as UTF-8 by autobahn: no need to decode.
-        self.sendMessage(reply, isBinary=isBinary)
+        reply = payload if isBinary else _PREFIX_BYTES + payload
+        # Text was already checked as UTF-8: no need to decode.
+        self._send(reply, isBinary)
         metrics.echoed_message(self.factory.service_name, len(payload), len(reply))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
