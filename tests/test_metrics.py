@@ -13,7 +13,7 @@ import pathlib
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 from netlab import auth, certs, http, metrics, tcp, tls, websocket
@@ -175,4 +175,32 @@ class MetricsTests(TestCase):
         )
         self.assertEqual(
             delta(before, after, "netlab_auth_failures_total", via="http"), 1
+        )
+
+
+class HistogramTests(SynchronousTestCase):
+    def test_buckets_are_cumulative_and_bounds_inclusive(self) -> None:
+        """
+        A duration equal to a bucket's bound counts in that bucket (``le``),
+        the buckets are cumulative, and the sum and count add up.
+        """
+        for seconds in (0.005, 0.0051, 0.3, 11.0):
+            metrics.http_request("histogram-test", "GET", 200, seconds)
+        samples = {
+            (sample.name, sample.labels.get("le")): sample.value
+            for sample in metrics.HTTP_DURATION.collect().samples
+            if sample.labels["service"] == "histogram-test"
+        }
+        bucket = "netlab_http_request_duration_seconds_bucket"
+        self.assertEqual(samples[(bucket, "0.005")], 1)
+        self.assertEqual(samples[(bucket, "0.01")], 2)
+        self.assertEqual(samples[(bucket, "0.25")], 2)
+        self.assertEqual(samples[(bucket, "0.5")], 3)
+        self.assertEqual(samples[(bucket, "10.0")], 3)
+        self.assertEqual(samples[(bucket, "+Inf")], 4)
+        self.assertEqual(
+            samples[("netlab_http_request_duration_seconds_count", None)], 4
+        )
+        self.assertAlmostEqual(
+            samples[("netlab_http_request_duration_seconds_sum", None)], 11.3101
         )
