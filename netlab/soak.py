@@ -83,14 +83,7 @@ HANDSHAKE_TIMEOUT = 5.0
 #: Server log events at error level that the soak knows of and tolerates
 #: (counted and shown, not failed), each a regular expression with the
 #: reason. Remove an entry once the service no longer logs it.
-KNOWN_SERVER_ERRORS = {
-    # autobahn's connectionLost logs any TLS failure at error level, so plain
-    # bytes sent to the TLS WebSocket port log an error; netlab's other TLS
-    # services log the same client at info level.
-    r"\[autobahn\.twisted\.websocket\.WebSocketServerProtocol#error\] SSL error: ": (
-        "a client's TLS garbage, logged at error level by autobahn"
-    ),
-}
+KNOWN_SERVER_ERRORS: dict[str, str] = {}
 
 #: Misbehaviours of the services that the soak knows of: each is recognised
 #: by its exact symptom, counted and shown, and fails the run only with

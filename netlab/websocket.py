@@ -43,6 +43,7 @@ from autobahn.websocket.xormasker import create_xor_masker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -54,6 +55,7 @@ from netlab import metrics
 from netlab.auth import BEARER_SUBPROTOCOL, Protection, token_from_websocket
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_endpoint, describe_tls_error
 from netlab.tracking import ConnectionTracker, Unavailable
 
@@ -643,7 +645,19 @@ class EchoProtocol(WebSocketServerProtocol):
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)
+        tls_error = describe_tls_error(reason.value)
+        if tls_error:
+            # autobahn logs any TLS failure at error level, though a client's
+            # failed handshake is no fault of the server's: at info here, as
+            # netlab's other services log it, and as a plain loss to autobahn.
+            self._log.info(
+                "websocket connection from {peer} closed: {reason}",
+                peer=describe_address(self.transport.getPeer()),
+                reason=tls_error,
+            )
+            super().connectionLost(Failure(ConnectionLost(tls_error)))
+        else:
+            super().connectionLost(reason)
         # autobahn leaves some of its timers running once the connection is
         # gone (the close handshake timeout after a 1007, for one).
         for name in _AUTOBAHN_TIMERS:

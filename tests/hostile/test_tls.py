@@ -19,6 +19,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import defer
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from netlab import http, tcp, websocket
@@ -122,6 +123,14 @@ class HostileTLS:
         alert, and closes well before any timeout.
         """
         served = await self.start(PATIENT)
+        errors: list[dict] = []
+
+        def observe(event: dict) -> None:
+            if event.get("log_level") in (LogLevel.error, LogLevel.critical):
+                errors.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         for name, data in GARBAGE.items():
             peer = await open_peer(self, served)
             peer.transport.write(data)
@@ -131,6 +140,8 @@ class HostileTLS:
                 received == b"" or received.startswith(b"\x15\x03"),
                 (name, received[:50]),
             )
+        # A client's garbage is not the server's error: nothing at error level.
+        self.assertEqual([formatEvent(event) for event in errors], [])
         await self.assert_serves_normally(served)
 
     async def test_stalled_handshake_is_dropped(self) -> None:
