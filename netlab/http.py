@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -579,22 +580,32 @@ class HTTPSite(ConnectionTracker, Site):
         duration = self.reactor.seconds() - request.started
         path = redact(request.uri).decode("latin-1")
         peer = request.channel.peer
-        self._access_log.info(
-            # One field to format, made here: a log observer's formatter costs
-            # far more per field than an f-string does.
-            "{request}",
-            request=(
-                f"{method} {path} {request.code} {request.sentLength} bytes "
-                f"{duration:.4f}s {peer}"
-            ),
-            method=method,
-            path=path,
-            status=request.code,
-            bytes=request.sentLength,
-            duration=duration,
-            peer=peer,
-            connection=getattr(request.channel, "connection_id", None),
-            client=client_identity(request.channel.transport),
+        access = self._access_log
+        # What Logger.info would hand its observer, made directly: it is one
+        # event per request, and Logger's checks cost more than the event.
+        # The one field to format, ``request``, is made here: a log
+        # observer's formatter costs far more per field than an f-string.
+        access.observer(
+            {
+                "log_logger": access,
+                "log_level": LogLevel.info,
+                "log_namespace": access.namespace,
+                "log_source": self,
+                "log_format": "{request}",
+                "log_time": time.time(),
+                "request": (
+                    f"{method} {path} {request.code} {request.sentLength} bytes "
+                    f"{duration:.4f}s {peer}"
+                ),
+                "method": method,
+                "path": path,
+                "status": request.code,
+                "bytes": request.sentLength,
+                "duration": duration,
+                "peer": peer,
+                "connection": getattr(request.channel, "connection_id", None),
+                "client": client_identity(request.channel.transport),
+            }
         )
         metrics.http_request(self.service_name, method, request.code, duration)
         metrics.transferred(self.service_name, _body_size(request), request.sentLength)
