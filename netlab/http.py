@@ -40,7 +40,7 @@ from twisted.web.client import (
     PotentialDataLoss,
     ResponseDone,
 )
-from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -61,6 +61,8 @@ DEFAULT_HTTP_LISTEN = "tcp:8080:interface=127.0.0.1"
 HELLO = b"Hello, world!"
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json"
+#: The ``Server`` header of every response.
+SERVER = b"netlab"
 
 #: Seconds the client gives a whole exchange, connect to last body byte.
 DEFAULT_CLIENT_TIMEOUT = 10.0
@@ -81,6 +83,8 @@ def redact(uri: bytes) -> bytes:
     :return: ``uri`` with the value of any ``access_token`` query parameter
         replaced, so that bearer tokens never reach a log.
     """
+    if b"access_token=" not in uri:
+        return uri
     return _SECRET_PARAMETER.sub(rb"\1REDACTED", uri)
 
 
@@ -136,22 +140,58 @@ class Route(Resource):
         return NOT_FOUND
 
 
-class Hello(Route):
+class Fixed(Route):
+    """
+    A route whose ``GET`` answer never depends on the request: ``200``,
+    :attr:`content_type` and :attr:`body`.
+
+    In any site it renders like any resource. :class:`HTTPSite` also answers
+    a plain ``GET`` or ``HEAD`` of it (see :meth:`HTTPSite.fixed_route`)
+    straight from the request head with the same bytes, without building a
+    twisted.web ``Request``: most of a small response's cost is that object.
+    """
+
+    content_type: bytes = TEXT
+    body: bytes = b""
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", self.content_type)
+        return self.body
+
+    def response(self, date: bytes, head: bool) -> bytes:
+        """
+        :return: the whole response to a ``GET`` (or a ``HEAD``, when
+            ``head``) sent at ``date``, as twisted.web would write it.
+        """
+        return b"HTTP/1.1 200 OK\r\nServer: %s\r\nDate: %s\r\n%s%s" % (
+            SERVER,
+            date,
+            self._headers(),
+            b"" if head else self.body,
+        )
+
+    def _headers(self) -> bytes:
+        return b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+            self.content_type,
+            len(self.body),
+        )
+
+
+class Hello(Fixed):
     """
     ``GET /``: ``Hello, world!`` as plain text.
     """
 
-    def render_GET(self, request: Request) -> bytes:
-        return plain(request, 200, HELLO)
+    body = HELLO
 
 
-class Health(Route):
+class Health(Fixed):
     """
     ``GET /healthz``: ``{"status": "ok"}``, for load balancers and orchestrators.
     """
 
-    def render_GET(self, request: Request) -> bytes:
-        return json_body(request, {"status": "ok"})
+    content_type = JSON
+    body = json.dumps({"status": "ok"}).encode() + b"\n"
 
 
 class Echo(Route):
@@ -243,6 +283,16 @@ class Root(Hello):
             return self
         return NOT_FOUND
 
+    def fixed_route(self, path: bytes) -> Fixed | None:
+        """
+        :return: the :class:`Fixed` resource that serves ``path`` (a request
+            target without its query, as sent), if one does.
+        """
+        if path == b"/":
+            return self
+        child = self.children.get(path[1:])
+        return child if isinstance(child, Fixed) else None
+
 
 class Guarded(Resource):
     """
@@ -280,6 +330,22 @@ _ABSOLUTE_FORM = re.compile(rb"(?i)https?://")
 # RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) and port.
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
 
+# A request head simple enough to answer without twisted.web: GET or HEAD of
+# an origin-form target over HTTP/1.1, each header line a token, a colon and
+# visible ASCII separated by spaces or tabs. Any other head, valid or not,
+# goes through twisted.web and netlab's checks on it.
+_SIMPLE_HEAD = re.compile(
+    rb"(GET|HEAD) (/[!-~]*) HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*)"
+    rb"\r\n"
+)
+_HEADER_LINE = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
+# Headers whose meaning a fixed answer would ignore (a body, an upgrade, an
+# expectation, closing): a head with any of these takes twisted.web's path.
+_NOT_SIMPLE = frozenset(
+    [b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"]
+)
+
 
 class LimitedRequest(Request):
     """
@@ -301,7 +367,7 @@ class LimitedRequest(Request):
         # (Every response sets several headers: look closer only at a name
         # as long as "Server".)
         if len(name) == 6 and name.lower() in (b"server", "server"):
-            value = b"netlab"
+            value = SERVER
         super().setHeader(name, value)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -371,6 +437,9 @@ class LimitedChannel(HTTPChannel):
             self.limits.max_request_line + self.limits.max_header_block
         )
         self.maxHeaders = self.limits.max_headers + 1
+        self._longest_head = (
+            self.limits.max_request_line + 2 + self.limits.max_header_block
+        )
         self.peer = describe_address(self.transport.getPeer())
         super().connectionMade()
         self.factory.track(self)
@@ -378,6 +447,11 @@ class LimitedChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
             return
+        if self._between_requests():
+            data = self._answer_fixed(data)
+            if not data:
+                self.resetTimeout()
+                return
         if self._awaiting_request_line and _TLS_HELLO.match(data) and not self.requests:
             # A TLS client on a plain port: nothing here can answer it, so
             # close at once rather than wait for a request head.
@@ -400,6 +474,88 @@ class LimitedChannel(HTTPChannel):
         super().dataReceived(data)
         if self._announced_chunk_too_large():
             self.refuse(413, b"Content too large\n")
+
+    def _between_requests(self) -> bool:
+        """
+        :return: whether nothing of a request has arrived yet: the next byte
+            starts a request head.
+        """
+        return (
+            self._awaiting_request_line
+            and not self._buffer
+            and not self.requests
+            and not (self._handlingRequest or self._in_body)
+            and self.line_mode
+            and self.persistent
+            and not self.factory.draining
+        )
+
+    def _answer_fixed(self, data: bytes) -> bytes:
+        """
+        Answer each whole, simple request head at the start of ``data`` whose
+        target is a :class:`Fixed` route, as twisted.web would, with its
+        access-log event and metrics.
+
+        :return: the rest of ``data``, from the first head that is not one
+            of those, for twisted.web.
+        """
+        limits = self.limits
+        site = self.factory
+        while data:
+            head = _SIMPLE_HEAD.match(data, 0, self._longest_head)
+            if head is None:
+                return data
+            method, target, block = head.groups()
+            route = site.fixed_route(target.split(b"?", 1)[0])
+            if (
+                route is None
+                # Past a limit: twisted.web's path refuses it with the status.
+                or head.start(3) - 2 > limits.max_request_line
+                or len(block) + 2 > limits.max_header_block
+                or (
+                    # Each header line is held to the request line's limit.
+                    len(block) > limits.max_request_line
+                    and max(map(len, block.split(b"\r\n"))) > limits.max_request_line
+                )
+                or not self._simple_headers(block)
+            ):
+                return data
+            started = site.reactor.seconds()
+            is_head = method == b"HEAD"
+            self.transport.write(route.response(_http_date(), is_head))
+            site.access(
+                method,
+                target,
+                200,
+                0 if is_head else len(route.body),
+                0,
+                started,
+                self,
+            )
+            data = data[head.end() :]
+        return data
+
+    def _simple_headers(self, block: bytes) -> bool:
+        """
+        :return: whether the header lines in ``block`` are within the limits,
+            hold exactly one valid ``Host``, and nothing a fixed answer would
+            ignore (see ``_NOT_SIMPLE``).
+        """
+        headers = _HEADER_LINE.findall(block)
+        if len(headers) > self.limits.max_headers:
+            return False
+        host = None
+        for name, value in headers:
+            name = name.lower()
+            if name == b"host":
+                if host is not None:
+                    return False
+                host = value
+            elif name in _NOT_SIMPLE and not (
+                name == b"connection" and value.lower() == b"keep-alive"
+            ):
+                return False
+        return host is not None and _HOST.fullmatch(host) is not None
 
     def _announced_chunk_too_large(self) -> bool:
         """
@@ -560,6 +716,8 @@ class HTTPSite(ConnectionTracker, Site):
         ConnectionTracker.__init__(self)
         if resource is None:
             resource = Root(limits, allowed_origins, self, protection)
+        self._fixed_route = getattr(resource, "fixed_route", None)
+        self._protection = protection
         if protection is not None:
             resource = Guarded(resource, protection)
         Site.__init__(self, resource, timeout=limits.idle_timeout, reactor=reactor)
@@ -575,11 +733,53 @@ class HTTPSite(ConnectionTracker, Site):
         channel.limits = self.limits
         return channel
 
+    def fixed_route(self, path: bytes) -> Fixed | None:
+        """
+        :return: the :class:`Fixed` resource that answers a request for
+            ``path`` (a target without its query, as sent), when the root
+            resource names one through a ``fixed_route(path)`` method of its
+            own (as :class:`Root` does) and no bearer token is needed there.
+            Its simple ``GET`` and ``HEAD`` requests are answered without
+            building a twisted.web ``Request``.
+        """
+        if self._fixed_route is None:
+            return None
+        if self._protection is not None and self._protection.covers(path):
+            return None
+        return self._fixed_route(path)
+
     def log(self, request: LimitedRequest) -> None:
-        method = request.method.decode("latin-1")
-        duration = self.reactor.seconds() - request.started
-        path = redact(request.uri).decode("latin-1")
-        peer = request.channel.peer
+        self.access(
+            request.method,
+            request.uri,
+            request.code,
+            request.sentLength,
+            _body_size(request),
+            request.started,
+            request.channel,
+        )
+
+    def access(
+        self,
+        method_bytes: bytes,
+        uri: bytes,
+        code: int,
+        sent: int,
+        received: int,
+        started: float,
+        channel: LimitedChannel,
+    ) -> None:
+        """
+        Log and count one request that has been answered.
+
+        :param sent: the body bytes of the response.
+        :param received: the body bytes of the request.
+        :param started: when its head arrived, on the site's reactor's clock.
+        """
+        method = method_bytes.decode("latin-1")
+        duration = self.reactor.seconds() - started
+        path = redact(uri).decode("latin-1")
+        peer = channel.peer
         access = self._access_log
         # What Logger.info would hand its observer, made directly: it is one
         # event per request, and Logger's checks cost more than the event.
@@ -594,23 +794,40 @@ class HTTPSite(ConnectionTracker, Site):
                 "log_format": "{request}",
                 "log_time": time.time(),
                 "request": (
-                    f"{method} {path} {request.code} {request.sentLength} bytes "
-                    f"{duration:.4f}s {peer}"
+                    f"{method} {path} {code} {sent} bytes {duration:.4f}s {peer}"
                 ),
                 "method": method,
                 "path": path,
-                "status": request.code,
-                "bytes": request.sentLength,
+                "status": code,
+                "bytes": sent,
                 "duration": duration,
                 "peer": peer,
-                "connection": getattr(request.channel, "connection_id", None),
-                "client": client_identity(request.channel.transport),
+                "connection": getattr(channel, "connection_id", None),
+                "client": client_identity(channel.transport),
             }
         )
-        metrics.http_request(self.service_name, method, request.code, duration)
-        metrics.transferred(self.service_name, _body_size(request), request.sentLength)
-        if request.code == 401:
+        metrics.http_request(self.service_name, method, code, duration)
+        metrics.transferred(self.service_name, received, sent)
+        if code == 401:
             metrics.auth_failed("http")
+
+
+class _DateCache:
+    """
+    The ``Date`` header's value, formatted once a second.
+    """
+
+    second = -1
+    value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second, self.value = now, datetimeToString(now)
+        return self.value
+
+
+_http_date = _DateCache()
 
 
 def _body_size(request: Request) -> int:

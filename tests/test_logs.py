@@ -9,10 +9,11 @@ import json
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import globalLogPublisher
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from netlab import http, tcp
+from netlab import http, logs, tcp
 from netlab.logs import JSONLines
 from tests.support import WAIT, bounded
 
@@ -22,12 +23,14 @@ class JSONLinesTests(TestCase):
 
     def observe(self) -> io.StringIO:
         out = io.StringIO()
-        observer = JSONLines(out)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.observer = JSONLines(out)
+        globalLogPublisher.addObserver(self.observer)
+        self.addCleanup(globalLogPublisher.removeObserver, self.observer)
         return out
 
     def records(self, out: io.StringIO) -> list[dict]:
+        # Lines of the current reactor turn are written at its end.
+        self.observer.flush()
         return [json.loads(line) for line in out.getvalue().splitlines()]
 
     async def test_connection_events(self) -> None:
@@ -69,34 +72,88 @@ class JSONLinesTests(TestCase):
         self.assertIsInstance(access["connection"], int)
 
 
+class Flushes(io.StringIO):
+    """
+    A text file that counts its flushes.
+    """
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
 class TextTests(TestCase):
     def test_same_lines_as_twistd(self) -> None:
         """
         netlab.logs.text writes what twistd's own text observer writes, for
-        events within a second, across seconds, and without a time.
+        events within a second, across seconds, and without a time; with
+        one text field or any other format; with a system, a failure, more
+        than one line, or nothing to say.
         """
         from twisted.logger import LogLevel, formatEventAsClassicLogText
+        from twisted.python.failure import Failure
 
-        from netlab import logs
-
-        out = io.StringIO()
-        observer = logs.text()
-        observer._outFile = out
         base = 1_700_000_000.0
-        events = [
-            {
-                "log_format": "{what}",
-                "what": f"event {i}",
-                "log_level": LogLevel.info,
-                "log_namespace": "netlab.test",
-                "log_time": when,
-            }
+        common = {"log_level": LogLevel.info, "log_namespace": "netlab.test"}
+        events: list[dict] = [
+            {"log_format": "{what}", "what": f"event {i}", "log_time": when, **common}
             for i, when in enumerate(
                 (base, base + 0.4, base + 0.999, base + 1.0, base + 61.5, None)
             )
         ]
+        failure = Failure(ZeroDivisionError("division by zero"))
+        for extra in (
+            {"log_format": "{what}", "what": "two\nlines"},
+            {"log_format": "{what}", "what": 42},
+            {"log_format": "{what}", "what": ""},
+            {"log_format": "{what}"},
+            {"log_format": "{what!r}", "what": "quoted"},
+            {"log_format": "{a} and {b}", "a": "x", "b": "y"},
+            {"log_format": "{what}", "what": "with system", "log_system": "sys"},
+            {"log_format": "{what}", "what": "failed", "log_failure": failure},
+            {"log_format": "no fields"},
+            {"what": "no format"},
+        ):
+            events.append({**common, "log_time": base, **extra})
+        events.append({"log_format": "{what}", "what": "no level", "log_time": base})
+        out = io.StringIO()
+        observer = logs.TextLines(out)
         for event in events:
             observer(event)
-        self.assertEqual(
-            out.getvalue(), "".join(formatEventAsClassicLogText(e) for e in events)
-        )
+        observer.flush()
+        expected = [formatEventAsClassicLogText(e) for e in events]
+        self.assertEqual(out.getvalue(), "".join(line for line in expected if line))
+
+    async def test_one_write_per_reactor_turn(self) -> None:
+        """
+        While the reactor runs, the lines of one turn are written and
+        flushed together at its end; with no reactor running, at once.
+        """
+        out = Flushes()
+        observer = logs.TextLines(out)
+        event = {"log_format": "{what}", "what": "x", "log_level": LogLevel.info}
+        observer(event)
+        self.assertEqual((out.getvalue().count("\n"), out.flushes), (1, 1))
+        # Now from within a turn of the running reactor.
+        await deferLater(reactor, 0, lambda: None)
+        for _ in range(3):
+            observer(event)
+        self.assertEqual((out.getvalue().count("\n"), out.flushes), (1, 1))
+        await deferLater(reactor, 0, lambda: None)
+        self.assertEqual((out.getvalue().count("\n"), out.flushes), (4, 2))
+
+    def test_held_lines_are_bounded(self) -> None:
+        """
+        However busy a turn, no more than ``max_held`` lines wait.
+        """
+        out = Flushes()
+        observer = logs.TextLines(out)
+        observer.max_held = 4
+        event = {"log_format": "{what}", "what": "x", "log_level": LogLevel.info}
+        for _ in range(10):
+            observer(event)
+        self.assertGreaterEqual(out.getvalue().count("\n"), 8)
+        observer.flush()
+        self.assertEqual(out.getvalue().count("\n"), 10)

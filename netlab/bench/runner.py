@@ -347,19 +347,18 @@ class Run:
         with contextlib.suppress(OSError):
             log_dir.rmdir()
 
-    def context(self, idle: bool, name: str) -> Context:
+    def context(self, idle: bool) -> Context:
         s = self.settings
-        log = str(self.servers.log_dir / f"{name}.twistd.log")
         connections = max(s.levels) if idle else s.connections
         # Spinning over idle connections would only burn the server's CPU.
-        return Context(idle, connections, self.programs, log, s.spin and not idle)
+        return Context(idle, connections, self.programs, s.spin and not idle)
 
     def start(self, row: Row, idle: bool) -> Server | None:
         """
         Start ``row``'s server on a free port (not waiting for it).
         """
         port = free_port()
-        row.command = row.impl.argv(port, self.context(idle, f"{row.name}-{port}"))
+        row.command = row.impl.argv(port, self.context(idle))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
             row.server = self.servers.start(row.name, row.command, port, env)
