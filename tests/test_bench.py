@@ -237,6 +237,31 @@ class BenchRunTests(TestCase):
         self.assertNotIn("held_50", impl["ratio"])
         self.assertIn("pss", impl["samples"]["kib_50"][0]["extra"]["after"])
 
+    async def test_ws_idle(self) -> None:
+        """
+        ws-idle: WebSocket connections held after their handshake, with the
+        C generator (when there is a compiler) and with the Python one.
+        """
+        for generator in ("auto", "python"):
+            table, data = await self.bench(
+                *"ws-idle --impl netlab-ws,ws_server --baseline ws_server".split(),
+                *"--idle-levels 10,20 --rounds 1 --quiet --generator".split(),
+                generator,
+            )
+            for heading in ("held/10", "KiB/conn at 20", "held/20"):
+                self.assertIn(heading, table)
+            for name in ("netlab-ws", "ws_server"):
+                row = self.row(data, "ws-idle", name)
+                self.assertEqual(
+                    (row["median"]["held_10"], row["median"]["held_20"]),
+                    (10, 20),
+                    (generator, name),
+                )
+                # A memory figure (at 20 connections, mostly noise).
+                self.assertIsInstance(row["median"]["kib_20"], float, (generator, name))
+            baseline = self.row(data, "ws-idle", "ws_server")
+            self.assertEqual(baseline["ratio"]["kib_20"], 1.0)
+
     async def test_external_and_failed(self) -> None:
         """
         ``--vs NAME=CMD`` measures any command, as the baseline too; one that
@@ -323,6 +348,7 @@ class BenchCommandTests(TestCase):
             b"http",
             b"ws",
             b"idle",
+            b"ws-idle",
             b"--vs",
             b"--cpu",
             b"--baseline",
@@ -390,7 +416,7 @@ class BenchCommandTests(TestCase):
         self.assertEqual((options["rounds"], options["seconds"]), (2, 0.5))
         options = BenchOptions()
         options.parseOptions(["all", "--impl", "a-b", "--vs", "a-b=x {port}"])
-        self.assertEqual(len(options["workloads"]), 5)
+        self.assertEqual(len(options["workloads"]), 6)
         self.assertEqual(options["impl"], ["a-b"])
 
 

@@ -247,16 +247,21 @@ class Generators:
         return sample
 
     def idle(
-        self, port: int, levels: list[int], keep_going: Callable[[dict[str, Any]], bool]
+        self,
+        port: int,
+        levels: list[int],
+        keep_going: Callable[[dict[str, Any]], bool],
+        mode: str = "idle",
     ) -> list[dict[str, Any]]:
         """
         Open idle connections up to each of ``levels`` in turn, calling
         ``keep_going(report)`` at each (with ``level``, ``held``, ``errors``,
         ``error``); stop early when it returns False.
 
+        :param mode: ``idle`` (TCP) or ``ws-idle`` (WebSocket).
         :return: every level's report.
         """
-        argv = [*self.loadgen, "idle", "--host", LOOPBACK, "--port", str(port)]
+        argv = [*self.loadgen, mode, "--host", LOOPBACK, "--port", str(port)]
         argv += ["--levels", ",".join(map(str, levels))]
         setup = 10.0 + max(levels) / 200
         argv += ["--setup-timeout", f"{setup:g}"]

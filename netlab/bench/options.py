@@ -107,7 +107,7 @@ class BenchOptions(usage.Options):
             None,
             "The implementation ratios are to [default: "
             "bare-echo for tcp-echo, tcp-bulk and idle; bare-web for http; bare-ws "
-            "for ws].",
+            "for ws and ws-idle].",
         ],
         ["rounds", "r", 3, "Measurements of each figure, implementations alternating."],
         [

@@ -26,6 +26,8 @@ MAX_PENDING = 64
 PERIOD = 251
 READ_SIZE = 262144
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: The modes that hold connections instead of measuring a rate.
+IDLE_MODES = ("idle", "ws-idle")
 
 
 class Failed(Exception):
@@ -99,7 +101,7 @@ class Conn:
             args = self.gen.args
             head = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
             self.send(head.encode() + b"\r\n")
-        elif mode == "ws":
+        elif mode in ("ws", "ws-idle"):
             self.send(self.ws_frame(1, self.message()))
 
     def start(self) -> None:
@@ -111,7 +113,7 @@ class Conn:
         mode = self.gen.args.mode
         if mode == "bulk":
             self.pump()
-        elif mode == "ws":
+        elif mode in ("ws", "ws-idle"):
             key = base64.b64encode(os.urandom(16))
             self.accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
             args = self.gen.args
@@ -134,7 +136,7 @@ class Conn:
             gen.held += 1
         elif gen.phase == "measure":
             gen.ops += 1
-        if gen.args.mode != "idle":
+        if gen.args.mode not in IDLE_MODES:
             self.request()
 
     def pump(self) -> None:
@@ -161,7 +163,7 @@ class Conn:
         if not data:
             raise Failed(
                 "the server closed an idle connection"
-                if self.established and gen.args.mode == "idle"
+                if self.established and gen.args.mode in IDLE_MODES
                 else "the server closed the connection"
             )
         mode = gen.args.mode
@@ -274,6 +276,8 @@ class Conn:
                 raise Failed(f"the server closed the WebSocket ({code})")
             if opcode != 1 or not b0 & 0x80:
                 raise Failed(f"unexpected frame (opcode {opcode}, fin {b0 >> 7})")
+            if self.established and self.gen.args.mode == "ws-idle":
+                raise Failed("a message from the server on an idle connection")
             if payload not in (self.msg, b"Echo: " + self.msg):
                 raise Failed(f"reply {payload[:40]!r} is not an echo of the message")
             self.complete()
@@ -416,7 +420,7 @@ class Generator:
                 self.poll(0.05)
             line = json.dumps(
                 {
-                    "mode": "idle",
+                    "mode": self.args.mode,
                     "level": level,
                     "opened": self.opened,
                     "held": self.held,
@@ -432,7 +436,9 @@ class Generator:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["echo", "bulk", "http", "ws", "idle"])
+    parser.add_argument(
+        "mode", choices=["echo", "bulk", "http", "ws", "idle", "ws-idle"]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connections", type=int, default=1)
@@ -447,11 +453,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--spin", type=int, default=0, help="ignored")
     args = parser.parse_args(argv)
     if args.size is None:
-        args.size = {"bulk": 65536, "ws": 32}.get(args.mode, 64)
+        args.size = {"bulk": 65536, "ws": 32, "ws-idle": 32}.get(args.mode, 64)
     if args.mode == "idle":
         args.size = 1
     args.levels = [int(level) for level in args.levels.split(",")]
-    if args.mode == "idle":
+    if args.mode in IDLE_MODES:
         args.connections = max(args.levels)
     return args
 
@@ -462,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raise_nofile(args.connections + 64)
     generator = Generator(args)
-    if args.mode == "idle":
+    if args.mode in IDLE_MODES:
         generator.run_idle()
     else:
         generator.run()

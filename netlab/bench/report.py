@@ -19,7 +19,7 @@ from netlab.bench.implementations import (
 )
 from netlab.bench.runner import Result, Row, Run, format_value
 from netlab.bench.stats import GENERATOR_BOUND
-from netlab.bench.workloads import Metric
+from netlab.bench.workloads import WORKLOADS, Metric
 
 
 def environment(run: Run) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def header(run: Run, env: dict[str, Any]) -> list[str]:
     s = run.settings
     m, v, g = env["machine"], env["versions"], env["generator"]
     started = datetime.datetime.fromtimestamp(run.started, datetime.UTC)
-    idle_only = s.workloads == ["idle"]
+    idle_only = all(WORKLOADS[name].idle for name in s.workloads)
     if idle_only:
         rounds = (
             f"{s.rounds}, implementations alternating, each round starting its "
@@ -119,7 +119,7 @@ def server_options(result: Result, run: Run) -> list[str]:
     families = {row.impl.family for row in result.rows if row.measured}
     names = {row.name for row in result.rows if row.measured}
     lines = []
-    if result.workload.name == "idle":
+    if result.workload.idle:
         if "netlab" in families:
             lines.append(
                 "netlab services run with "
@@ -132,7 +132,7 @@ def server_options(result: Result, run: Run) -> list[str]:
     if clients:
         most = (
             max(run.settings.levels)
-            if result.workload.name == "idle"
+            if result.workload.idle
             else (run.settings.connections)
         )
         lines.append(

@@ -269,7 +269,8 @@ class Run:
         """
         :return: the descriptors each server and generator may hold.
         """
-        most = max(self.settings.levels) if "idle" in self.settings.workloads else 0
+        idle = any(WORKLOADS[name].idle for name in self.settings.workloads)
+        most = max(self.settings.levels) if idle else 0
         return max(most, self.settings.connections) + 1024
 
     def prepare(self) -> None:
@@ -299,7 +300,7 @@ class Run:
             workload = WORKLOADS[name]
             rows, _ = choose_rows(workload, s)
             live = sum(1 for row in rows if row.status == "ok")
-            if name == "idle":
+            if workload.idle:
                 total += live * s.rounds * len(s.levels)
             else:
                 metrics = len(workload.metrics(s.connections, s.levels))
@@ -414,7 +415,7 @@ class Run:
                 self.progress.say(
                     f"{workload.name}: {row.name}: {row.status}: {row.reason}"
                 )
-        if workload.name == "idle":
+        if workload.idle:
             self.idle(result, live)
         else:
             self.throughput(result, live)
@@ -540,7 +541,9 @@ class Run:
                     return False
                 return alive
 
-            reports = self.generators.idle(server.port, levels, keep_going)
+            reports = self.generators.idle(
+                server.port, levels, keep_going, result.metrics[0].mode
+            )
             for level in levels:
                 if level in reached:
                     continue

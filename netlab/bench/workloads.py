@@ -12,6 +12,8 @@ the load generator is told.
   32-byte text messages, one in flight per connection.
 - ``idle``: idle connections held, and the server's memory per connection,
   at each of ``--idle-levels`` (1,000, 5,000, 10,000).
+- ``ws-idle``: the same with WebSocket connections, each opened with a
+  handshake and one message echoed.
 """
 
 from __future__ import annotations
@@ -66,6 +68,14 @@ class Workload:
     ceiling: str
     baseline: str
 
+    @property
+    def idle(self) -> bool:
+        """
+        Whether it holds idle connections (figures per level) rather than
+        measuring a rate.
+        """
+        return self.name in ("idle", "ws-idle")
+
     def metrics(self, connections: int, levels: tuple[int, ...]) -> list[Metric]:
         """
         :return: the workload's figures for ``--connections`` and
@@ -104,6 +114,7 @@ class Workload:
                     connections,
                 )
             ]
+        mode = self.name  # idle or ws-idle: the generator's mode too
         metrics = []
         for level in levels:
             metrics.append(
@@ -111,7 +122,7 @@ class Workload:
                     f"held_{level}",
                     f"held/{level:,}",
                     "connections",
-                    "idle",
+                    mode,
                     level,
                     compare=False,
                     bounded=False,
@@ -122,7 +133,7 @@ class Workload:
                     f"kib_{level}",
                     f"KiB/conn at {level:,}",
                     "KiB per connection",
-                    "idle",
+                    mode,
                     level,
                     higher_is_better=False,
                     bounded=False,
@@ -172,6 +183,14 @@ WORKLOADS: dict[str, Workload] = {
             "(PSS of its processes, after minus before, over those held)",
             "c-echo",
             "bare-echo",
+        ),
+        Workload(
+            "ws-idle",
+            WS,
+            "idle WebSocket connections held (each after its handshake and one "
+            "echoed message), and the server's memory per connection",
+            "c-ws",
+            "bare-ws",
         ),
     )
 }

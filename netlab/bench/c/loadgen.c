@@ -18,6 +18,8 @@
  * idle:  for each of --levels, open connections up to that many in all, each
  *        echoing one byte, then hold them; print a line per level and wait
  *        for a line on standard input before the next (end of input: exit).
+ * ws-idle: idle, with WebSocket connections: each makes the handshake and
+ *        has one message echoed, then holds (answering pings).
  *
  * Connections are opened at most 64 at a time, and each counts as
  * established only once its first reply came back (so the server really
@@ -37,7 +39,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { M_ECHO, M_BULK, M_HTTP, M_WS, M_IDLE };
+enum { M_ECHO, M_BULK, M_HTTP, M_WS, M_IDLE, M_WSIDLE };
+#define IDLE_MODE (opt.mode == M_IDLE || opt.mode == M_WSIDLE)
+#define WS_MODE (opt.mode == M_WS || opt.mode == M_WSIDLE)
 enum { S_FREE, S_CONNECTING, S_HANDSHAKE, S_OPEN, S_DEAD };
 enum { P_SETUP, P_WARMUP, P_MEASURE };
 
@@ -207,6 +211,7 @@ static void next_request(struct conn *c)
         send_bytes(c, req, (size_t)n);
         break;
     case M_WS:
+    case M_WSIDLE:
         make_message(c);
         send_ws_message(c, 1, c->msg, c->msg_len);
         break;
@@ -230,7 +235,7 @@ static void complete(struct conn *c)
         mark_established(c);
     else if (phase == P_MEASURE)
         ops++;
-    if (opt.mode != M_IDLE)
+    if (!IDLE_MODE)
         next_request(c);
 }
 
@@ -260,7 +265,7 @@ static void start(struct conn *c)
     c->state = S_OPEN;
     if (opt.mode == M_BULK) {
         pump(c);
-    } else if (opt.mode == M_WS) {
+    } else if (WS_MODE) {
         unsigned char raw[16];
         char key[32], req[512];
         for (int i = 0; i < 16; i++)
@@ -429,6 +434,10 @@ static void check_ws(struct conn *c)
             fail(c, "unexpected frame (opcode %d, fin %d)", opcode, !!fin);
             return;
         }
+        if (c->established && opt.mode == M_WSIDLE) {
+            fail(c, "a message from the server on an idle connection");
+            return;
+        }
         int plain = len == c->msg_len && !memcmp(payload, c->msg, len);
         int prefixed = len == c->msg_len + 6 && !memcmp(payload, "Echo: ", 6) &&
                        !memcmp(payload + 6, c->msg, c->msg_len);
@@ -467,7 +476,7 @@ static void readable(struct conn *c)
         return;
     }
     if (n == 0) {
-        fail(c, c->established && opt.mode == M_IDLE
+        fail(c, c->established && IDLE_MODE
                     ? "the server closed an idle connection"
                     : "the server closed the connection");
         return;
@@ -511,6 +520,7 @@ static void readable(struct conn *c)
         check_http(c);
         return;
     case M_WS:
+    case M_WSIDLE:
         c->in_len += (size_t)n;
         check_ws(c);
         return;
@@ -564,7 +574,7 @@ static void json_string(const char *s)
 
 static const char *mode_name(void)
 {
-    static const char *names[] = {"echo", "bulk", "http", "ws", "idle"};
+    static const char *names[] = {"echo", "bulk", "http", "ws", "idle", "ws-idle"};
     return names[opt.mode];
 }
 
@@ -596,9 +606,9 @@ static void run_idle(void)
         double settle = now_sec() + 0.3;
         while (now_sec() < settle)
             poll_once(50);
-        printf("{\"mode\":\"idle\",\"level\":%d,\"opened\":%d,\"held\":%d,"
+        printf("{\"mode\":\"%s\",\"level\":%d,\"opened\":%d,\"held\":%d,"
                "\"errors\":%llu,\"error\":",
-               level, opened, held, errors);
+               mode_name(), level, opened, held, errors);
         json_string(first_error);
         printf("}\n");
         fflush(stdout);
@@ -625,13 +635,13 @@ static int parse_levels(const char *s)
 
 int main(int argc, char **argv)
 {
-    static const char *modes[] = {"echo", "bulk", "http", "ws", "idle"};
+    static const char *modes[] = {"echo", "bulk", "http", "ws", "idle", "ws-idle"};
     if (argc < 2) {
-        fprintf(stderr, "usage: loadgen echo|bulk|http|ws|idle --port PORT ...\n");
+        fprintf(stderr, "usage: loadgen echo|bulk|http|ws|idle|ws-idle --port PORT ...\n");
         return 2;
     }
     opt.mode = -1;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < (int)(sizeof modes / sizeof *modes); i++)
         if (strcmp(argv[1], modes[i]) == 0)
             opt.mode = i;
     if (opt.mode < 0) {
@@ -679,11 +689,11 @@ int main(int argc, char **argv)
         }
     }
     if (opt.size < 0)
-        opt.size = opt.mode == M_BULK ? 65536 : opt.mode == M_WS ? 32 : 64;
+        opt.size = opt.mode == M_BULK ? 65536 : WS_MODE ? 32 : 64;
     if (opt.mode == M_IDLE)
         opt.size = 1;
     if (opt.port <= 0 || opt.connections <= 0 || opt.size <= 0 ||
-        (opt.mode == M_WS && opt.size > 65000) || opt.window <= 0) {
+        (WS_MODE && opt.size > 65000) || opt.window <= 0) {
         fprintf(stderr, "loadgen: bad options\n");
         return 2;
     }
@@ -699,7 +709,7 @@ int main(int argc, char **argv)
         return 2;
     }
     nconns = opt.connections;
-    if (opt.mode == M_IDLE)
+    if (IDLE_MODE)
         for (int l = 0; l < opt.nlevels; l++)
             if (opt.levels[l] > nconns)
                 nconns = opt.levels[l];
@@ -719,7 +729,7 @@ int main(int argc, char **argv)
     if (ep < 0)
         die("loadgen: epoll_create1");
 
-    if (opt.mode == M_IDLE) {
+    if (IDLE_MODE) {
         run_idle();
         return 0;
     }
