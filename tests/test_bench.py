@@ -409,6 +409,22 @@ class BenchCommandTests(TestCase):
             self.assertIn(word, message, args)
             self.assertNotIn("\n", message, args)
 
+    def test_impl_families(self) -> None:
+        """
+        ``--impl`` takes a family for all of its implementations.
+        """
+        options = BenchOptions()
+        options.parseOptions(
+            ["http", "--impl", "netlab,compat,mine", "--vs", "mine=x {port}"]
+        )
+        chosen = options["impl"]
+        for name in ("netlab-http", "netlab-ws-asyncio", "http_server", "mine"):
+            self.assertIn(name, chosen)
+        self.assertNotIn("bare-web", chosen)
+        options = BenchOptions()
+        options.parseOptions(["http", "--impl", "external", "--vs", "mine=x {port}"])
+        self.assertEqual(options["impl"], ["mine"])
+
     def test_options_after_workloads(self) -> None:
         options = BenchOptions()
         options.parseOptions(["tcp-echo", "--rounds", "2", "http", "-s", "0.5"])

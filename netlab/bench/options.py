@@ -23,8 +23,9 @@ in the same run.
 Workloads:
 {workload_lines}
 
-Implementations (--impl NAME,NAME; default: all that serve the workload;
---list shows which can run here):
+Implementations (--impl NAME,NAME, or a family: netlab, bare, compat,
+ceiling, external; default: all that serve the workload; --list shows which
+can run here):
 {impl_lines}
   NAME (--vs 'NAME=CMD')  any command that serves the workload on {{port}}
 
@@ -44,6 +45,9 @@ wrong; 2 for a usage mistake; 130 when interrupted.
 
 
 #: The numeric options: (type, whether zero is allowed).
+#: What ``--impl`` may name instead of implementations: every one of a family.
+FAMILIES = ("ceiling", "netlab", "bare", "compat", "external")
+
 NUMBERS = {
     "rounds": (int, False),
     "seconds": (float, False),
@@ -239,12 +243,21 @@ class BenchOptions(usage.Options):
         self["workloads"] = list(dict.fromkeys(names))
         for option, (kind, zero) in NUMBERS.items():
             self[option] = self._number(option, kind, zero)
-        known = set(implementations.BUILTIN) | {impl.name for impl in self["vs"]}
-        for name in self["impl"] or []:
-            if name not in known:
-                raise usage.UsageError(
-                    f"unknown implementation {name!r} (netlab bench --list shows them)"
-                )
+        everything = [*implementations.BUILTIN.values(), *self["vs"]]
+        known = {impl.name for impl in everything}
+        if self["impl"] is not None:
+            names = []
+            for name in self["impl"]:
+                if name in FAMILIES:
+                    names += [impl.name for impl in everything if impl.family == name]
+                elif name in known:
+                    names.append(name)
+                else:
+                    raise usage.UsageError(
+                        f"unknown implementation {name!r} "
+                        "(netlab bench --list shows them)"
+                    )
+            self["impl"] = list(dict.fromkeys(names))
         self._check_baseline(known)
         self._check_cpus()
         self["levels"] = self._levels(self["idle-levels"])
