@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 from twisted.internet.abstract import _dataMustBeBytes
 from twisted.internet.interfaces import IReactorTCP
 from zope.interface import directlyProvides, providedBy
@@ -41,9 +41,21 @@ class FlushingServer(tcp.Server):
     _reading = False
 
     def doRead(self) -> Any:
+        # Twisted's Connection.doRead and _dataReceived, inlined (same
+        # results; dataReceived's return value is ignored, as there): this
+        # runs for every read, and the super() and two calls it saves show.
         self._reading = True
         try:
-            return super().doRead()
+            try:
+                data = self.socket.recv(self.bufferSize)
+            except OSError as e:
+                if e.args[0] == tcp.EWOULDBLOCK:
+                    return None
+                return main.CONNECTION_LOST
+            if not data:
+                return main.CONNECTION_DONE
+            self.protocol.dataReceived(data)
+            return None
         finally:
             self._reading = False
             self._flush()
@@ -91,7 +103,18 @@ class FlushingServer(tcp.Server):
         data = b"".join(self._tempDataBuffer)
         self._tempDataBuffer = []
         self._tempDataLen = 0
-        sent = self.writeSomeData(data)
+        if len(data) > self.SEND_LIMIT:
+            sent = self.writeSomeData(data)
+        else:
+            # Connection.writeSomeData without the memoryview slice it makes
+            # to cap a send at SEND_LIMIT; Python retries EINTR (PEP 475).
+            try:
+                sent = self.socket.send(data)
+            except OSError as e:
+                if e.args[0] in (tcp.EWOULDBLOCK, tcp.ENOBUFS):
+                    sent = 0
+                else:
+                    sent = main.CONNECTION_LOST
         if isinstance(sent, int) and sent == len(data):
             if self.producer is not None and (
                 not self.streamingProducer or self.producerPaused

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import pathlib
 import random
+import socket
+import struct
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -30,11 +33,20 @@ from tests.support import Peer, bounded, connect
 
 class Scripted(protocol.Protocol):
     """
-    Answers each read by calling ``factory.on_read(self, data)``.
+    Answers each read by calling ``factory.on_read(self, data)``; ``lost``
+    fires, and ``reason`` is set, when the connection ends.
     """
+
+    def __init__(self) -> None:
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.reason: Failure | None = None
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.on_read(self, data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.reason = reason
+        self.lost.callback(None)
 
 
 class ScriptedFactory(protocol.Factory):
@@ -285,6 +297,76 @@ class FlushingTests(TestCase):
         peer.transport.startTLS(optionsForClientTLS("localhost", trust))
         peer.transport.write(b"secret")
         self.assertEqual(await peer.received_at_least(13), b"OK\ngot secret")
+
+    async def test_peer_closes_or_resets(self) -> None:
+        """
+        The server's connection ends with ConnectionDone when the peer
+        closes it (recv gives b""), and with ConnectionLost when the peer
+        resets it (recv fails).
+        """
+        for reset, expected in ((False, ConnectionDone), (True, ConnectionLost)):
+            factory, peer = await self.listen(
+                lambda server, data: server.transport.write(data)
+            )
+            peer.transport.write(b"x")
+            await peer.received_at_least(1)
+            if reset:
+                # A zero linger makes close() send a RST.
+                peer.transport.getHandle().setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                peer.transport.abortConnection()
+            else:
+                peer.transport.loseConnection()
+            server = factory.connections[0]
+            await bounded(server.lost)
+            server.reason.trap(expected)
+
+    async def test_reply_to_a_full_socket_waits(self) -> None:
+        """
+        A reply written during a read whose send finds the socket buffer
+        already full (EWOULDBLOCK) is kept and leaves once the peer reads.
+        """
+        filled: list[int] = []
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            handle = server.transport.getHandle()
+            chunk = bytes(65536)
+            while True:
+                try:
+                    filled.append(handle.send(chunk))
+                except BlockingIOError:
+                    break
+            server.transport.write(b"reply")
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"go")
+        while not filled:
+            await _turn()
+        size = sum(filled)
+        received = await peer.received_at_least(size + 5)
+        self.assertEqual(bytes(received), bytes(size) + b"reply")
+
+    async def test_failed_send_loses_the_connection(self) -> None:
+        """
+        A reply written during a read whose send fails (the socket is shut
+        for writing: EPIPE) ends the connection with ConnectionLost, as
+        Twisted's writer does, and nothing is logged.
+        """
+        read: defer.Deferred[Scripted] = defer.Deferred()
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            server.transport.getHandle().shutdown(socket.SHUT_WR)
+            server.transport.write(b"reply")
+            read.callback(server)
+
+        _, peer = await self.listen(on_read)
+        peer.transport.write(b"go")
+        server = await bounded(read)
+        await bounded(server.lost)
+        server.reason.trap(ConnectionLost)
+        await bounded(peer.closed)
+        self.assertEqual(bytes(peer.received), b"")
 
     def test_flushing_twice_is_once(self) -> None:
         once = flushing(reactor)
