@@ -368,6 +368,32 @@ class FlushingTests(TestCase):
         await bounded(peer.closed)
         self.assertEqual(bytes(peer.received), b"")
 
+    async def test_reads_grow_for_bulk_and_shrink_back(self) -> None:
+        """
+        A stream that keeps the socket full is read in larger pieces, up to
+        ``max_read``; a short read brings the read size back to
+        ``bufferSize``. Every byte arrives, in order.
+        """
+        received: list[bytes] = []
+        factory, peer = await self.listen(lambda server, data: received.append(data))
+        payload = bytes(random.Random(7).getrandbits(8) for _ in range(1 << 16)) * 64
+        peer.transport.write(payload)
+        for _ in range(10_000):
+            if sum(map(len, received)) >= len(payload):
+                break
+            await _turn()
+        self.assertEqual(b"".join(received), payload)
+        sizes = [len(chunk) for chunk in received]
+        self.assertGreater(max(sizes), FlushingServer.bufferSize, sizes)
+        self.assertLessEqual(max(sizes), FlushingServer.max_read, sizes)
+        transport = factory.connections[0].transport
+        peer.transport.write(b"small")
+        for _ in range(1000):
+            if received[-1].endswith(b"small"):
+                break
+            await _turn()
+        self.assertEqual(transport._read_size, FlushingServer.bufferSize)
+
     def test_flushing_twice_is_once(self) -> None:
         once = flushing(reactor)
         self.assertIs(flushing(once), once)
