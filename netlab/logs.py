@@ -114,23 +114,29 @@ class _Lines:
         self._lock = threading.Lock()
         # Whatever a last turn left, when the process ends.
         atexit.register(self.flush)
+        self._watched: Any = None
 
     def write_line(self, line: str) -> None:
         with self._lock:
             self._held.append(line)
             count = len(self._held)
-            if 1 < count < self.max_held:
-                return  # a write is already due at the end of this turn
         # Only a reactor already installed: importing it here would install
         # the default one before twistd installs the one it was asked for.
         reactor: Any = sys.modules.get("twisted.internet.reactor")
-        if count == 1 and getattr(reactor, "running", False):
+        if count >= self.max_held or not getattr(reactor, "running", False):
+            # No turn will end to write them (the reactor stopped, or never
+            # ran: twistd's last lines come then), or enough are waiting.
+            self.flush()
+        elif count == 1:
             if isInIOThread():
                 reactor.callLater(0, self.flush)
+                if self._watched is not reactor:
+                    # The turn that stops the reactor never ends: write what
+                    # its shutdown logged once the shutdown is over.
+                    reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+                    self._watched = reactor
             else:
                 reactor.callFromThread(self.flush)
-        else:
-            self.flush()
 
     def flush(self) -> None:
         """

@@ -255,12 +255,16 @@ class TwistdTests(TestCase):
         records = [json.loads(line) for line in child.protocol.out.splitlines()]
         closed = [r for r in records if r.get("bytes_in") == 6]
         self.assertEqual(len(closed), 1, records)
+        self.assertEqual(records[-1]["text"], "Server Shut Down.", records[-3:])
         self.assertEqual(closed[0]["service"], "echo")
         self.assertIsInstance(closed[0]["connection"], int)
 
     async def test_text_logs(self) -> None:
         """
-        ``--logger netlab.logs.text`` writes twistd's usual text lines.
+        ``--logger netlab.logs.text`` writes twistd's usual text lines, to
+        the last: a shutdown with no connection open takes one reactor turn,
+        which never ends, and twistd then kills itself with the signal (no
+        atexit), yet the shutdown's lines are written.
         """
         child, [port] = await self.start(
             "--logger",
@@ -270,12 +274,18 @@ class TwistdTests(TestCase):
             factories=("EchoFactory",),
         )
         await tcp.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
-        await self.assert_stops_on_sigterm(child, port)
+        child.signal("TERM")
+        result = await child.ended()
+        self.assertEqual(result.signal, signal.SIGTERM, result)
+        out = result.out.decode()
         self.assertRegex(
-            child.protocol.out.decode(),
+            out,
             r"\n\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[netlab\.tcp\.Echo#info\] "
             r"echo connection from 127\.0\.0\.1:\d+ closed: 6 bytes in, 6 bytes out",
         )
+        for line in ("Received SIGTERM", "Stopping factory", "Main loop terminated."):
+            self.assertIn(f"] {line}", out)
+        self.assertTrue(out.endswith("] Server Shut Down.\n"), out[-300:])
 
     async def half_a_request(self, peer) -> None:
         """
