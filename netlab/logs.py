@@ -54,9 +54,10 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _about(source: Any) -> dict[str, Any]:
+def source_fields(source: Any) -> dict[str, Any]:
     """
-    What the object that logged says about its connection, if it is one.
+    :return: what the object that logged says about its connection, if it
+        is one: its ``connection`` id, ``service`` and ``peer``.
     """
     found: dict[str, Any] = {}
     connection = getattr(source, "connection_id", None)
@@ -86,7 +87,7 @@ def as_json(event: LogEvent) -> dict[str, Any]:
         "namespace": event.get("log_namespace", "-"),
         "text": formatEvent(event),
     }
-    record.update(_about(event.get("log_source")))
+    record.update(source_fields(event.get("log_source")))
     for key, value in event.items():
         if key.startswith("log_") or key in _HIDDEN:
             continue
@@ -97,7 +98,7 @@ def as_json(event: LogEvent) -> dict[str, Any]:
     return record
 
 
-class _Lines:
+class Lines:
     """
     Writes lines to ``out``: those of one reactor turn in one write while a
     reactor runs (a busy server logs many lines per turn, and a system call
@@ -150,7 +151,7 @@ class _Lines:
 
 
 @implementer(ILogObserver)
-class JSONLines(_Lines):
+class JSONLines(Lines):
     """
     A log observer writing each event as one line of JSON to ``out``.
     """
@@ -193,26 +194,36 @@ def classic_text(event: LogEvent, clock: Any = formatTime) -> str | None:
     """
     format = event.get("log_format")
     level = event.get("log_level")
+    system = event.get("log_system")
     if (
         isinstance(format, str)
         and format[:1] == "{"
         and format[-1:] == "}"
         and format[1:-1].isidentifier()
         and level is not None
-        and not ("log_system" in event or "log_failure" in event)
-        and "log_flattened" not in event
+        and (system is None or isinstance(system, str))
+        and "log_failure" not in event
     ):
-        text = event.get(format[1:-1])
+        # A str field formats as itself; a flattened event (one relayed by
+        # netlab.workers) is formatted from its flattened field, as
+        # twisted.logger's flatFormat does.
+        name = format[1:-1]
+        flattened = event.get("log_flattened")
+        if flattened is None:
+            text = event.get(name)
+        else:
+            text = flattened.get(f"{name}!s:") if isinstance(flattened, dict) else None
         if isinstance(text, str) and text:
             when = clock(event.get("log_time"))
-            namespace = event.get("log_namespace", "-")
+            if system is None:
+                system = f"{event.get('log_namespace', '-')}#{level.name}"
             text = text.replace("\n", "\n\t")
-            return f"{when} [{namespace}#{level.name}] {text}\n"
+            return f"{when} [{system}] {text}\n"
     return formatEventAsClassicLogText(event, clock)
 
 
 @implementer(ILogObserver)
-class TextLines(_Lines):
+class TextLines(Lines):
     """
     A log observer writing twistd's text lines to ``out``.
     """

@@ -65,6 +65,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netlab.logs import Lines, source_fields
 from netlab.tls import PREFIX as TLS_PREFIX
 from netlab.tls import hardened
 from netlab.transport import flush_port
@@ -96,9 +97,6 @@ _LOG_FD = 3
 _FIRST_SOCKET_FD = 4
 # Where a relayed event keeps the traceback of its failure.
 _TRACEBACK = "netlab_worker_traceback"
-# The fields of netlab.logs.as_json that come from the logging object, which
-# does not cross the pipe: the worker adds them to the event.
-_SOURCE_FIELDS = ("service", "connection", "peer")
 # How a worker process starts: deaf to SIGINT at once (the terminal's Ctrl-C
 # reaches every process of the group; it is the supervisor's to act on, and a
 # worker still importing would print a KeyboardInterrupt traceback), then
@@ -691,17 +689,16 @@ class RelayedFailure(Failure):
 
 
 @implementer(ILogObserver)
-class _Relay:
+class _Relay(Lines):
     """
     A worker's log observer: each event, as a line of JSON, to the
-    supervisor.
+    supervisor (a reactor turn's lines in one write, as netlab.logs writes).
     """
 
-    def __init__(self, out: Any) -> None:
-        self._out = out
+    _gone = False
 
     def __call__(self, event: LogEvent) -> None:
-        if self._out is None:
+        if self._gone:
             return
         event = dict(event)
         failure = event.pop("log_failure", None)
@@ -712,13 +709,10 @@ class _Relay:
         for key, value in event.items():
             if not key.startswith("log_"):
                 event[key] = _plain(value)
-        if event.get("log_source") is not None:
-            from netlab.logs import as_json
-
-            record = as_json(event)
-            for name in _SOURCE_FIELDS:
-                if name in record:
-                    event.setdefault(name, record[name])
+        source = event.get("log_source")
+        if source is not None:
+            for name, value in source_fields(source).items():
+                event.setdefault(name, value)
         try:
             line = eventAsJSON(event)
         except Exception:
@@ -731,12 +725,14 @@ class _Relay:
                     "text": formatEvent(event),
                 }
             )
+        self.write_line(line + "\n")
+
+    def flush(self) -> None:
         try:
-            self._out.write(line + "\n")
-            self._out.flush()
+            super().flush()
         except (OSError, ValueError):
             # The supervisor is gone; this worker is about to stop.
-            self._out = None
+            self._gone = True
 
 
 def _plain(value: Any) -> Any:

@@ -89,8 +89,9 @@ class TextTests(TestCase):
         """
         netlab.logs.text writes what twistd's own text observer writes, for
         events within a second, across seconds, and without a time; with
-        one text field or any other format; with a system, a failure, more
-        than one line, or nothing to say.
+        one text field or any other format; with a system, a failure,
+        flattened fields (as netlab.workers relays them), more than one
+        line, or nothing to say.
         """
         from twisted.logger import LogLevel, formatEventAsClassicLogText
         from twisted.python.failure import Failure
@@ -112,6 +113,9 @@ class TextTests(TestCase):
             {"log_format": "{what!r}", "what": "quoted"},
             {"log_format": "{a} and {b}", "a": "x", "b": "y"},
             {"log_format": "{what}", "what": "with system", "log_system": "sys"},
+            {"log_format": "{what}", "what": "x", "log_flattened": {"what!s:": "flat"}},
+            {"log_format": "{what}", "what": "x", "log_flattened": {"other!s:": "y"}},
+            {"log_format": "{what}", "log_flattened": {"what!s:": 7}},
             {"log_format": "{what}", "what": "failed", "log_failure": failure},
             {"log_format": "no fields"},
             {"what": "no format"},
