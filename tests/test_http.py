@@ -36,6 +36,17 @@ def head_and_body(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
     return status, headers, body
 
 
+#: Limits small enough for a test to reach each of them.
+SMALL_LIMITS = Limits(
+    idle_timeout=30,
+    head_timeout=5,
+    max_body=1000,
+    max_request_line=200,
+    max_header_block=400,
+    max_headers=5,
+)
+
+
 class Connection:
     """
     One client connection to an :class:`HTTPSite` over a StringTransport.
@@ -58,14 +69,7 @@ class Connection:
 class SiteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
-        self.limits = Limits(
-            idle_timeout=30,
-            head_timeout=5,
-            max_body=1000,
-            max_request_line=200,
-            max_header_block=400,
-            max_headers=5,
-        )
+        self.limits = SMALL_LIMITS
         self.site = http.HTTPSite(limits=self.limits, reactor=self.clock)
         self.connection = Connection(self.site)
 

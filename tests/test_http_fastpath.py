@@ -21,8 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from netlab import auth, http, metrics
-from netlab.limits import Limits
-from tests.test_http import Connection, head_and_body
+from tests.test_http import SMALL_LIMITS, Connection, head_and_body
 
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
 
@@ -51,21 +50,11 @@ class ProbeRoot(http.Root):
         self.putChild(b"probe", self.probe)
 
 
-LIMITS = Limits(
-    idle_timeout=30,
-    head_timeout=5,
-    max_body=1000,
-    max_request_line=200,
-    max_header_block=400,
-    max_headers=5,
-)
-
-
 class FastPathTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.root = ProbeRoot()
-        self.site = http.HTTPSite(self.root, limits=LIMITS, reactor=self.clock)
+        self.site = http.HTTPSite(self.root, limits=SMALL_LIMITS, reactor=self.clock)
 
     def exchange(self, raw: bytes, whole: bool) -> tuple[bytes, list[dict], bool]:
         """
@@ -225,9 +214,9 @@ class FastPathTests(SynchronousTestCase):
         connection = Connection(self.site)
         connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        self.clock.advance(LIMITS.idle_timeout - 1)
+        self.clock.advance(SMALL_LIMITS.idle_timeout - 1)
         connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.clock.advance(LIMITS.idle_timeout - 1)
+        self.clock.advance(SMALL_LIMITS.idle_timeout - 1)
         self.assertFalse(connection.transport.disconnecting)
         self.clock.advance(2)
         self.assertTrue(connection.transport.disconnecting)
@@ -255,7 +244,7 @@ class FastPathTests(SynchronousTestCase):
         secret.write_bytes(b"s" * 32)
         site = http.HTTPSite(
             ProbeRoot(),
-            limits=LIMITS,
+            limits=SMALL_LIMITS,
             reactor=self.clock,
             protection=auth.Protection(
                 auth.JWTChecker(auth.secret_from_file(secret)), ("/probe",)
@@ -273,7 +262,7 @@ class FastPathTests(SynchronousTestCase):
         root = Resource()
         probe = Probe()
         root.putChild(b"probe", probe)
-        site = http.HTTPSite(root, limits=LIMITS, reactor=self.clock)
+        site = http.HTTPSite(root, limits=SMALL_LIMITS, reactor=self.clock)
         out = Connection(site).send(b"GET /probe HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(out.endswith(b"probe body\n"), out)
         self.assertEqual(probe.rendered, 1)
