@@ -26,7 +26,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import sys
-import threading
+from collections import deque
 from json import dumps
 from typing import IO, Any
 
@@ -110,17 +110,20 @@ class Lines:
 
     def __init__(self, out: IO[str]) -> None:
         self._out = out
-        self._held: list[str] = []
-        # Events may come from other threads than the reactor's.
-        self._lock = threading.Lock()
+        # No lock: a signal handler that logs (twistd's, on SIGTERM) runs in
+        # the middle of whatever the main thread was doing, a flush holding
+        # a lock included. A deque's append and popleft are atomic, so each
+        # line is written once, in order, from any thread.
+        self._held: deque[str] = deque()
+        self._flushing = False
         # Whatever a last turn left, when the process ends.
         atexit.register(self.flush)
         self._watched: Any = None
 
     def write_line(self, line: str) -> None:
-        with self._lock:
-            self._held.append(line)
-            count = len(self._held)
+        held = self._held
+        held.append(line)
+        count = len(held)
         # Only a reactor already installed: importing it here would install
         # the default one before twistd installs the one it was asked for.
         reactor: Any = sys.modules.get("twisted.internet.reactor")
@@ -143,11 +146,22 @@ class Lines:
         """
         Write the lines held, if any.
         """
-        with self._lock:
-            if self._held:
-                lines, self._held = self._held, []
-                self._out.write("".join(lines))
-                self._out.flush()
+        if self._flushing:
+            # Called from within a flush (a signal handler that logged): the
+            # flush under way writes the new line too, and a nested write to
+            # the same buffered file would fail.
+            return
+        held = self._held
+        if not held:
+            return
+        self._flushing = True
+        try:
+            write = self._out.write
+            while held:
+                write(held.popleft())
+            self._out.flush()
+        finally:
+            self._flushing = False
 
 
 @implementer(ILogObserver)

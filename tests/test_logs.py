@@ -148,6 +148,31 @@ class TextTests(TestCase):
         await deferLater(reactor, 0, lambda: None)
         self.assertEqual((out.getvalue().count("\n"), out.flushes), (4, 2))
 
+    def test_a_line_logged_during_a_flush(self) -> None:
+        """
+        A line logged while held lines are being written (as twistd's
+        SIGTERM handler logs when the signal lands in the middle of a
+        write) is written once, after them: no deadlock, no nested write.
+        """
+        info = {"log_level": LogLevel.info, "log_format": "{what}"}
+
+        class Interrupted(io.StringIO):
+            interrupted = False
+
+            def write(self, text: str) -> int:
+                written = super().write(text)
+                if not self.interrupted:
+                    self.interrupted = True
+                    observer({**info, "what": "from the handler"})
+                return written
+
+        out = Interrupted()
+        observer = logs.TextLines(out)
+        observer({**info, "what": "first"})
+        self.assertEqual(
+            out.getvalue(), "- [-#info] first\n- [-#info] from the handler\n"
+        )
+
     def test_held_lines_are_bounded(self) -> None:
         """
         However busy a turn, no more than ``max_held`` lines wait.
