@@ -49,6 +49,7 @@ from netlab import metrics
 from netlab.auth import Protection, protect
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
+from netlab.logs import PerSecond
 from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_identity, shut_down_writing
 from netlab.tracking import ConnectionTracker, Unavailable
@@ -522,7 +523,7 @@ class LimitedChannel(HTTPChannel):
                 return data
             started = site.reactor.seconds()
             is_head = method == b"HEAD"
-            self.transport.write(route.response(_http_date(), is_head))
+            self.transport.write(route.response(_http_date(time.time()), is_head))
             site.access(
                 method,
                 target,
@@ -812,22 +813,8 @@ class HTTPSite(ConnectionTracker, Site):
             metrics.auth_failed("http")
 
 
-class _DateCache:
-    """
-    The ``Date`` header's value, formatted once a second.
-    """
-
-    second = -1
-    value = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second, self.value = now, datetimeToString(now)
-        return self.value
-
-
-_http_date = _DateCache()
+#: The ``Date`` header's value.
+_http_date = PerSecond(datetimeToString)
 
 
 def _body_size(request: Request) -> int:

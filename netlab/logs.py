@@ -27,8 +27,9 @@ import atexit
 import datetime
 import sys
 from collections import deque
+from collections.abc import Callable
 from json import dumps
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 from twisted.logger import (
     ILogObserver,
@@ -39,6 +40,8 @@ from twisted.logger import (
 )
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
+
+T = TypeVar("T")
 
 # Twisted's bookkeeping, and fields that are shown some other way.
 _HIDDEN = {"format", "message", "time", "system", "isError", "log_legacy"}
@@ -182,21 +185,24 @@ def json() -> JSONLines:
     return JSONLines(sys.stdout)
 
 
-class _SecondClock:
+class PerSecond(Generic[T]):
     """
-    Formats a time as twistd's text log does, to the second, once a second.
+    A time formatted by ``format``, to the second, once a second: a busy
+    service formats the same second many times over (log lines, the HTTP
+    ``Date`` header). ``None`` (no time) goes to ``format`` as it is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, format: Callable[[Any], T]) -> None:
+        self._format = format
         self._second: int | None = None
-        self._text = "-"
+        self._text: Any = None
 
-    def __call__(self, when: float | None) -> str:
+    def __call__(self, when: float | None) -> T:
         if when is None:
-            return "-"
+            return self._format(None)
         second = int(when)
         if second != self._second:
-            self._second, self._text = second, formatTime(second)
+            self._second, self._text = second, self._format(second)
         return self._text
 
 
@@ -244,7 +250,7 @@ class TextLines(Lines):
 
     def __init__(self, out: IO[str]) -> None:
         super().__init__(out)
-        self._clock = _SecondClock()
+        self._clock = PerSecond(formatTime)
 
     def __call__(self, event: LogEvent) -> None:
         line = classic_text(event, self._clock)
