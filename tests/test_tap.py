@@ -194,3 +194,61 @@ class ListeningTests(TestCase):
         [listener] = listeners(service)
         port = await listener._waitingForPort
         self.assertIsInstance(port, FlushingPort)
+
+
+class ImportObjectTests(SynchronousTestCase):
+    """
+    ``import_object``: what ``--factory``, ``--resource``, ``--wsgi`` and
+    ``--handler`` name, or one line saying why not.
+    """
+
+    def test_both_spellings(self) -> None:
+        from netlab.tap import import_object
+
+        self.assertIs(import_object("netlab.http:Hello", "--x"), http.Hello)
+        self.assertIs(import_object("netlab.http.Hello", "--x"), http.Hello)
+        self.assertIs(
+            import_object("netlab.http:Hello.render_GET", "--x"), http.Hello.render_GET
+        )
+
+    def test_errors_are_one_line(self) -> None:
+        from netlab.tap import import_object
+
+        for path, expected in (
+            ("nosuchmodule_xyz:app", "no module named 'nosuchmodule_xyz'"),
+            ("netlab.nosuch:app", "no module named 'netlab.nosuch'"),
+            ("netlab.http:nosuch", "netlab.http has no 'nosuch'"),
+            ("netlab.http.nosuch", "netlab.http has no 'nosuch'"),
+            ("app", "expected package.module:name"),
+            ("netlab.http:", "expected package.module:name"),
+            ("1bad:app", "expected package.module:name"),
+        ):
+            error = self.assertRaises(usage.UsageError, import_object, path, "--app")
+            self.assertIn(expected, str(error))
+            self.assertTrue(str(error).startswith(f"--app {path}: "), str(error))
+            self.assertNotIn("\n", str(error))
+
+    def test_a_module_that_fails_to_import(self) -> None:
+        import os
+        import sys
+
+        from netlab.tap import import_object
+
+        folder = self.mktemp()
+        os.makedirs(folder)
+        with open(os.path.join(folder, "broken_app_xyz.py"), "w") as module:
+            module.write("import nosuchdependency_xyz\n")
+        sys.path.insert(0, folder)
+        self.addCleanup(sys.path.remove, folder)
+        error = self.assertRaises(
+            usage.UsageError, import_object, "broken_app_xyz:app", "--app"
+        )
+        self.assertIn("importing broken_app_xyz failed", str(error))
+        self.assertIn("nosuchdependency_xyz", str(error))
+        with open(os.path.join(folder, "raising_app_xyz.py"), "w") as module:
+            module.write("1 / 0\n")
+        error = self.assertRaises(
+            usage.UsageError, import_object, "raising_app_xyz:app", "--app"
+        )
+        self.assertIn("ZeroDivisionError", str(error))
+        self.assertNotIn("\n", str(error))

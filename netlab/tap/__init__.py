@@ -7,7 +7,9 @@ function, as in :mod:`twisted.web.tap`. What they share lives here.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +31,60 @@ from netlab.tls import ClientTLS, hardened, use_keylog
 from netlab.tracking import ConnectionTracker, drain
 from netlab.transport import flushing
 from netlab.wiretap import Wiretap
+
+
+def import_object(path: str, option: str) -> Any:
+    """
+    Import what an option names: ``package.module:name`` (``name`` may be
+    dotted) or, as ``twistd web --class`` takes it, ``package.module.name``.
+
+    The current folder is searched first, as ``python -m`` and gunicorn do
+    (twistd's own ``sys.path`` starts at its script's folder instead).
+
+    :param option: the option's name, for the error (``--resource``).
+    :raise usage.UsageError: with a one-line reason when the module cannot be
+        imported or has no such name.
+    """
+    module_name, colon, name = path.partition(":")
+    if not colon:
+        module_name, _, name = path.rpartition(".")
+    if (
+        not module_name
+        or not name
+        or not all(
+            part.isidentifier() for part in (*module_name.split("."), *name.split("."))
+        )
+    ):
+        raise usage.UsageError(
+            f"{option} {path}: expected package.module:name, such as myapp:root"
+        )
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (module_name + ".").startswith(error.name + "."):
+            raise usage.UsageError(
+                f"{option} {path}: no module named {error.name!r} "
+                "(is its folder on PYTHONPATH?)"
+            ) from None
+        raise usage.UsageError(
+            f"{option} {path}: importing {module_name} failed: {error}"
+        ) from None
+    except Exception as error:
+        raise usage.UsageError(
+            f"{option} {path}: importing {module_name} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    for part in name.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise usage.UsageError(
+                f"{option} {path}: {module_name} has no {name!r}"
+            ) from None
+    return found
 
 
 def check_endpoint(description: str) -> str:
@@ -230,6 +286,19 @@ class ServiceOptions(workers.WorkerOptions, DebugOptions, LimitOptions):
     default_listen: str = ""
     factory_class: type
 
+    @classmethod
+    def make_factory(cls, options: usage.Options, **arguments: Any) -> Any:
+        """
+        :param options: the parsed options (the plugin's own, or
+            ``twistd netlab``'s).
+        :param arguments: the limits and, as the plugin takes them, the
+            allowed origins and bearer-token protection.
+        :return: the factory to listen with; by default
+            :attr:`factory_class` called with ``arguments``. Plugins that
+            serve a user's application override this.
+        """
+        return cls.factory_class(**arguments)
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
@@ -372,7 +441,7 @@ def make_factory(options: LimitOptions, plugin: type[ServiceOptions]) -> Any:
         arguments["allowed_origins"] = options["allowed_origins"]
     if issubclass(plugin, AuthOptions):
         arguments["protection"] = options["protection"]
-    return plugin.factory_class(**arguments)
+    return plugin.make_factory(options, **arguments)
 
 
 def makeService(options: ServiceOptions) -> IService:
