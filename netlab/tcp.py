@@ -1,12 +1,15 @@
 """
-The TCP services: echo and greeting, and the clients that talk to them.
+TCP: :class:`TCPFactory` serves any Twisted protocol with netlab's limits,
+timeouts, drain and metrics; the echo and greeting services are its first
+users; and the clients that talk to them.
 
-Both servers are ordinary Twisted protocols and factories::
+Serve your own protocol, or the echo, on any endpoint::
 
     from twisted.internet import endpoints, reactor
-    from netlab.tcp import EchoFactory
+    from netlab.tcp import EchoFactory, TCPFactory
 
     endpoint = endpoints.serverFromString(reactor, "tcp:8007:interface=127.0.0.1")
+    endpoint.listen(TCPFactory(MyProtocol))
     endpoint.listen(EchoFactory())
 
 The clients return a :class:`~twisted.internet.defer.Deferred` of the reply::
@@ -17,6 +20,7 @@ The clients return a :class:`~twisted.internet.defer.Deferred` of the reply::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -26,6 +30,9 @@ from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    ILoggingContext,
+    IProtocol,
+    IProtocolFactory,
     IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
@@ -48,6 +55,7 @@ from netlab.tls import (
     shut_down_writing,
 )
 from netlab.tracking import Closed, ConnectionTracker
+from netlab.wrapping import HalfCloseableWrapper, Wrapper, wrapper_for
 
 #: Where ``twistd netlab-echo`` listens unless told otherwise.
 DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
@@ -82,38 +90,114 @@ def describe_address(address: IAddress) -> str:
     return f"{host}:{port}"
 
 
-class ServiceFactory(ConnectionTracker, Factory):
+def log_prefix(factory: Any) -> str:
     """
-    What the netlab TCP servers share: limits, a clock, and the live connections.
+    :return: what Twisted's ports call ``factory`` in "... starting on PORT".
+    """
+    if ILoggingContext.providedBy(factory):
+        return str(factory.logPrefix())
+    return type(factory).__name__
+
+
+class TCPFactory(ConnectionTracker, Factory):
+    """
+    Serves any Twisted protocol with netlab's guarantees: the connection
+    caps (``max_connections``, ``max_per_ip``), the idle timeout, drain on
+    stop, metrics, a log event as each connection opens and closes, and
+    (through the plugins) TLS, the wiretap and ``--workers``.
+
+    Each connection is the wrapped factory's own protocol inside a
+    :class:`TCPConnection`, which counts and times it; the protocol sees an
+    ordinary transport (half-close and TLS handshakes included)::
+
+        endpoint.listen(TCPFactory(MyFactory(), limits=Limits(idle_timeout=30)))
+
+    :param wrapped: the user's protocol factory; or a ``Protocol`` class (or
+        any callable making a protocol), which gets a plain ``Factory``.
+    :param limits: the caps and timeouts each connection is held to.
+    :param reactor: the clock for the idle timeout (the global reactor by
+        default).
+    :param service_name: names the service in log events and metrics.
+
+    On stop, each connection's protocol is asked to finish through its
+    ``drain()`` method if it has one (see :class:`Echo`), else it is closed
+    once what it wrote is sent.
     """
 
     def __init__(
-        self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
+        self,
+        wrapped: IProtocolFactory | Callable[[], IProtocol],
+        limits: Limits = DEFAULT_LIMITS,
+        reactor: IReactorTime | None = None,
+        service_name: str | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
+        # One "Starting factory" line in the log, naming the user's factory
+        # when there is one.
+        if IProtocolFactory.providedBy(wrapped):
+            self._name = log_prefix(wrapped)
+            self.noisy = False
+        elif callable(wrapped):
+            self._name = getattr(wrapped, "__name__", "TCPFactory")
+            wrapped = Factory.forProtocol(wrapped)  # type: ignore[arg-type]
+            wrapped.noisy = False
+        else:
+            raise TypeError(
+                "expected a protocol factory or a Protocol class, "
+                f"not {type(wrapped).__name__}"
+            )
+        self.wrapped = wrapped
         self.limits = limits
         self.reactor = reactor
+        if service_name is not None:
+            self.service_name = service_name
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def logPrefix(self) -> str:
+        # What Twisted's ports call the factory in "... starting on PORT":
+        # the user's factory (or protocol), or a subclass's own name.
+        if type(self) is TCPFactory:
+            return self._name
+        return type(self).__name__
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+        super().doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+        super().doStop()
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol:
         if not self.admits(addr):
             return Closed()
-        return super().buildProtocol(addr)
+        protocol = self.wrapped.buildProtocol(addr)
+        if protocol is None:
+            # The user's factory refused it. (None would break TLS.)
+            return Closed()
+        connection: TCPConnection = wrapper_for(
+            protocol, TCPConnection, HalfCloseableTCPConnection
+        )(self, protocol)
+        return connection
+
+    def registerProtocol(self, protocol: Any) -> None:
+        pass  # tracked in connectionMade (see ConnectionTracker.track)
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        pass  # forgotten in connectionLost
 
 
-@implementer(IHandshakeListener)
-class ServiceProtocol(Protocol, TimeoutMixin):
+class TCPConnection(Wrapper, TimeoutMixin):
     """
-    A server connection that logs its life, counts its bytes and times out when idle.
-
-    Subclasses implement :meth:`handle` for what arrives.
+    One connection of a :class:`TCPFactory`: the user's protocol inside,
+    with its peer, byte counts and idle timer.
     """
 
     _log = Logger()
-    factory: ServiceFactory
+    factory: TCPFactory
 
     peer = "?"
     bytes_in = 0
@@ -121,22 +205,19 @@ class ServiceProtocol(Protocol, TimeoutMixin):
     #: Over mutual TLS, the subject of the client's certificate.
     client: str | None = None
 
-    def connectionMade(self) -> None:
-        self.peer = describe_address(self.transport.getPeer())
+    def makeConnection(self, transport: Any) -> None:
+        self.peer = describe_address(transport.getPeer())
         self.callLater = self.factory.reactor.callLater
         self.setTimeout(self.factory.limits.idle_timeout)
+        # Tracked before the protocol starts: it may close at once.
+        self.transport = transport
         self.factory.track(self)
         self._log.info(
             "{service} connection from {peer}",
             service=self.factory.service_name,
             peer=self.peer,
         )
-
-    def drain(self) -> None:
-        """
-        The service is stopping: close once what is written is sent.
-        """
-        self.transport.loseConnection()
+        super().makeConnection(transport)
 
     def handshakeCompleted(self) -> None:
         """
@@ -150,24 +231,32 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             peer=self.peer,
             client=self.client,
         )
+        super().handshakeCompleted()
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
         self.bytes_in += len(data)
-        self.handle(data)
-
-    def handle(self, data: bytes) -> None:
-        """
-        Called with each chunk of bytes the peer sends.
-        """
-        raise NotImplementedError
+        self.wrappedProtocol.dataReceived(data)
 
     def write(self, data: bytes) -> None:
-        """
-        Send ``data`` to the peer, counting it.
-        """
         self.bytes_out += len(data)
         self.transport.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        data = list(data)
+        self.bytes_out += sum(map(len, data))
+        self.transport.writeSequence(data)
+
+    def drain(self) -> None:
+        """
+        The service is stopping: the protocol's own ``drain()`` if it has
+        one, else close once what is written is sent.
+        """
+        finish = getattr(self.wrappedProtocol, "drain", None)
+        if finish is not None:
+            finish()
+        else:
+            self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
         self._log.info(
@@ -182,6 +271,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
+        super().connectionLost(reason)
         self._log.info(
             "{service} connection from {peer} closed: "
             "{bytes_in} bytes in, {bytes_out} bytes out ({reason})",
@@ -195,62 +285,103 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         self.factory.forget(self, reason)
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
-class Echo(ServiceProtocol):
+class HalfCloseableTCPConnection(TCPConnection, HalfCloseableWrapper):
     """
-    Writes back every byte it receives, with flow control and half-close.
-
-    The protocol registers itself as the producer feeding its own transport:
-    when the peer stops reading and the transport's write buffer fills, the
-    transport pauses us and we stop reading from the peer, so a client that
-    never reads cannot make the server buffer without bound.
-
-    When the peer shuts down its writing side, everything already received is
-    still echoed before the connection closes.
+    A :class:`TCPConnection` whose protocol handles half-close.
     """
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.transport.registerProducer(self, True)
 
-    def handle(self, data: bytes) -> None:
-        self.write(data)
+#: The name netlab's TCP factories had before :class:`TCPFactory`.
+ServiceFactory = TCPFactory
+
+
+@implementer(IPushProducer)
+class Backpressure:
+    """
+    Flow control for a protocol that writes what it reads, as the echo does:
+    registered as the producer feeding its own transport, it stops reading
+    from the peer while the transport's write buffer is full, and reads
+    again once it has drained. A peer that never reads then cannot make the
+    server buffer without bound::
+
+        def connectionMade(self):
+            self.backpressure = Backpressure(self.transport)
+
+    Call :meth:`release` before closing: a transport waits for its
+    producer to unregister before it closes.
+    """
+
+    #: Whether reading is paused now.
+    paused = False
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        transport.registerProducer(self, True)
 
     def pauseProducing(self) -> None:
+        self.paused = True
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self.paused = False
         self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         pass
 
+    def release(self) -> None:
+        """
+        Stop being the transport's producer, so that it may close.
+        """
+        self.transport.unregisterProducer()
+
+
+@implementer(IHalfCloseableProtocol)
+class Echo(Protocol):
+    """
+    Writes back every byte it receives, with flow control
+    (:class:`Backpressure`) and half-close: when the peer shuts down its
+    writing side, everything already received is still echoed before the
+    connection closes.
+    """
+
+    backpressure: Backpressure
+
+    def connectionMade(self) -> None:
+        self.backpressure = Backpressure(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
     def drain(self) -> None:
         # Stop reading, send back all that was received, then close.
-        self.transport.unregisterProducer()
+        self.backpressure.release()
         self.transport.pauseProducing()
         self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
-        # The transport waits for a registered producer before it closes.
-        self.transport.unregisterProducer()
+        self.backpressure.release()
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         pass
 
 
-class EchoFactory(ServiceFactory):
+class EchoFactory(TCPFactory):
     """
-    Makes :class:`Echo` connections.
+    The echo service: :class:`Echo` connections served by :class:`TCPFactory`.
     """
 
-    protocol = Echo
     service_name = "echo"
+
+    def __init__(
+        self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
+    ) -> None:
+        super().__init__(Echo, limits, reactor)
 
 
 @implementer(IHalfCloseableProtocol)
-class Greeting(ServiceProtocol):
+class Greeting(Protocol):
     """
     Reads the peer's first message, answers :data:`GREETING`, and closes.
 
@@ -261,18 +392,24 @@ class Greeting(ServiceProtocol):
     before the peer reads it. So after answering the server shuts down its
     writing side and reads (and drops) the rest until the peer closes, for at
     most :data:`LINGER_SECONDS`.
+
+    :param clock: schedules the end of that wait.
     """
 
+    _log = Logger()
     answered = False
     _linger: Any = None
 
-    def handle(self, data: bytes) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def dataReceived(self, data: bytes) -> None:
         if self.answered:
             return
         message = data[:GREETING_READ_SIZE]
         self._log.info(
             "greeting from {peer}: {said!r} ({size} bytes)",
-            peer=self.peer,
+            peer=describe_address(self.transport.getPeer()),
             said=message,
             size=len(message),
         )
@@ -288,27 +425,31 @@ class Greeting(ServiceProtocol):
 
     def _answer(self) -> None:
         self.answered = True
-        self.write(GREETING)
+        self.transport.write(GREETING)
         shut_down_writing(self.transport)
         if is_tls(self.transport):
             return
-        self._linger = self.factory.reactor.callLater(
+        self._linger = self._clock.callLater(
             LINGER_SECONDS, self.transport.abortConnection
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
-        super().connectionLost(reason)
 
 
-class GreetingFactory(ServiceFactory):
+class GreetingFactory(TCPFactory):
     """
-    Makes :class:`Greeting` connections.
+    The greeting service: :class:`Greeting` connections served by
+    :class:`TCPFactory`.
     """
 
-    protocol = Greeting
     service_name = "greeting"
+
+    def __init__(
+        self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
+    ) -> None:
+        super().__init__(lambda: Greeting(self.reactor), limits, reactor)
 
 
 # A TLS alert or handshake record: what a TLS server says to a plain client.

@@ -46,7 +46,6 @@ from twisted.internet.abstract import isIPv6Address
 from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.interfaces import (
     IListeningPort,
-    ILoggingContext,
     IReadDescriptor,
 )
 from twisted.internet.main import CONNECTION_DONE
@@ -66,6 +65,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netlab.logs import Lines, source_fields
+from netlab.tcp import log_prefix
 from netlab.tls import PREFIX as TLS_PREFIX
 from netlab.tls import hardened
 from netlab.transport import flush_port
@@ -237,13 +237,6 @@ def _reactor_name(reactor: Any) -> str | None:
     return None
 
 
-def _log_prefix(factory: Any) -> str:
-    # What Twisted's ports call a factory in "... starting on PORT".
-    if ILoggingContext.providedBy(factory):
-        return str(factory.logPrefix())
-    return type(factory).__name__
-
-
 @dataclass
 class _Shared:
     """
@@ -315,7 +308,7 @@ class _SharingReactor(_Proxy):
         number = listening.getsockname()[1]
         self._log.info(
             "{factory} starting on {port}, shared by {workers} workers",
-            factory=_log_prefix(factory),
+            factory=log_prefix(factory),
             port=number,
             workers=self._workers,
         )

@@ -20,8 +20,8 @@ from tests.support import WAIT, bounded, connect
 
 
 def connected(
-    factory: tcp.ServiceFactory,
-) -> tuple[tcp.ServiceProtocol, StringTransport]:
+    factory: tcp.TCPFactory,
+) -> tuple[tcp.TCPConnection, StringTransport]:
     """
     :return: a protocol from ``factory`` connected to a fresh StringTransport.
     """
@@ -45,11 +45,14 @@ class EchoTests(SynchronousTestCase):
             (self.protocol.bytes_in, self.protocol.bytes_out), (2005, 2005)
         )
 
-    def test_registers_itself_as_streaming_producer(self) -> None:
+    def test_registers_a_streaming_producer(self) -> None:
         """
-        The transport can pause the echo when its write buffer is full.
+        The echo's Backpressure feeds the transport: the transport can pause
+        the echo when its write buffer is full.
         """
-        self.assertIs(self.transport.producer, self.protocol)
+        producer = self.transport.producer
+        self.assertIsInstance(producer, tcp.Backpressure)
+        self.assertIs(producer, self.protocol.wrappedProtocol.backpressure)
         self.assertTrue(self.transport.streaming)
 
     def test_pause_stops_reading_from_peer(self) -> None:
@@ -57,10 +60,13 @@ class EchoTests(SynchronousTestCase):
         When the transport pauses the echo, the echo pauses reading from the
         peer, and resumes it when asked.
         """
-        self.protocol.pauseProducing()
+        producer = self.transport.producer
+        producer.pauseProducing()
         self.assertEqual(self.transport.producerState, "paused")
-        self.protocol.resumeProducing()
+        self.assertTrue(producer.paused)
+        producer.resumeProducing()
         self.assertEqual(self.transport.producerState, "producing")
+        self.assertFalse(producer.paused)
 
     def test_half_close_flushes_then_closes(self) -> None:
         """
@@ -188,7 +194,7 @@ class LoopbackTests(TestCase):
 
     timeout = 120
 
-    async def start(self, factory: tcp.ServiceFactory) -> int:
+    async def start(self, factory: tcp.TCPFactory) -> int:
         from twisted.internet import reactor
 
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(

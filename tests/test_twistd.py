@@ -48,7 +48,12 @@ def twistd(*args: str) -> list[str]:
 LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
 
 
-class TwistdTests(TestCase):
+class TwistdCase(TestCase):
+    """
+    Running ``twistd`` as a user does, outside the checkout: shared by the
+    test cases of every plugin.
+    """
+
     timeout = 120
 
     def setUp(self) -> None:
@@ -56,15 +61,6 @@ class TwistdTests(TestCase):
         # would hide a packaging mistake.
         self.outside = tempfile.mkdtemp()
         self.addCleanup(os.rmdir, self.outside)
-
-    async def test_help_lists_plugins(self) -> None:
-        result = await run(twistd("--help"), cwd=self.outside)
-        self.assertEqual(result.status, 0, result)
-        for name in (
-            *(b"netlab ", b"netlab-echo ", b"netlab-greeting "),
-            *(b"netlab-http ", b"netlab-ws "),
-        ):
-            self.assertIn(b"    " + name, result.out)
 
     async def start(self, *args: str, factories: tuple[str, ...]) -> tuple:
         """
@@ -106,6 +102,17 @@ class TwistdTests(TestCase):
         self.assertIn(b"Server Shut Down.", result.out)
         with socket.socket() as probe:
             self.assertNotEqual(probe.connect_ex(("127.0.0.1", port)), 0)
+
+
+class TwistdTests(TwistdCase):
+    async def test_help_lists_plugins(self) -> None:
+        result = await run(twistd("--help"), cwd=self.outside)
+        self.assertEqual(result.status, 0, result)
+        for name in (
+            *(b"netlab ", b"netlab-echo ", b"netlab-greeting "),
+            *(b"netlab-http ", b"netlab-tcp ", b"netlab-ws "),
+        ):
+            self.assertIn(b"    " + name, result.out)
 
     async def test_echo_plugin(self) -> None:
         child, [port] = await self.start(

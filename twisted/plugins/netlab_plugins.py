@@ -20,3 +20,9 @@ netlabHTTP = ServiceMaker(
 netlabWS = ServiceMaker(
     "netlab-ws", "netlab.tap.ws", "The netlab WebSocket echo service.", "netlab-ws"
 )
+netlabTCP = ServiceMaker(
+    "netlab-tcp",
+    "netlab.tap.tcp",
+    "Your own TCP protocol, served by netlab.",
+    "netlab-tcp",
+)
