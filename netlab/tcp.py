@@ -41,6 +41,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from twisted.python.reflect import qual
 from zope.interface import implementer
 
 from netlab import metrics
@@ -206,6 +207,9 @@ class TCPConnection(Wrapper, TimeoutMixin):
     client: str | None = None
 
     def makeConnection(self, transport: Any) -> None:
+        # Its events are in the namespace of the protocol it serves
+        # (netlab.tcp.Echo, myapp.Upper), not of this wrapper.
+        self._log = Logger(namespace=qual(type(self.wrappedProtocol)), source=self)
         self.peer = describe_address(transport.getPeer())
         self.callLater = self.factory.reactor.callLater
         self.setTimeout(self.factory.limits.idle_timeout)

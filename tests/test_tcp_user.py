@@ -95,7 +95,8 @@ class InMemoryTests(SynchronousTestCase):
         self.assertEqual(factory.connections, {connection})
         [opened] = events
         self.assertEqual(
-            (opened["service"], opened["peer"]), ("upper", "127.0.0.1:40000")
+            (opened["service"], opened["peer"], opened["log_namespace"]),
+            ("upper", "127.0.0.1:40000", "tests.user_tcp.Upper"),
         )
         self.assertEqual(factory.logPrefix(), "Upper")
 
