@@ -1,24 +1,36 @@
 """
-The WebSocket echo service (autobahn), standalone or mounted in a web site,
-and a client.
+WebSocket services on autobahn, hardened, with a handler API that needs no
+autobahn subclassing; the lesson's echo as its first user; and a client.
 
-A text message ``m`` is answered with the text ``Echo: m``; a binary message
-is answered with the same bytes. Standalone, serve :class:`EchoFactory` on an
-endpoint; in a :class:`~twisted.web.server.Site`, mount :class:`WebSocketMount`::
+Write a service as a :class:`Handler` subclass (one instance per connection)
+or as an ``async def handler(connection)`` (the ``websockets`` shape), and
+serve it with :class:`WebSocketFactory` on an endpoint, or mount it at a
+path of a web site with :class:`WebSocketMount`::
 
-    root.putChild(b"ws", WebSocketMount(EchoFactory()))
+    async def handler(connection):
+        async for message in connection:
+            await connection.send(f"Echo: {message}")
+
+    endpoint.listen(WebSocketFactory(handler))
+    root.putChild(b"chat", WebSocketMount(WebSocketFactory(handler)))
 
 autobahn's own defaults are unsafe to expose (no size limits, no pings, a
 status page naming its version, and protocol errors shown as dropped TCP
 connections); :func:`harden` sets netlab's :class:`~netlab.limits.Limits`.
+
+The echo (:class:`EchoFactory`) answers a text message ``m`` with the text
+``Echo: m``, and a binary message with the same bytes.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+import reprlib
 import struct
 import zlib
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,7 +58,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -68,6 +80,34 @@ _PREFIX_BYTES = PREFIX.encode()
 DEFAULT_CLIENT_TIMEOUT = 10.0
 #: The largest message the client accepts.
 DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+#: The most bytes of messages that may wait for a client that is not
+#: reading, unless the handler says otherwise.
+DEFAULT_MAX_QUEUE = 1024 * 1024
+#: What each waiting message counts against the queue's bound besides its
+#: length: about what holding it costs, so that tiny messages are bounded too.
+QUEUED_MESSAGE_COST = 64
+#: The messages an ``async def`` handler may leave untaken before the server
+#: stops reading from its client (it reads on once half are taken).
+MAX_INCOMING = 16
+#: What a handler's ``overflow`` may be.
+OVERFLOW_POLICIES = ("close", "drop")
+
+# Counted per message, so looked up once (see netlab.metrics).
+_MESSAGES = metrics.WEBSOCKET_MESSAGES.values
+_RECEIVED = metrics.BYTES_RECEIVED.values
+_SENT = metrics.BYTES_SENT.values
+_IN, _OUT = ("in",), ("out",)
+
+
+class ConnectionClosed(Exception):
+    """
+    The WebSocket closed; ``code`` and ``reason`` say how.
+    """
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"closed with code {code}: {reason}")
+        self.code = code
+        self.reason = reason
 
 
 def _accept_deflate(max_message: int):
@@ -210,7 +250,7 @@ _REQUEST_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/\d\.
 _BAD_FIELD_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f\x85]")
 
 
-# The fast path (see EchoProtocol.dataReceived).
+# The fast path (see WebSocketProtocol.dataReceived).
 
 #: The first byte of a whole (FIN) text or binary frame, no RSV bits.
 _TEXT_FRAME, _BINARY_FRAME = 0x81, 0x82
@@ -272,44 +312,70 @@ _AUTOBAHN_TIMERS = (
 
 
 @implementer(IPushProducer)
-class EchoProtocol(WebSocketServerProtocol):
+class WebSocketProtocol(WebSocketServerProtocol):
     """
-    Answers each text message ``m`` with ``Echo: m``, and each binary message
-    with the same bytes.
+    One WebSocket connection, hardened, serving its factory's handler
+    (:class:`Handler` or an ``async def handler(connection)``).
 
     Back-pressure: once open, the protocol is the producer feeding its own
-    transport. When a client stops reading and the echoes back up past the
-    transport's buffer size, the server stops reading that client until
-    they drain, so a client cannot make it buffer without bound. (A client
-    that never reads again misses its pongs and is dropped by the ping
-    timeout.)
+    transport. When the client stops reading and the transport's buffer
+    fills, the server stops reading that client, and messages the handler
+    sends wait in a bounded queue (:meth:`send_message`) until the buffer
+    drains; past its bound, the handler's overflow policy applies. So no
+    client and no handler can make the server buffer without bound. (A
+    client that never reads again misses its pongs and is dropped by the
+    ping timeout.)
 
     Fast path: once open, the common frames (whole, uncompressed, masked
     text or binary frames within the limits, complete in the buffer) are
-    parsed, unmasked, checked and answered here, with autobahn's state and
-    statistics kept as autobahn keeps them; everything else, from the first
-    frame that is not one of those on, goes through autobahn unchanged. The
-    replies are the same bytes either way.
+    parsed, unmasked, checked and handed to the handler here, and the
+    handler's messages are written as one plain frame each, with
+    autobahn's state and statistics kept as autobahn keeps them; everything
+    else, from the first frame that is not one of those on, goes through
+    autobahn unchanged. The bytes on the wire are the same either way.
     """
 
-    #: Whether reading from the client is paused for back-pressure.
+    #: Whether reading from the client is paused (its transport's buffer is
+    #: full, or a coroutine handler has not taken the messages received).
     reading_paused = False
+    #: Whether the transport's buffer is full: sends wait in the queue.
+    writing_paused = False
     #: Whether received frames may take the fast path (set on open).
     _fast_receive = False
-    #: Whether replies may be written as one plain frame (set on open).
+    #: Whether messages may be written as one plain frame (set on open).
     _fast_send = False
     #: The largest payload the fast path takes in, or sends as one frame.
     _fast_receive_limit = 0
     _fast_send_limit = 0
 
     _log = Logger()
-    factory: EchoFactory
+    factory: WebSocketFactory
     peer_address = "?"
     #: With a protected handshake: the ``sub`` of the client's token.
     subject: str | None = None
+    #: The opening handshake's request (path, headers, ...), once received.
+    request: ConnectionRequest | None = None
+    #: The handler's side of this connection: a :class:`Handler` instance or
+    #: a :class:`ServerConnection`, once open.
+    session: Handler | ServerConnection | None = None
+    #: Messages the ``"drop"`` policy has dropped on this connection.
+    dropped = 0
+    _dropped_logged = 0
+    #: Messages waiting for the transport, and what they count against
+    #: ``max_queue`` (made on first use: most connections never need one).
+    _queue: deque[tuple[bytes, bool]] | None = None
+    _queued = 0
+    _incoming_full = False
+    _draining = False
+    _on_message: Callable[[str | bytes], Any] | None = None
+    _on_close: Callable[[int | None, str | None], Any] | None = None
+    #: How the connection closed: ``(code, reason)``, once it has.
+    closed_with: tuple[int | None, str | None] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # The metrics' label, looked up once rather than per message.
+        self._label = (self.factory.service_name,)
         self.factory.tracker.track(self)
 
     def processHandshake(self) -> None:
@@ -365,6 +431,7 @@ class EchoProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         self.peer_address = request.peer
+        self.request = request
         if not self.factory.origin_allowed(request):
             self._log.info(
                 "websocket from {peer} refused: origin {origin} not allowed",
@@ -410,11 +477,56 @@ class EchoProtocol(WebSocketServerProtocol):
             self._perMessageCompress.__class__ = _StrictDeflate
         self.registerProducer(self, True)
         self._choose_fast_paths()
+        self._start_handler()
+
+    def _start_handler(self) -> None:
+        """
+        Make the handler's side of the connection and start it.
+        """
+        factory = self.factory
+        try:
+            if factory.coroutine:
+                connection = ServerConnection(self)
+                self.session = connection
+                self._on_message = connection._received
+                self._on_close = connection._closed
+                running = defer.Deferred.fromCoroutine(factory.handler(connection))
+                running.addCallbacks(self._handler_returned, self.handler_failed)
+            else:
+                handler = factory.handler()
+                handler._protocol = self
+                self.session = handler
+                self._on_message = handler.on_message
+                self._on_close = handler.on_close
+                handler.on_open()
+        except Exception:
+            self.handler_failed(Failure())
+
+    def _handler_returned(self, _: object) -> None:
+        # A coroutine handler that returns is done with the connection.
+        self.close_with(1000)
+
+    def handler_failed(self, failure: Failure) -> None:
+        """
+        The handler raised ``failure``: log it, and close with 1011
+        (internal error). A :class:`ConnectionClosed` is no failure: the
+        handler used the connection after it closed.
+        """
+        if failure.check(ConnectionClosed):
+            return
+        self._log.failure(
+            "websocket handler {handler} failed on the connection from {peer}",
+            failure,
+            level=LogLevel.error,
+            handler=getattr(self.factory.handler, "__qualname__", self.factory.handler),
+            peer=self.peer_address,
+        )
+        self.close_with(1011, "internal error")
 
     def _choose_fast_paths(self) -> None:
         """
         Decide whether this connection's frames may take the fast path
-        (:meth:`dataReceived`), and its replies (:meth:`_send`), from its
+        (:meth:`dataReceived`), and its messages (:meth:`_write_message`), from its
         options: not when autobahn is to log or time each frame, or to do
         something with a frame that the fast path does not.
         """
@@ -495,9 +607,17 @@ class EchoProtocol(WebSocketServerProtocol):
                     if size
                     else b""
                 )
-                binary = first == _BINARY_FRAME
-                if not binary and validate and not _is_utf8(payload):
-                    break  # autobahn's 1007
+                if first == _BINARY_FRAME:
+                    message: str | bytes = payload
+                elif validate:
+                    # Decoding checks the text as UTF-8 (RFC 3629), as
+                    # autobahn's validator does; it is cheap for ASCII.
+                    try:
+                        message = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        break  # autobahn's 1007
+                else:
+                    message = payload.decode("utf-8", "replace")
                 position = stop
                 stats.incomingOctetsWebSocketLevel += size
                 stats.incomingOctetsAppLevel += size
@@ -507,7 +627,7 @@ class EchoProtocol(WebSocketServerProtocol):
                     # A data frame counts as the peer's answer to a ping, as
                     # in autobahn's onFrameEnd.
                     self._cancelAutoPingTimeoutCall()
-                self.onMessage(payload, binary)
+                self._deliver(message, size)
                 if self.state != self.STATE_OPEN:
                     break
         finally:
@@ -516,27 +636,160 @@ class EchoProtocol(WebSocketServerProtocol):
         if self.data:
             self.consumeData()
 
-    def _send(self, payload: bytes, binary: bool) -> None:
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        # What autobahn's own path reads (fragments, compression, ...).
+        if isBinary:
+            self._deliver(payload, len(payload))
+        else:
+            # autobahn has checked the text as UTF-8 (utf8validateIncoming).
+            self._deliver(payload.decode("utf-8", "replace"), len(payload))
+
+    def _deliver(self, message: str | bytes, size: int) -> None:
         """
-        Send ``payload`` as one message: as one plain frame written to the
+        Hand a received message (``size`` bytes on the wire) to the handler.
+        """
+        _MESSAGES[_IN] += 1
+        _RECEIVED[self._label] += size
+        # Once the connection is closing, the handler has no use for more.
+        if self.state != self.STATE_OPEN:
+            return
+        try:
+            self._on_message(message)  # type: ignore[misc]
+        except Exception:
+            self.handler_failed(Failure())
+
+    def send_message(self, message: str | bytes) -> bool:
+        """
+        Send ``message``: text for ``str``, binary for ``bytes``.
+
+        Written at once while the client keeps up; while its transport's
+        buffer is full, queued (up to the handler's ``max_queue``) and
+        written as it drains. When the queue would overflow, the handler's
+        ``overflow`` policy applies: ``"close"`` closes the connection with
+        its ``overflow_code`` (1008 unless set), ``"drop"`` drops this
+        message and counts it in :attr:`dropped`.
+
+        :return: whether the message was sent or queued (``False``: dropped,
+            or the connection is closing or closed).
+        :raise TypeError: for a message that is neither ``str`` nor ``bytes``.
+        """
+        if type(message) is str:
+            return self._send_payload(message.encode("utf-8"), False)
+        if isinstance(message, bytes | bytearray | memoryview):
+            return self._send_payload(bytes(message), True)
+        raise TypeError(
+            f"a WebSocket message is str (text) or bytes (binary), not "
+            f"{type(message).__name__}"
+        )
+
+    def _send_payload(self, payload: bytes, binary: bool) -> bool:
+        if self.state != self.STATE_OPEN:
+            return False
+        if self.writing_paused or self._queue:
+            return self._enqueue(payload, binary)
+        self._write_message(payload, binary)
+        return True
+
+    def has_room(self, payload: bytes) -> bool:
+        """
+        :return: whether a message of ``payload`` would be written or queued
+            now, without overflowing the queue.
+        """
+        if not (self.writing_paused or self._queue):
+            return True
+        cost = len(payload) + QUEUED_MESSAGE_COST
+        return not self._queue or self._queued + cost <= self.factory.max_queue
+
+    def _enqueue(self, payload: bytes, binary: bool) -> bool:
+        queue = self._queue
+        cost = len(payload) + QUEUED_MESSAGE_COST
+        if queue is None:
+            queue = self._queue = deque()
+        # An empty queue takes any one message, however large: the handler
+        # holds it anyway, and a limit under --max-message would refuse
+        # the answer to a message the server accepted.
+        elif queue and self._queued + cost > self.factory.max_queue:
+            return self._overflow()
+        queue.append((payload, binary))
+        self._queued += cost
+        return True
+
+    def _overflow(self) -> bool:
+        """
+        The queue is full: apply the handler's policy.
+        """
+        factory = self.factory
+        if factory.overflow == "drop":
+            self.dropped += 1
+            return False
+        self._log.info(
+            "websocket to {peer} closed with {code}: it is not reading, and "
+            "{queued} bytes of messages wait for it (the most is {most})",
+            peer=self.peer_address,
+            code=factory.overflow_code,
+            queued=self._queued,
+            most=factory.max_queue,
+        )
+        # What waits is dropped: the client gets what its transport holds,
+        # then the close frame.
+        self._discard_queue()
+        self.close_with(factory.overflow_code, "outgoing queue full")
+        return False
+
+    def _discard_queue(self) -> None:
+        if self._queue:
+            self._queue.clear()
+        self._queued = 0
+        self._log_dropped()
+
+    def _flush_queue(self, force: bool = False) -> None:
+        """
+        Write the queued messages while the transport takes them (all of
+        them with ``force``: the connection is closing after them).
+        """
+        queue = self._queue
+        while queue and (force or not self.writing_paused):
+            payload, binary = queue.popleft()
+            self._queued -= len(payload) + QUEUED_MESSAGE_COST
+            self._write_message(payload, binary)
+        if not queue:
+            self._queued = 0
+            self._log_dropped()
+
+    def _log_dropped(self) -> None:
+        if self.dropped > self._dropped_logged:
+            self._log.info(
+                "websocket to {peer}: {count} messages dropped while it was not "
+                "reading ({total} in all)",
+                peer=self.peer_address,
+                count=self.dropped - self._dropped_logged,
+                total=self.dropped,
+            )
+            self._dropped_logged = self.dropped
+
+    def _write_message(self, payload: bytes, binary: bool) -> None:
+        """
+        Write ``payload`` as one message: as one plain frame written to the
         transport when autobahn would send just that, else with autobahn's
         ``sendMessage``. Either way it goes through the transport, whose
-        buffer pauses reading when it fills (see :meth:`pauseProducing`).
+        buffer pauses the protocol when it fills (see :meth:`pauseProducing`).
 
-        ``--max-message`` bounds what the client sends, not the echo, which
-        may be longer (``Echo: `` and a message of the largest size; deflate
-        makes random bytes a little longer): autobahn's ``sendMessage``
-        would refuse it with an exception, and the connection would be lost.
+        ``--max-message`` bounds what the client sends, not what the handler
+        sends (the echo of a message of the largest size is longer):
+        autobahn's ``sendMessage`` would refuse it with an exception, and
+        the connection would be lost.
         """
+        size = len(payload)
+        _MESSAGES[_OUT] += 1
+        _SENT[self._label] += size
         if (
             self._fast_send
             and self.state == self.STATE_OPEN
-            and len(payload) <= self._fast_send_limit
+            and size <= self._fast_send_limit
             and not self.send_queue
         ):
             frame = _frame(_BINARY_FRAME if binary else _TEXT_FRAME, payload)
             self.transport.write(frame)
-            size = len(payload)
             stats = self.trafficStats
             stats.outgoingWebSocketMessages += 1
             stats.outgoingWebSocketFrames += 1
@@ -550,13 +803,58 @@ class EchoProtocol(WebSocketServerProtocol):
         finally:
             self.maxMessagePayloadSize = limit
 
+    def close_with(self, code: int = 1000, reason: str = "") -> None:
+        """
+        Start the closing handshake with ``code`` and ``reason``, after the
+        messages queued so far; nothing if it has already begun.
+
+        :raise ValueError: for a code no endpoint may send (RFC 6455 7.4),
+            or a reason over 123 bytes of UTF-8.
+        """
+        if not _valid_close_code(code) or code == 1002:
+            raise ValueError(f"{code} is not a close code a server may send")
+        reason_bytes = reason.encode("utf-8")
+        if len(reason_bytes) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
+        if self.state != self.STATE_OPEN:
+            return
+        self._flush_queue(force=True)
+        # sendClose() takes only 1000 and 3000-4999 (what autobahn lets
+        # applications send); 1001, 1008, 1011 and 1013 are the server's.
+        self.sendCloseFrame(code=code, reasonUtf8=reason_bytes or None, isReply=False)
+
+    def pause_incoming(self, paused: bool) -> None:
+        """
+        Stop (or go on) reading from the client because the handler has not
+        taken the messages received (or has).
+        """
+        self._incoming_full = paused
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        pause = (self.writing_paused or self._incoming_full) and not self._draining
+        if pause != self.reading_paused and self.transport is not None:
+            self.reading_paused = pause
+            if pause:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
     def pauseProducing(self) -> None:
-        self.reading_paused = True
-        self.transport.pauseProducing()
+        # The transport's buffer is full.
+        self.writing_paused = True
+        self._update_reading()
 
     def resumeProducing(self) -> None:
-        self.reading_paused = False
-        self.transport.resumeProducing()
+        # The transport's buffer has drained: the queue first, then reading
+        # (the queue may fill the transport again).
+        self.writing_paused = False
+        if self._queue:
+            self._flush_queue()
+        self._update_reading()
+        session = self.session
+        if not self.writing_paused and isinstance(session, ServerConnection):
+            session._writable()
 
     def stopProducing(self) -> None:
         pass
@@ -615,9 +913,11 @@ class EchoProtocol(WebSocketServerProtocol):
         """
         The service is stopping: close with 1001 (going away).
         """
-        if self.reading_paused:
-            self.resumeProducing()  # to read the client's closing frame
+        # Read on, to see the client's closing frame.
+        self._draining = True
+        self._update_reading()
         if self.state == self.STATE_OPEN:
+            self._flush_queue(force=True)
             # sendClose() refuses 1001 (it is for applications, which may only
             # use 1000 and 3000-4999); the frame itself is what RFC 6455 says.
             self.sendCloseFrame(
@@ -628,12 +928,6 @@ class EchoProtocol(WebSocketServerProtocol):
         else:
             self.dropConnection(abort=False)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        reply = payload if isBinary else _PREFIX_BYTES + payload
-        # Text was already checked as UTF-8: no need to decode.
-        self._send(reply, isBinary)
-        metrics.echoed_message(self.factory.service_name, len(payload), len(reply))
-
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         metrics.websocket_closed(code)
         self._log.info(
@@ -643,6 +937,26 @@ class EchoProtocol(WebSocketServerProtocol):
             reason=reason,
             clean=wasClean,
         )
+        if wasClean and self.closedByMe and self.localCloseCode is not None:
+            # The handler learns the code the server closed with, not the
+            # code the client answered with (1000, from many clients).
+            local = self.localCloseReason
+            code, reason = self.localCloseCode, local.decode("utf-8") if local else None
+        self.closed_with = (code, reason)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            try:
+                on_close(code, reason)
+            except Exception:
+                self._log.failure(
+                    "websocket handler {handler} failed as the connection from "
+                    "{peer} closed",
+                    level=LogLevel.error,
+                    handler=getattr(
+                        self.factory.handler, "__qualname__", self.factory.handler
+                    ),
+                    peer=self.peer_address,
+                )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         tls_error = describe_tls_error(reason.value)
@@ -665,13 +979,338 @@ class EchoProtocol(WebSocketServerProtocol):
             if timer is not None and getattr(timer, "active", lambda: True)():
                 timer.cancel()
             setattr(self, name, None)
+        self._discard_queue()
         self.factory.tracker.forget(self, reason)
 
 
-class EchoFactory(ConnectionTracker, WebSocketServerFactory):
-    """
-    Makes :class:`EchoProtocol` connections, held to :class:`~netlab.limits.Limits`.
+# The handler API: what a user's WebSocket service is written against.
 
+
+class _ConnectionInfo:
+    """
+    What both handler shapes know about their connection.
+    """
+
+    __slots__ = ()
+    _protocol: WebSocketProtocol
+
+    @property
+    def peer(self) -> str:
+        """
+        The client's address: ``host:port`` (``[host]:port`` for IPv6).
+        """
+        return describe_address(self._protocol.transport.getPeer())
+
+    @property
+    def subject(self) -> str | None:
+        """
+        With ``protection`` (``--protect``): the ``sub`` of the client's
+        bearer token; else ``None``.
+        """
+        return self._protocol.subject
+
+    @property
+    def path(self) -> str:
+        """
+        The path the client asked for in its opening handshake.
+        """
+        request = self._protocol.request
+        return request.path if request is not None else "/"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """
+        The opening handshake's headers, by lower-case name.
+        """
+        request = self._protocol.request
+        return dict(request.headers) if request is not None else {}
+
+    @property
+    def dropped(self) -> int:
+        """
+        How many messages the ``"drop"`` policy has dropped.
+        """
+        return self._protocol.dropped
+
+    @property
+    def closed_with(self) -> tuple[int | None, str | None] | None:
+        """
+        ``(code, reason)`` once the connection has closed, else ``None``.
+        """
+        return self._protocol.closed_with
+
+
+class Handler(_ConnectionInfo):
+    """
+    Subclass this for a WebSocket service: one instance per connection (so
+    its attributes are that connection's state), made with no arguments as
+    the connection opens::
+
+        class Shout(Handler):
+            def on_open(self):
+                self.count = 0
+
+            def on_message(self, message):
+                self.count += 1
+                self.send(message.upper() if isinstance(message, str) else message)
+
+        factory = WebSocketFactory(Shout)
+
+    :meth:`send` never waits: while the client is not reading, messages
+    wait in a queue of at most :attr:`max_queue` bytes, and past it the
+    :attr:`overflow` policy applies. An exception from a method is logged,
+    and the connection closed with 1011.
+    """
+
+    # A slotted base, so that a slotted subclass (the echo) costs an idle
+    # connection no dictionary.
+    __slots__ = ("_protocol", "__weakref__")
+
+    #: The most bytes of messages that may wait for a client that is not
+    #: reading; each counts its length plus :data:`QUEUED_MESSAGE_COST`.
+    max_queue: int = DEFAULT_MAX_QUEUE
+    #: What happens when the queue would overflow: ``"close"`` (close with
+    #: :attr:`overflow_code`) or ``"drop"`` (drop the new message, counted
+    #: in :attr:`dropped`).
+    overflow: str = "close"
+    #: The close code of the ``"close"`` policy: 1008 (policy violation) or
+    #: 1013 (try again later).
+    overflow_code: int = 1008
+
+    def on_open(self) -> None:
+        """
+        The connection is open.
+        """
+
+    def on_message(self, message: str | bytes) -> None:
+        """
+        A message arrived: ``str`` for text, ``bytes`` for binary.
+        """
+
+    def on_close(self, code: int | None, reason: str | None) -> None:
+        """
+        The connection closed, with ``code`` and ``reason`` (1006 and no
+        reason when it was lost without a closing handshake).
+        """
+
+    def send(self, message: str | bytes) -> bool:
+        """
+        Send ``message``: text for ``str``, binary for ``bytes``.
+
+        :return: whether it was sent or queued (``False``: dropped by the
+            ``"drop"`` policy, or the connection is closing or closed).
+        """
+        return self._protocol.send_message(message)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """
+        Close the connection with ``code`` (1000, or 3000-4999 for your
+        own) and ``reason``, after the messages already sent.
+        """
+        self._protocol.close_with(code, reason)
+
+
+class ServerConnection(_ConnectionInfo):
+    """
+    What an ``async def handler(connection)`` gets: the lesson's shape, as
+    in the ``websockets`` library, running on the reactor::
+
+        async def handler(connection):
+            async for message in connection:
+                await connection.send(f"Echo: {message}")
+
+    Iterating ends when the connection closes. When the handler returns,
+    the connection closes with 1000; if it raises, the failure is logged
+    and the connection closes with 1011. The handler awaits Deferreds (and
+    coroutines that do); under the asyncio reactor, wrap an asyncio future
+    with ``Deferred.fromFuture``.
+    """
+
+    __slots__ = ("_protocol", "_incoming", "_receivers", "_waiting", "_done")
+
+    def __init__(self, protocol: WebSocketProtocol) -> None:
+        self._protocol = protocol
+        self._incoming: deque[str | bytes] = deque()
+        self._receivers: deque[defer.Deferred[str | bytes]] = deque()
+        #: A send waiting for room in the queue, and its message.
+        self._waiting: tuple[defer.Deferred[None], str | bytes] | None = None
+        self._done: list[defer.Deferred[tuple[int | None, str | None]]] = []
+
+    def __aiter__(self) -> ServerConnection:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    def recv(self) -> defer.Deferred[str | bytes]:
+        """
+        :return: a Deferred of the next message (``str`` for text, ``bytes``
+            for binary), which fails with :class:`ConnectionClosed` once the
+            connection has closed and every message received was taken.
+        """
+        incoming = self._incoming
+        if incoming:
+            message = incoming.popleft()
+            if len(incoming) <= MAX_INCOMING // 2 and self._protocol._incoming_full:
+                self._protocol.pause_incoming(False)
+            return defer.succeed(message)
+        if self._protocol.closed_with is not None:
+            return defer.fail(ConnectionClosed(*self._protocol.closed_with))
+        receiver: defer.Deferred[str | bytes] = defer.Deferred(self._receivers.remove)
+        self._receivers.append(receiver)
+        return receiver
+
+    def send(self, message: str | bytes) -> defer.Deferred[None]:
+        """
+        Send ``message``: text for ``str``, binary for ``bytes``.
+
+        :return: a Deferred that fires at once if there is room in the queue
+            (always, while the client reads), else once there is: back-pressure
+            for a handler that awaits it. A send made while another still
+            waits (sends not awaited, or many handlers sending to this one)
+            overflows the queue, and its policy applies. It fails with
+            :class:`ConnectionClosed` once the connection is closing.
+        """
+        protocol = self._protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return defer.fail(ConnectionClosed(*self._closing()))
+        if self._waiting is None:
+            payload = message.encode("utf-8") if isinstance(message, str) else message
+            if not protocol.has_room(payload):
+                waiter: defer.Deferred[None] = defer.Deferred()
+                self._waiting = (waiter, message)
+                return waiter
+        if not protocol.send_message(message) and protocol.state != protocol.STATE_OPEN:
+            return defer.fail(ConnectionClosed(*self._closing()))
+        return defer.succeed(None)
+
+    def close(
+        self, code: int = 1000, reason: str = ""
+    ) -> defer.Deferred[tuple[int | None, str | None]]:
+        """
+        Close the connection with ``code`` (1000, or 3000-4999 for your
+        own) and ``reason``, after the messages already sent.
+
+        :return: a Deferred of the ``(code, reason)`` it closed with, once
+            it has (within the handshake timeout).
+        """
+        self._protocol.close_with(code, reason)
+        return self.wait_closed()
+
+    def wait_closed(self) -> defer.Deferred[tuple[int | None, str | None]]:
+        """
+        :return: a Deferred of the ``(code, reason)`` the connection closes
+            with, whoever closes it.
+        """
+        if self._protocol.closed_with is not None:
+            return defer.succeed(self._protocol.closed_with)
+        waiter: defer.Deferred[tuple[int | None, str | None]] = defer.Deferred()
+        self._done.append(waiter)
+        return waiter
+
+    def _closing(self) -> tuple[int | None, str | None]:
+        protocol = self._protocol
+        if protocol.closed_with is not None:
+            return protocol.closed_with
+        reason = protocol.localCloseReason
+        return protocol.localCloseCode, reason.decode("utf-8") if reason else None
+
+    def _received(self, message: str | bytes) -> None:
+        if self._receivers:
+            self._receivers.popleft().callback(message)
+            return
+        self._incoming.append(message)
+        if len(self._incoming) >= MAX_INCOMING and not self._protocol._incoming_full:
+            self._protocol.pause_incoming(True)
+
+    def _writable(self) -> None:
+        # The transport has drained: a waiting send goes now, if it fits.
+        waiting = self._waiting
+        if waiting is None:
+            return
+        waiter, message = waiting
+        payload = message.encode("utf-8") if isinstance(message, str) else message
+        if self._protocol.has_room(payload):
+            self._waiting = None
+            self._protocol.send_message(message)
+            waiter.callback(None)
+
+    def _closed(self, code: int | None, reason: str | None) -> None:
+        closed = ConnectionClosed(code, reason)
+        receivers, self._receivers = self._receivers, deque()
+        for receiver in receivers:
+            receiver.errback(closed)
+        if self._waiting is not None:
+            waiter, self._waiting = self._waiting[0], None
+            waiter.errback(closed)
+        done, self._done = self._done, []
+        for waiter in done:
+            waiter.callback((code, reason))
+
+
+def broadcast(
+    connections: Iterable[Handler | ServerConnection], message: str | bytes
+) -> int:
+    """
+    Send ``message`` to each of ``connections`` without waiting for any: a
+    client that is not reading gets its handler's overflow policy, not the
+    power to hold up the others. The message is encoded once.
+
+    :return: to how many it was sent or queued.
+    """
+    if isinstance(message, str):
+        payload, binary = message.encode("utf-8"), False
+    else:
+        payload, binary = bytes(message), True
+    return sum(
+        connection._protocol._send_payload(payload, binary)
+        for connection in connections
+    )
+
+
+def check_handler(handler: object) -> bool:
+    """
+    :return: whether ``handler`` is a coroutine function (else a
+        :class:`Handler` subclass).
+    :raise TypeError: with a one-line reason for anything else.
+    """
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if isinstance(handler, type) and issubclass(handler, Handler):
+        return False
+    if isinstance(handler, Handler):
+        raise TypeError(
+            f"{type(handler).__name__} is a Handler instance: pass the class "
+            "(one instance is made per connection)"
+        )
+    raise TypeError(
+        "a WebSocket handler is an async function taking a connection, or a "
+        f"netlab.websocket.Handler subclass, not {_describe(handler)}"
+    )
+
+
+def _describe(thing: object) -> str:
+    if inspect.isfunction(thing) or inspect.ismethod(thing):
+        return f"the plain function {thing.__qualname__} (a handler function is async)"
+    if isinstance(thing, type):
+        return f"the class {thing.__qualname__} (not a Handler subclass)"
+    return f"{reprlib.repr(thing)} ({type(thing).__name__})"
+
+
+class WebSocketFactory(ConnectionTracker, WebSocketServerFactory):
+    """
+    Serves a WebSocket handler with netlab's guarantees: the hardened
+    protocol options (:func:`harden`), origin checks, bearer tokens,
+    pings, the connection limits, drain with 1001, metrics, back-pressure
+    with a bounded outgoing queue, and the fast frame path. Listen with it
+    on an endpoint, or mount it in a site with :class:`WebSocketMount`.
+
+    :param handler: an ``async def handler(connection)`` (see
+        :class:`ServerConnection`) or a :class:`Handler` subclass.
+    :param limits: sizes, timeouts, pings and connection caps.
     :param allowed_origins: the ``Origin`` values a browser page may connect
         from, besides its own (same-origin); clients that send no ``Origin``
         (not browsers) are always allowed.
@@ -680,19 +1319,49 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
     :param protection: if given, a handshake on a path it covers needs a
         bearer token (``Authorization`` header, ``bearer.<token>``
         subprotocol, or ``access_token`` query parameter), else ``401``.
+    :param max_queue: the outgoing queue's bound in bytes; by default the
+        handler class's :attr:`Handler.max_queue`, or
+        :data:`DEFAULT_MAX_QUEUE`.
+    :param overflow: ``"close"`` or ``"drop"``; by default the handler
+        class's, or ``"close"``.
+    :param overflow_code: the ``"close"`` policy's code, 1008 or 1013; by
+        default the handler class's, or 1008.
+    :raise TypeError: for a handler of neither shape.
+    :raise ValueError: for a bad queue setting.
     """
 
-    protocol = EchoProtocol
+    protocol = WebSocketProtocol
     service_name = "ws"
 
     def __init__(
         self,
+        handler: Any,
+        *,
         limits: Limits = DEFAULT_LIMITS,
         allowed_origins: Iterable[str] = (),
         reactor: Any = None,
         tracker: ConnectionTracker | None = None,
         protection: Protection | None = None,
+        max_queue: int | None = None,
+        overflow: str | None = None,
+        overflow_code: int | None = None,
     ) -> None:
+        self.coroutine = check_handler(handler)
+        self.handler = handler
+        defaults = Handler if self.coroutine else handler
+        self.max_queue = defaults.max_queue if max_queue is None else max_queue
+        self.overflow = overflow or defaults.overflow
+        self.overflow_code = overflow_code or defaults.overflow_code
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow is 'close' or 'drop', not {self.overflow!r}")
+        if self.overflow_code not in (1008, 1013) and not (
+            3000 <= self.overflow_code <= 4999
+        ):
+            raise ValueError(
+                f"overflow_code is 1008, 1013 or 3000-4999, not {self.overflow_code}"
+            )
+        if self.max_queue <= 0:
+            raise ValueError(f"max_queue must be positive, not {self.max_queue}")
         ConnectionTracker.__init__(self)
         self.protection = protection
         # Say "netlab", not autobahn's name and version.
@@ -729,6 +1398,55 @@ class EchoFactory(ConnectionTracker, WebSocketServerFactory):
         return parts.scheme in ("http", "https") and parts.netloc == host
 
 
+# The echo: the lesson's service, as a user of the layer above.
+
+
+class Echo(Handler):
+    """
+    Answers each text message ``m`` with ``Echo: m``, and each binary
+    message with the same bytes.
+    """
+
+    __slots__ = ()
+    # A reply per message, and the server stops reading while the client is
+    # not: what waits is at most the replies to one read's messages (a
+    # 256 KiB read of the smallest frames counts about 3 MiB).
+    max_queue = 4 * 1024 * 1024
+
+    def on_message(self, message: str | bytes) -> None:
+        self._protocol.send_message(
+            PREFIX + message if type(message) is str else message
+        )
+
+
+class EchoFactory(WebSocketFactory):
+    """
+    Serves :class:`Echo`: a :class:`WebSocketFactory` with the arguments it
+    had before the handler API (positional, no handler).
+    """
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        allowed_origins: Iterable[str] = (),
+        reactor: Any = None,
+        tracker: ConnectionTracker | None = None,
+        protection: Protection | None = None,
+    ) -> None:
+        super().__init__(
+            Echo,
+            limits=limits,
+            allowed_origins=allowed_origins,
+            reactor=reactor,
+            tracker=tracker,
+            protection=protection,
+        )
+
+
+#: The old name of :class:`WebSocketProtocol`, from when it only echoed.
+EchoProtocol = WebSocketProtocol
+
+
 class WebSocketMount(WebSocketResource):
     """
     Serves a WebSocket factory at a path of a web site (``/ws``), so one port
@@ -738,7 +1456,7 @@ class WebSocketMount(WebSocketResource):
     as HTTP/1.1 and accept it).
     """
 
-    def __init__(self, factory: EchoFactory) -> None:
+    def __init__(self, factory: WebSocketFactory) -> None:
         super().__init__(factory)
         self.factory = factory
 
@@ -766,17 +1484,6 @@ class WebSocketMount(WebSocketResource):
 
 
 # The client.
-
-
-class ConnectionClosed(Exception):
-    """
-    The WebSocket closed; ``code`` and ``reason`` say how.
-    """
-
-    def __init__(self, code: int | None, reason: str | None) -> None:
-        super().__init__(f"closed with code {code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class HandshakeRefused(Exception):

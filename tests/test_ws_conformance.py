@@ -1,8 +1,10 @@
 """
 The WebSocket contract, over loopback, against the standalone autobahn
-service, the same service mounted at ``/ws`` of the HTTP site, and the
-``websockets`` twin; with a raw-frame client (exact frames and close codes)
-and with each real client.
+service, the same service mounted at ``/ws`` of the HTTP site, the echo
+written as a user's handler (``tests.ws_user_echo``) served by
+:class:`~netlab.websocket.WebSocketFactory`, and the ``websockets`` twin;
+with a raw-frame client (exact frames and close codes) and with each real
+client.
 
 Every real client also talks to every server over ``wss://`` (the
 ``...TLS...`` test cases), trusting only a CA made for the test run.
@@ -24,6 +26,8 @@ from twisted.internet.threads import deferToThread
 
 from netlab import certs, http, tls, websocket
 from netlab.compat import ws_client
+from netlab.limits import Limits
+from tests import ws_user_echo
 from tests.support import (
     WAIT,
     Peer,
@@ -51,8 +55,17 @@ class At:
         return await self.server.start(tls=tls, **limits)
 
 
+def user_handler(limits: Limits) -> websocket.WebSocketFactory:
+    """
+    :return: the echo as a user writes it (``tests.ws_user_echo``, the
+        ``async def handler(connection)`` shape), served by netlab.
+    """
+    return websocket.WebSocketFactory(ws_user_echo.handler, limits=limits)
+
+
 SERVERS = {
     "Standalone": At(TwistedServer(websocket.EchoFactory), "/"),
+    "UserHandler": At(TwistedServer(user_handler), "/"),
     "Mounted": At(TwistedServer(http.HTTPSite), "/ws"),
     "Twin": At(TwinServer("netlab.compat.ws_server"), "/"),
 }
