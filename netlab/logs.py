@@ -2,11 +2,19 @@
 JSON-lines logs, for machines; plain text, for people, as twistd writes it
 but cheaper.
 
-``twistd --logger netlab.logs.text ...`` writes the lines twistd's default
-log does, to standard output, for a fraction of the cost per line: each
-second's timestamp is formatted once, an event whose format is one text
-field (netlab's access log) skips the format parser, and the lines of one
-reactor turn reach the file in one write instead of one each.
+:class:`TextLines` writes the lines twistd's default log does, for a fraction
+of the cost per line: each second's timestamp is formatted once, an event
+whose format is one text field (netlab's access log) skips the format parser,
+and the lines of one reactor turn reach the file in one write instead of one
+each. It is what a netlab plugin logs with when twistd is given no
+``--logger``: :func:`default` writes where twistd's own observer would have
+(standard output under ``-n``; otherwise ``--logfile``, ``twistd.log`` by
+default, rotated by size and on SIGUSR1 as twistd rotates it), and
+``--syslog`` is left to twistd. ``twistd --logger netlab.logs.twistd ...``
+brings twistd's own observer back, writing to the same place.
+
+``twistd --logger netlab.logs.text ...`` writes the same lines to standard
+output, whatever ``--logfile`` says (as any ``--logger``).
 
 ``twistd --logger netlab.logs.json ...`` writes one JSON object per event to
 standard output::
@@ -25,9 +33,10 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import signal
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from json import dumps
 from typing import IO, Any, Generic, TypeVar
 
@@ -38,6 +47,7 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     formatTime,
 )
+from twisted.python.logfile import LogFile
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
@@ -159,12 +169,36 @@ class Lines:
             return
         self._flushing = True
         try:
-            write = self._out.write
+            out = self._out
+            write = out.write
             while held:
-                write(held.popleft())
-            self._out.flush()
+                # The lines held, in one write; but a file that rotates by
+                # size (twistd's --logfile) gets its lines in as many writes
+                # as it takes to rotate where it would have, line by line.
+                room = _room(out)
+                lines = [held.popleft()]
+                size = len(lines[0])
+                while held and size < room:
+                    line = held.popleft()
+                    lines.append(line)
+                    size += len(line)
+                write("".join(lines))
+            out.flush()
         finally:
             self._flushing = False
+
+
+def _room(out: Any) -> float:
+    """
+    :return: how much text ``out`` takes before it rotates: a
+        :class:`~twisted.python.logfile.LogFile` rotates before a write when
+        it holds its ``rotateLength`` or more, and starts empty.
+    """
+    if isinstance(out, LogFile) and out.rotateLength:
+        if out.size >= out.rotateLength:
+            return float(out.rotateLength)
+        return float(out.rotateLength - out.size)
+    return float("inf")
 
 
 @implementer(ILogObserver)
@@ -264,3 +298,119 @@ def text() -> TextLines:
     text lines on standard output.
     """
     return TextLines(sys.stdout)
+
+
+# What twistd was told about its log (--logfile, --nodaemon, --syslog,
+# --prefix), as a netlab plugin's options saw it: where default() and
+# twistd() write. None: not under twistd with a netlab plugin.
+_twistd_options: dict[str, Any] | None = None
+
+#: The ``--logger`` that netlab's plugins give twistd when it has none.
+DEFAULT = f"{__name__}.default"
+
+
+def use_under_twistd(options: Mapping[str, Any]) -> None:
+    """
+    Make :func:`default` twistd's log observer factory, unless twistd was
+    given its own (``--logger``) or logs to syslog (``--syslog``), or would
+    refuse its options (``--logfile -`` for a daemon: twistd says so and
+    exits, as always).
+
+    Called by every netlab plugin's options once parsed, with twistd's own
+    (which twistd reads its logger from only after that).
+
+    :param options: twistd's parsed options (its ``ServerOptions``).
+    """
+    global _twistd_options
+    _twistd_options = {
+        name: options.get(name)
+        for name in ("logfile", "nodaemon", "syslog", "prefix")
+        if name in options
+    }
+    if options.get("logger") is not None or options.get("syslog"):
+        return
+    if options.get("logfile") == "-" and not options.get("nodaemon", True):
+        return
+    # A name, as twistd's own --logger is: twistd imports it next.
+    options["logger"] = DEFAULT  # type: ignore[index]
+
+
+def _twistd_log_file() -> IO[str]:
+    """
+    :return: where twistd's own observer writes, for the options recorded
+        by :func:`use_under_twistd`: standard output under ``-n`` (or
+        without twistd); otherwise ``--logfile`` (``twistd.log`` by
+        default), a :class:`~twisted.python.logfile.LogFile` that rotates by
+        size, and on SIGUSR1 unless something else handles that signal.
+    """
+    options = _twistd_options or {}
+    path = options.get("logfile") or ""
+    # twistd on Windows has no --nodaemon: it never detaches.
+    nodaemon = options.get("nodaemon", True)
+    if path == "-":
+        if not nodaemon:
+            sys.exit("Daemons cannot log to stdout, exiting!")
+        return sys.stdout
+    if nodaemon and not path:
+        return sys.stdout
+    return LogFile.fromFullPath(path or "twistd.log")
+
+
+def _rotate_on_sigusr1(out: LogFile, before: Callable[[], None]) -> None:
+    """
+    Rotate ``out`` on SIGUSR1, as twistd does, after ``before``; unless the
+    signal has a handler already.
+    """
+    number = getattr(signal, "SIGUSR1", None)
+    if number is None or signal.getsignal(number):
+        return
+
+    def rotate(signal_number: int, frame: Any) -> None:
+        from twisted.internet import reactor
+
+        def in_the_reactor() -> None:
+            before()
+            out.rotate()
+
+        reactor.callFromThread(in_the_reactor)  # type: ignore[attr-defined]
+
+    signal.signal(number, rotate)
+
+
+def default() -> ILogObserver:
+    """
+    The observer factory netlab's plugins give twistd when it has no
+    ``--logger`` (``twistd --logger netlab.logs.default`` names it): twistd's
+    text lines, as a :class:`TextLines`, where twistd's own observer would
+    have written them (see :func:`use_under_twistd`). Without a netlab
+    plugin's options to follow, standard output.
+    """
+    if (_twistd_options or {}).get("syslog"):
+        return twistd()
+    out = _twistd_log_file()
+    observer = TextLines(out)
+    if isinstance(out, LogFile):
+        _rotate_on_sigusr1(out, observer.flush)
+    return observer
+
+
+def twistd() -> ILogObserver:
+    """
+    The observer factory for ``twistd --logger netlab.logs.twistd``:
+    twistd's own default observer, made by twistd's own code, with the
+    ``--logfile``, ``--syslog`` and ``--nodaemon`` that a netlab plugin's
+    options saw (standard output without them). It writes the same lines as
+    :func:`default`, at several times the cost.
+    """
+    if sys.platform == "win32":
+        from twisted.application.app import AppLogger as Maker
+    else:
+        from twisted.scripts._twistd_unix import UnixAppLogger as Maker
+    options = {"nodaemon": True} if _twistd_options is None else _twistd_options
+    observer: Any = Maker(dict(options))._getLogObserver()
+    if not ILogObserver.providedBy(observer):
+        # twisted.python.syslog's observer is a legacy one.
+        from twisted.logger import LegacyLogObserverWrapper
+
+        observer = LegacyLogObserverWrapper(observer)
+    return observer  # type: ignore[no-any-return]

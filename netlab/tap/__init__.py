@@ -200,6 +200,10 @@ class DebugOptions(usage.Options):
     ``--wiretap FILE``: record every connection for Wireshark;
     ``--tls-keylog FILE``: the TLS secrets to decrypt a real capture;
     ``--metrics ENDPOINT``: Prometheus metrics at ``/metrics``.
+
+    Under ``twistd`` with no ``--logger`` (nor ``--syslog``), the log is
+    netlab's faster text observer, written where twistd's own would write
+    (see :func:`netlab.logs.use_under_twistd`).
     """
 
     def opt_metrics(self, description: str) -> None:
@@ -234,6 +238,7 @@ class DebugOptions(usage.Options):
 
     def postOptions(self) -> None:
         super().postOptions()
+        self._use_netlab_log()
         if self["tls-keylog"]:
             try:
                 use_keylog(self["tls-keylog"])
@@ -249,6 +254,19 @@ class DebugOptions(usage.Options):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.access(folder, os.W_OK) or os.path.isdir(path):
             raise usage.UsageError(f"--wiretap {path}: cannot write there")
+
+    def _use_netlab_log(self) -> None:
+        """
+        As twistd's sub-command, tell :mod:`netlab.logs` twistd's options
+        (parsed, but not yet used to make its log observer).
+        """
+        from twisted.application.app import ServerOptions
+
+        from netlab import logs
+
+        parent = getattr(self, "parent", None)
+        if isinstance(parent, ServerOptions):
+            logs.use_under_twistd(parent)
 
     def metrics(self, parent: MultiService) -> None:
         """
