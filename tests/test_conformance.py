@@ -15,12 +15,14 @@ from __future__ import annotations
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from netlab import certs, tcp
 from netlab.compat import socket_client
+from tests import user_tcp
 from tests.support import (
     WAIT,
     Peer,
@@ -38,6 +40,8 @@ from tests.support import (
 
 ECHO_SERVERS = {
     "Twisted": TwistedServer(tcp.EchoFactory),
+    # A user's echo on the public API: what netlab promises any protocol.
+    "UserProtocol": TwistedServer(partial(tcp.TCPFactory, user_tcp.Mirror)),
     "Selectors": TwinServer("netlab.compat.selectors_echo"),
     "Asyncio": TwinServer("netlab.compat.asyncio_echo"),
     "Threads": TwinServer("netlab.compat.threads_echo"),

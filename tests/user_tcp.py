@@ -3,10 +3,12 @@ A user's own TCP protocols, written against Twisted alone, for the tests
 that serve them through netlab (``TCPFactory`` and ``twistd netlab-tcp``).
 """
 
-from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
+
+from netlab.tcp import Backpressure
 
 
 @implementer(IHandshakeListener)
@@ -44,3 +46,25 @@ factory = UpperFactory()
 
 #: Not a protocol factory, for the usage errors.
 not_a_factory = 42
+
+
+@implementer(IHalfCloseableProtocol)
+class Mirror(Protocol):
+    """
+    The echo as a user writes it on netlab's public API: every byte back,
+    with :class:`~netlab.tcp.Backpressure` and half-close. The echo contract
+    runs against it (tests.test_conformance).
+    """
+
+    def connectionMade(self) -> None:
+        self.backpressure = Backpressure(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.backpressure.release()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
