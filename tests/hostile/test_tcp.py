@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 from netlab import tcp
 from netlab.limits import Limits
 from netlab.testing import Served, serve
+from tests import user_tcp
 from tests.hostile._helpers import PROMPT, observe, open_peer, reset
 from tests.support import Peer, bounded, connect, raise_fd_limit
 
@@ -28,9 +29,9 @@ LIMITS = Limits(idle_timeout=30)
 
 class Hostile:
     timeout = 60
-    factory: tcp.ServiceFactory
+    factory: tcp.TCPFactory
 
-    async def start(self, factory: tcp.ServiceFactory) -> Served:
+    async def start(self, factory: tcp.TCPFactory) -> Served:
         self.factory = factory
         return await serve(self, factory)
 
@@ -101,6 +102,15 @@ class EchoTests(Hostile, TestCase):
     async def test_flood_of_connects_closed_and_reset(self) -> None:
         await flood(self)
         await self.assert_serves_normally()
+
+
+class UserEchoTests(EchoTests):
+    """
+    The same attacks on a user's echo served by :class:`~netlab.tcp.TCPFactory`.
+    """
+
+    async def setUp(self) -> None:
+        self.served = await self.start(tcp.TCPFactory(user_tcp.Mirror, limits=LIMITS))
 
 
 class GreetingTests(Hostile, TestCase):
