@@ -75,7 +75,6 @@ from netlab.tracking import ConnectionTracker, Unavailable
 DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
 #: What the echo puts before each text message.
 PREFIX = "Echo: "
-_PREFIX_BYTES = PREFIX.encode()
 #: Seconds the client gives connecting plus the opening handshake.
 DEFAULT_CLIENT_TIMEOUT = 10.0
 #: The largest message the client accepts.
@@ -279,7 +278,8 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
 def _is_utf8(data: bytes) -> bool:
     """
     :return: whether ``data`` is UTF-8 as RFC 3629 has it (no surrogates, no
-        overlong forms, nothing past U+10FFFF): Python's strict decoder.
+        overlong forms, nothing past U+10FFFF): what Python's strict decoder,
+        which the fast path decodes text with, accepts.
     """
     if data.isascii():
         return True
@@ -365,6 +365,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
     #: ``max_queue`` (made on first use: most connections never need one).
     _queue: deque[tuple[bytes, bool]] | None = None
     _queued = 0
+    #: A send that waits for room: ``(Deferred, payload, binary)``.
+    _waiting_send: tuple[defer.Deferred[None], bytes, bool] | None = None
     _incoming_full = False
     _draining = False
     _on_message: Callable[[str | bytes], Any] | None = None
@@ -685,31 +687,68 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def _send_payload(self, payload: bytes, binary: bool) -> bool:
         if self.state != self.STATE_OPEN:
             return False
-        if self.writing_paused or self._queue:
+        if self.writing_paused or self._queue or self._waiting_send:
             return self._enqueue(payload, binary)
         self._write_message(payload, binary)
         return True
 
-    def has_room(self, payload: bytes) -> bool:
+    def _has_room(self, payload: bytes) -> bool:
         """
-        :return: whether a message of ``payload`` would be written or queued
-            now, without overflowing the queue.
+        :return: whether a message of ``payload`` may be written or queued
+            now without overflowing the queue.
         """
-        if not (self.writing_paused or self._queue):
-            return True
-        cost = len(payload) + QUEUED_MESSAGE_COST
-        return not self._queue or self._queued + cost <= self.factory.max_queue
+        queue = self._queue
+        return not queue or (
+            self._queued + len(payload) + QUEUED_MESSAGE_COST <= self.factory.max_queue
+        )
+
+    def send_when_room(self, message: str | bytes) -> defer.Deferred[None]:
+        """
+        Send ``message`` now if the queue has room for it, else once it has
+        (for one message at a time: while one waits, another send
+        overflows the queue, and the policy applies).
+
+        :return: a Deferred that fires once the message is written or
+            queued, or fails with :class:`ConnectionClosed` if the
+            connection closes first (or is closing).
+        """
+        if type(message) is str:
+            payload, binary = message.encode("utf-8"), False
+        else:
+            payload, binary = bytes(message), True
+        if self.state == self.STATE_OPEN:
+            if self._waiting_send is None and not self._has_room(payload):
+                waiter: defer.Deferred[None] = defer.Deferred()
+                self._waiting_send = (waiter, payload, binary)
+                return waiter
+            self._send_payload(payload, binary)
+        if self.state != self.STATE_OPEN:
+            return defer.fail(ConnectionClosed(*self._closing_with()))
+        return defer.succeed(None)
+
+    def _closing_with(self) -> tuple[int | None, str | None]:
+        """
+        :return: the code and reason the connection is closing (or closed)
+            with, as far as known.
+        """
+        if self.closed_with is not None:
+            return self.closed_with
+        reason = self.localCloseReason
+        return self.localCloseCode, reason.decode("utf-8") if reason else None
 
     def _enqueue(self, payload: bytes, binary: bool) -> bool:
+        if self._waiting_send is not None:
+            # Nothing may pass the message that waits for room.
+            return self._overflow()
         queue = self._queue
-        cost = len(payload) + QUEUED_MESSAGE_COST
         if queue is None:
             queue = self._queue = deque()
         # An empty queue takes any one message, however large: the handler
         # holds it anyway, and a limit under --max-message would refuse
         # the answer to a message the server accepted.
-        elif queue and self._queued + cost > self.factory.max_queue:
+        elif not self._has_room(payload):
             return self._overflow()
+        cost = len(payload) + QUEUED_MESSAGE_COST
         queue.append((payload, binary))
         self._queued += cost
         return True
@@ -811,7 +850,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         :raise ValueError: for a code no endpoint may send (RFC 6455 7.4),
             or a reason over 123 bytes of UTF-8.
         """
-        if not _valid_close_code(code) or code == 1002:
+        if not _valid_close_code(code):
             raise ValueError(f"{code} is not a close code a server may send")
         reason_bytes = reason.encode("utf-8")
         if len(reason_bytes) > 123:
@@ -851,10 +890,12 @@ class WebSocketProtocol(WebSocketServerProtocol):
         self.writing_paused = False
         if self._queue:
             self._flush_queue()
+        waiting = self._waiting_send
+        if waiting is not None and self._has_room(waiting[1]):
+            self._waiting_send = None
+            self._send_payload(waiting[1], waiting[2])
+            waiting[0].callback(None)
         self._update_reading()
-        session = self.session
-        if not self.writing_paused and isinstance(session, ServerConnection):
-            session._writable()
 
     def stopProducing(self) -> None:
         pass
@@ -980,6 +1021,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 timer.cancel()
             setattr(self, name, None)
         self._discard_queue()
+        waiting, self._waiting_send = self._waiting_send, None
+        if waiting is not None:
+            waiting[0].errback(ConnectionClosed(*self._closing_with()))
         self.factory.tracker.forget(self, reason)
 
 
@@ -1126,14 +1170,12 @@ class ServerConnection(_ConnectionInfo):
     with ``Deferred.fromFuture``.
     """
 
-    __slots__ = ("_protocol", "_incoming", "_receivers", "_waiting", "_done")
+    __slots__ = ("_protocol", "_incoming", "_receivers", "_done")
 
     def __init__(self, protocol: WebSocketProtocol) -> None:
         self._protocol = protocol
         self._incoming: deque[str | bytes] = deque()
         self._receivers: deque[defer.Deferred[str | bytes]] = deque()
-        #: A send waiting for room in the queue, and its message.
-        self._waiting: tuple[defer.Deferred[None], str | bytes] | None = None
         self._done: list[defer.Deferred[tuple[int | None, str | None]]] = []
 
     def __aiter__(self) -> ServerConnection:
@@ -1174,18 +1216,7 @@ class ServerConnection(_ConnectionInfo):
             overflows the queue, and its policy applies. It fails with
             :class:`ConnectionClosed` once the connection is closing.
         """
-        protocol = self._protocol
-        if protocol.state != protocol.STATE_OPEN:
-            return defer.fail(ConnectionClosed(*self._closing()))
-        if self._waiting is None:
-            payload = message.encode("utf-8") if isinstance(message, str) else message
-            if not protocol.has_room(payload):
-                waiter: defer.Deferred[None] = defer.Deferred()
-                self._waiting = (waiter, message)
-                return waiter
-        if not protocol.send_message(message) and protocol.state != protocol.STATE_OPEN:
-            return defer.fail(ConnectionClosed(*self._closing()))
-        return defer.succeed(None)
+        return self._protocol.send_when_room(message)
 
     def close(
         self, code: int = 1000, reason: str = ""
@@ -1211,13 +1242,6 @@ class ServerConnection(_ConnectionInfo):
         self._done.append(waiter)
         return waiter
 
-    def _closing(self) -> tuple[int | None, str | None]:
-        protocol = self._protocol
-        if protocol.closed_with is not None:
-            return protocol.closed_with
-        reason = protocol.localCloseReason
-        return protocol.localCloseCode, reason.decode("utf-8") if reason else None
-
     def _received(self, message: str | bytes) -> None:
         if self._receivers:
             self._receivers.popleft().callback(message)
@@ -1226,26 +1250,11 @@ class ServerConnection(_ConnectionInfo):
         if len(self._incoming) >= MAX_INCOMING and not self._protocol._incoming_full:
             self._protocol.pause_incoming(True)
 
-    def _writable(self) -> None:
-        # The transport has drained: a waiting send goes now, if it fits.
-        waiting = self._waiting
-        if waiting is None:
-            return
-        waiter, message = waiting
-        payload = message.encode("utf-8") if isinstance(message, str) else message
-        if self._protocol.has_room(payload):
-            self._waiting = None
-            self._protocol.send_message(message)
-            waiter.callback(None)
-
     def _closed(self, code: int | None, reason: str | None) -> None:
         closed = ConnectionClosed(code, reason)
         receivers, self._receivers = self._receivers, deque()
         for receiver in receivers:
             receiver.errback(closed)
-        if self._waiting is not None:
-            waiter, self._waiting = self._waiting[0], None
-            waiter.errback(closed)
         done, self._done = self._done, []
         for waiter in done:
             waiter.callback((code, reason))

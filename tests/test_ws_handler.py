@@ -463,7 +463,7 @@ class QueueTests(TestCase):
         self.pause(connection)
         connection.send("go")
         protocol = served.protocol
-        await wait_for(lambda: protocol.session._waiting is not None, "a send waited")
+        await wait_for(lambda: protocol._waiting_send is not None, "a send waited")
         most = 0
         for _ in range(20):
             most = max(most, server_buffered(protocol))
@@ -503,6 +503,47 @@ class QueueTests(TestCase):
         self.resume(connection)
         code, _ = await bounded(connection.closed())
         self.assertEqual(code, 1008)
+
+    async def test_nothing_passes_a_waiting_send(self) -> None:
+        """
+        While a send waits for room, another message (here a broadcast) is
+        not queued ahead of it: the policy applies to it ("drop").
+        """
+        payloads = random_payloads(self.size)
+        sent: list[int] = []
+        connections: list[ServerConnection] = []
+
+        async def handler(connection: ServerConnection) -> None:
+            connections.append(connection)
+            await connection.recv()
+            index = 0
+            while True:
+                sending = connection.send(struct.pack("!I", index) + payloads[0])
+                sent.append(index)
+                index += 1
+                if not sending.called:
+                    break
+                payloads.append(payloads.pop(0))
+                await task.deferLater(reactor, 0)
+            await sending
+            await connection.send("last")
+            await connection.wait_closed()
+
+        served = await Served(self).start(
+            handler, max_queue=self.max_queue, overflow="drop"
+        )
+        connection = await served.connect()
+        self.pause(connection)
+        connection.send("go")
+        protocol = served.protocol
+        await wait_for(lambda: protocol._waiting_send is not None, "a send waited")
+        self.assertEqual(broadcast(connections, "cut in"), 0)
+        self.assertEqual(protocol.dropped, 1)
+        self.resume(connection)
+        for index in sent:
+            message = await receive(connection)
+            self.assertEqual(struct.unpack("!I", message[:4])[0], index)
+        self.assertEqual(await receive(connection), "last")
 
 
 class FactoryTests(SynchronousTestCase):
@@ -549,6 +590,44 @@ HANDSHAKE = (
 )
 
 
+def open_in_memory(
+    case: SynchronousTestCase, handler: Any
+) -> tuple[Any, StringTransport]:
+    """
+    :return: a server protocol serving ``handler`` on a ``StringTransport``,
+        past its opening handshake (closed when ``case`` ends), and the
+        transport.
+    """
+    factory = WebSocketFactory(handler, limits=LIMITS, reactor=MemoryReactorClock())
+    address = IPv4Address("TCP", "127.0.0.1", 50000)
+    protocol = factory.buildProtocol(address)
+    transport = StringTransport(IPv4Address("TCP", "127.0.0.1", 8765), address)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HANDSHAKE)
+    case.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+    transport.clear()
+    case.addCleanup(protocol.connectionLost)
+    return protocol, transport
+
+
+class CloseCodeTests(SynchronousTestCase):
+    def test_codes_and_reasons(self) -> None:
+        class Quiet(Handler):
+            pass
+
+        protocol, transport = open_in_memory(self, Quiet)
+        handler = protocol.session
+        for code in (999, 1004, 1005, 1006, 1015, 5000):
+            self.assertRaises(ValueError, handler.close, code)
+        self.assertRaises(ValueError, handler.close, 4000, "é" * 62)
+        handler.close(4000, "é" * 61)
+        (flags, opcode, payload), _ = parse_frame(transport.value())
+        self.assertEqual(payload, struct.pack("!H", 4000) + "é".encode() * 61)
+        handler.close(1000)  # already closing: nothing more
+        self.assertFalse(handler.send("after"))
+        self.assertEqual(len(transport.value()), 2 + 124)
+
+
 class FastPathTests(SynchronousTestCase):
     """
     A user's handler gets the fast path: common frames never reach
@@ -556,21 +635,13 @@ class FastPathTests(SynchronousTestCase):
     """
 
     def open(self, handler: Any) -> tuple[Any, StringTransport]:
-        factory = WebSocketFactory(handler, limits=LIMITS, reactor=MemoryReactorClock())
-        address = IPv4Address("TCP", "127.0.0.1", 50000)
-        protocol = factory.buildProtocol(address)
-        transport = StringTransport(IPv4Address("TCP", "127.0.0.1", 8765), address)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(HANDSHAKE)
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
-        transport.clear()
+        protocol, transport = open_in_memory(self, handler)
         self.assertTrue(protocol._fast_receive and protocol._fast_send)
 
         def refuse() -> bool:
             raise AssertionError("autobahn's parser was used")
 
         protocol.processData = refuse
-        self.addCleanup(protocol.connectionLost)
         return protocol, transport
 
     def assert_answers(self, handler: Any) -> None:

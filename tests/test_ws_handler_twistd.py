@@ -27,13 +27,16 @@ USER_ECHO = "tests.ws_user_echo:handler"
 class HandlerPluginTests(TestCase):
     timeout = 120
 
-    async def start(self, *args: str, factory: str = "WebSocketFactory"):
+    async def start(
+        self, *args: str, factory: str = "WebSocketFactory", twistd_args=()
+    ):
         """
-        Start ``twistd -n netlab-ws`` with ``args``; return the child and its
-        port, read from twistd's log.
+        Start ``twistd -n netlab-ws`` with ``args`` (and ``twistd_args``
+        before the plugin's name); return the child and its port, read from
+        twistd's log.
         """
         child = spawn(
-            twistd("-n", "--pidfile=", "netlab-ws", *args),
+            twistd("-n", "--pidfile=", *twistd_args, "netlab-ws", *args),
             watch=rb"%s(?: \(TLS\))? starting on (\d+)" % factory.encode(),
             cwd=ROOT,
         )
@@ -95,6 +98,14 @@ class HandlerPluginTests(TestCase):
             url, "hi", tls=trust, headers={"Authorization": f"Bearer {token}"}
         )
         self.assertEqual(reply, "Echo: hi")
+
+    async def test_asyncio_reactor(self) -> None:
+        _, port = await self.start(
+            *("--handler", USER_ECHO, "--listen", LOOPBACK_ANY_PORT),
+            twistd_args=("-r", "asyncio"),
+        )
+        reply = await self.exchange(f"ws://127.0.0.1:{port}/", "on asyncio")
+        self.assertEqual(reply, "Echo: on asyncio")
 
     async def test_workers(self) -> None:
         _, port = await self.start(
