@@ -31,6 +31,7 @@ from netlab.websocket import (
     broadcast,
 )
 from tests import ws_user_echo
+from tests.hostile import test_websocket as hostile
 from tests.support import WAIT, bounded
 from tests.test_protect import AUDIENCE, secret_file
 from tests.test_ws_conformance import BINARY, KEY, TEXT, frame, parse_frame
@@ -674,3 +675,19 @@ class FastPathTests(SynchronousTestCase):
 
     def test_coroutine_handler(self) -> None:
         self.assert_answers(ws_user_echo.handler)
+
+
+class UserHandlerHostileTests(hostile.Hostile, TestCase):
+    """
+    The hostile WebSocket suite against the echo written as a user's
+    handler (``tests.ws_user_echo``): every bad handshake and frame gets the
+    answer netlab's own echo gives.
+    """
+
+    path = "/"
+    test_malformed_request_line_is_400 = (
+        hostile.StandaloneTests.test_malformed_request_line_is_400
+    )
+
+    def factory(self) -> WebSocketFactory:
+        return WebSocketFactory(ws_user_echo.handler, limits=hostile.LIMITS)
