@@ -275,6 +275,21 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
     )
 
 
+def _payload(message: str | bytes) -> tuple[bytes, bool]:
+    """
+    :return: what a message is sent as: its payload, and whether it is binary.
+    :raise TypeError: for a message that is neither ``str`` nor ``bytes``.
+    """
+    if type(message) is str:
+        return message.encode("utf-8"), False
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message), True
+    raise TypeError(
+        "a WebSocket message is str (text) or bytes (binary), not "
+        f"{type(message).__name__}"
+    )
+
+
 def _is_utf8(data: bytes) -> bool:
     """
     :return: whether ``data`` is UTF-8 as RFC 3629 has it (no surrogates, no
@@ -373,6 +388,18 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _on_close: Callable[[int | None, str | None], Any] | None = None
     #: How the connection closed: ``(code, reason)``, once it has.
     closed_with: tuple[int | None, str | None] | None = None
+
+    @property
+    def peer_text(self) -> str:
+        """
+        The client's address: ``host:port`` (``[host]:port`` for IPv6).
+        (autobahn's own ``peer`` is ``tcp4:host:port``.)
+        """
+        peer = self.__dict__.get("_peer_text")
+        if peer is None:
+            # Kept, for a handler that asks once the connection is gone.
+            peer = self._peer_text = describe_address(self.transport.getPeer())
+        return peer
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -498,11 +525,25 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 handler = factory.handler()
                 handler._protocol = self
                 self.session = handler
-                self._on_message = handler.on_message
-                self._on_close = handler.on_close
-                handler.on_open()
+                self._on_message = self._run(handler.on_message)
+                self._on_close = self._run(handler.on_close)
+                self._run(handler.on_open)()
         except Exception:
             self.handler_failed(Failure())
+
+    def _run(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """
+        :return: ``method``, or for an ``async def`` one, a function that
+            runs it on the reactor with its failure handled as a handler's.
+        """
+        if not inspect.iscoroutinefunction(method):
+            return method
+
+        def run(*arguments: Any) -> None:
+            running = defer.Deferred.fromCoroutine(method(*arguments))
+            running.addErrback(self.handler_failed)
+
+        return run
 
     def _handler_returned(self, _: object) -> None:
         # A coroutine handler that returns is done with the connection.
@@ -677,12 +718,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         """
         if type(message) is str:
             return self._send_payload(message.encode("utf-8"), False)
-        if isinstance(message, bytes | bytearray | memoryview):
-            return self._send_payload(bytes(message), True)
-        raise TypeError(
-            f"a WebSocket message is str (text) or bytes (binary), not "
-            f"{type(message).__name__}"
-        )
+        return self._send_payload(*_payload(message))
 
     def _send_payload(self, payload: bytes, binary: bool) -> bool:
         if self.state != self.STATE_OPEN:
@@ -712,10 +748,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
             queued, or fails with :class:`ConnectionClosed` if the
             connection closes first (or is closing).
         """
-        if type(message) is str:
-            payload, binary = message.encode("utf-8"), False
-        else:
-            payload, binary = bytes(message), True
+        payload, binary = _payload(message)
         if self.state == self.STATE_OPEN:
             if self._waiting_send is None and not self._has_room(payload):
                 waiter: defer.Deferred[None] = defer.Deferred()
@@ -1043,7 +1076,7 @@ class _ConnectionInfo:
         """
         The client's address: ``host:port`` (``[host]:port`` for IPv6).
         """
-        return describe_address(self._protocol.transport.getPeer())
+        return self._protocol.peer_text
 
     @property
     def subject(self) -> str | None:
@@ -1103,7 +1136,8 @@ class Handler(_ConnectionInfo):
     :meth:`send` never waits: while the client is not reading, messages
     wait in a queue of at most :attr:`max_queue` bytes, and past it the
     :attr:`overflow` policy applies. An exception from a method is logged,
-    and the connection closed with 1011.
+    and the connection closed with 1011. A method may be ``async def``: it
+    runs on the reactor, and the next message does not wait for it.
     """
 
     # A slotted base, so that a slotted subclass (the echo) costs an idle
@@ -1270,10 +1304,7 @@ def broadcast(
 
     :return: to how many it was sent or queued.
     """
-    if isinstance(message, str):
-        payload, binary = message.encode("utf-8"), False
-    else:
-        payload, binary = bytes(message), True
+    payload, binary = _payload(message)
     return sum(
         connection._protocol._send_payload(payload, binary)
         for connection in connections

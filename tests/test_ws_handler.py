@@ -126,8 +126,9 @@ class ClassHandlerTests(TestCase):
                 else:
                     self.send(message if isinstance(message, bytes) else str(self.seen))
 
-            def on_close(self, code: int | None, reason: str | None) -> None:
-                closes.append((code, reason, self.seen))
+            async def on_close(self, code: int | None, reason: str | None) -> None:
+                # async def works too; the peer is still known.
+                closes.append((code, reason, self.seen, self.peer))
 
         served = await Served(self).start(Greeter)
         connection = await served.connect("/room/1?x=1")
@@ -142,7 +143,7 @@ class ClassHandlerTests(TestCase):
         connection.send("bye")
         self.assertEqual(await bounded(connection.closed()), (4000, "see you"))
         await bounded(served.factory.drained())
-        self.assertEqual(closes, [(4000, "see you", 3)])
+        self.assertEqual(closes, [(4000, "see you", 3, f"127.0.0.1:{client.port}")])
 
     async def test_state_is_per_connection(self) -> None:
         served = await Served(self).start(ws_user_echo.EchoHandler)
@@ -187,12 +188,18 @@ class ClassHandlerTests(TestCase):
             def on_message(self, message: str | bytes) -> None:
                 raise ValueError("a bug")
 
-        served = await Served(self).start(Broken)
-        connection = await served.connect()
-        connection.send("anything")
-        code, _ = await bounded(connection.closed())
-        self.assertEqual(code, 1011)
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        class BrokenLater(Handler):
+            async def on_message(self, message: str | bytes) -> None:
+                await task.deferLater(reactor, 0)
+                raise ValueError("a later bug")
+
+        for handler in (Broken, BrokenLater):
+            served = await Served(self).start(handler)
+            connection = await served.connect()
+            connection.send("anything")
+            code, _ = await bounded(connection.closed())
+            self.assertEqual(code, 1011)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
 
     async def test_exception_on_open_closes_with_1011(self) -> None:
         class Broken(Handler):
@@ -624,6 +631,9 @@ class CloseCodeTests(SynchronousTestCase):
         handler.close(4000, "é" * 61)
         (flags, opcode, payload), _ = parse_frame(transport.value())
         self.assertEqual(payload, struct.pack("!H", 4000) + "é".encode() * 61)
+        for wrong in (5, None, ["x"]):
+            self.assertRaises(TypeError, handler.send, wrong)
+            self.assertRaises(TypeError, broadcast, [handler], wrong)
         handler.close(1000)  # already closing: nothing more
         self.assertFalse(handler.send("after"))
         self.assertEqual(len(transport.value()), 2 + 124)
