@@ -95,9 +95,25 @@ class HandlerPluginTests(TestCase):
             await self.exchange(url, "no token", tls=trust)
         token = auth.mint(secret, "alice")
         reply = await self.exchange(
-            url, "hi", tls=trust, headers={"Authorization": f"Bearer {token}"}
+            url, "count", tls=trust, headers={"Authorization": f"Bearer {token}"}
         )
-        self.assertEqual(reply, "Echo: hi")
+        self.assertEqual(reply, "0", "not the user's handler")
+
+    async def test_origins_and_limits(self) -> None:
+        _, port = await self.start(
+            *("--handler", "tests.ws_user_echo:EchoHandler"),
+            *("--listen", LOOPBACK_ANY_PORT),
+            *("--allowed-origin", "http://app.test", "--max-message", "10"),
+        )
+        url = f"ws://127.0.0.1:{port}/"
+        reply = await self.exchange(url, "allowed", origin="http://app.test")
+        self.assertEqual(reply, "Echo: allowed")
+        with self.assertRaises(websocket.HandshakeRefused):
+            await self.exchange(url, "refused", origin="http://evil.test")
+        connection = await websocket.connect(url, timeout=WAIT)
+        connection.send("x" * 11)
+        code, _ = await bounded(connection.closed())
+        self.assertEqual(code, 1009)
 
     async def test_asyncio_reactor(self) -> None:
         _, port = await self.start(
