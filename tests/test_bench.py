@@ -219,6 +219,120 @@ class BenchRunTests(TestCase):
         self.assert_clean_samples(data, "ws", "bare-ws", rounds=1)
         self.assert_ratios(data, "ws")
 
+    def assert_user_rows(
+        self, data: dict[str, Any], workload: str, name: str, option: str
+    ) -> None:
+        """
+        ``name`` (netlab serving the user's app through ``option``) was
+        measured cleanly, or, while the plugin has no such option, is listed
+        as unavailable for that reason.
+        """
+        if implementations.BUILTIN[name].unavailable() is None:
+            self.assert_clean_samples(data, workload, name, rounds=1)
+        else:
+            row = self.row(data, workload, name)
+            self.assertEqual(row["status"], "unavailable", row)
+            self.assertIn(option, row["reason"])
+
+    async def test_http_user(self) -> None:
+        """
+        http-user with the built-in generator: the user's resource answers
+        ``GET /hello?name=bench`` under netlab, a bare Site and twistd web,
+        each answer checked.
+        """
+        table, data = await self.bench(
+            *"http-user --no-wrk --connections 5".split(), *QUICK
+        )
+        section = data["workloads"]["http-user"]
+        self.assertEqual(section["baseline"], "bare-web-user")
+        self.assertEqual(section["ceiling_server"], "c-http-user")
+        metric = section["metrics"][0]
+        self.assertEqual(
+            (metric["path"], metric["expect"]), ("/hello?name=bench", "Hello, bench!")
+        )
+        self.assertNotIn("wrk", metric["generator"])
+        self.assertIn("req/s, 5 conn", table)
+        self.assertIn("bare-web-user (baseline)", table)
+        self.assert_rows(table, "twistd-web-user", "netlab-http-user")
+        names = [impl["name"] for impl in section["implementations"]]
+        self.assertEqual(
+            sorted(names),
+            ["bare-web-user", "c-http-user", "netlab-http-user", "twistd-web-user"],
+        )
+        self.assert_clean_samples(data, "http-user", "bare-web-user", rounds=1)
+        self.assert_clean_samples(data, "http-user", "twistd-web-user", rounds=1)
+        self.assert_user_rows(data, "http-user", "netlab-http-user", "--resource")
+        if HAVE_CC:
+            self.assert_clean_samples(data, "http-user", "c-http-user", rounds=1)
+        self.assert_ratios(data, "http-user")
+
+    async def test_http_user_wrk(self) -> None:
+        """
+        http-user with wrk, when it is installed: wrk asks for the user's
+        path and checks its body.
+        """
+        if not HAVE_WRK:
+            raise self.skipTest("needs wrk")
+        table, data = await self.bench(
+            *"http-user --impl bare-web-user --connections 5".split(),
+            *"--rounds 1 --seconds 1 --warmup 0 --quiet".split(),
+        )
+        self.assertIn("generator: wrk", table)
+        metric = data["workloads"]["http-user"]["metrics"][0]
+        self.assertEqual(metric["generator"], "wrk")
+        self.assert_clean_samples(data, "http-user", "bare-web-user", rounds=1)
+
+    async def test_http_user_wrong_body(self) -> None:
+        """
+        Each HTTP generator (C, Python, and wrk when installed) fails a
+        server that answers ``200`` with another body than the user's, in
+        the same run where the user's resource passes.
+        """
+        liar = f"liar={PYTHON} -m netlab.bench.bare_web --port {{port}}"
+        generators = [["--no-wrk"], ["--no-wrk", "--generator", "python"]]
+        if HAVE_WRK:
+            generators.append([])
+        for generator in generators:
+            table, data = await self.bench(
+                *"http-user --impl liar --connections 3".split(),
+                *generator,
+                *QUICK,
+                *("--vs", liar),
+                status=1,
+            )
+            self.assert_clean_samples(data, "http-user", "bare-web-user", rounds=1)
+            row = self.row(data, "http-user", "liar")
+            self.assertTrue(row["failed"]["req_s"], (generator, row))
+            self.assertEqual(row["note"]["req_s"], "failed")
+            sample = row["samples"]["req_s"][0]
+            self.assertGreater(sample["errors"], 0, (generator, sample))
+            # The wrong body, in the generator's words.
+            self.assertIn("Hello, world!", sample["error"], (generator, sample))
+            self.assertIn("FAILED", table)
+
+    async def test_ws_user(self) -> None:
+        """
+        ws-user: the user's handler under twistd netlab-ws --handler, each
+        reply checked, against bare autobahn.
+        """
+        table, data = await self.bench(*"ws-user --connections 5".split(), *QUICK)
+        section = data["workloads"]["ws-user"]
+        self.assertEqual(section["baseline"], "bare-ws")
+        self.assertEqual(section["ceiling_server"], "c-ws")
+        self.assertIn("msg/s, 5 conn", table)
+        self.assertIn("bare-ws (baseline)", table)
+        names = [impl["name"] for impl in section["implementations"]]
+        self.assertEqual(sorted(names), ["bare-ws", "c-ws", "netlab-ws-user"])
+        self.assert_clean_samples(data, "ws-user", "bare-ws", rounds=1)
+        self.assert_user_rows(data, "ws-user", "netlab-ws-user", "--handler")
+        command = " ".join(self.row(data, "ws-user", "netlab-ws-user")["command"])
+        if command:
+            self.assertIn("--handler netlab.bench.userapp:handler", command)
+            self.assertNotIn("--logger", command)
+        if HAVE_CC:
+            self.assert_clean_samples(data, "ws-user", "c-ws", rounds=1)
+        self.assert_ratios(data, "ws-user")
+
     async def test_idle(self) -> None:
         """
         idle: the connections held at each level, and memory per connection.
@@ -363,6 +477,23 @@ class BenchCommandTests(TestCase):
         ):
             self.assertIn(word, result.out)
 
+    async def test_help_user_workloads(self) -> None:
+        """
+        ``--help`` names the user workloads and their implementations.
+        """
+        result = await run(python("-m", "netlab", "bench", "--help"))
+        self.assertEqual(result.status, 0, result)
+        for word in (
+            b"http-user",
+            b"ws-user",
+            b"netlab-http-user",
+            b"netlab-ws-user",
+            b"bare-web-user",
+            b"twistd-web-user",
+            b"c-http-user",
+        ):
+            self.assertIn(word, result.out)
+
     async def test_list(self) -> None:
         result = await run(python("-m", "netlab", "bench", "--list"))
         self.assertEqual(result.status, 0, result)
@@ -432,8 +563,128 @@ class BenchCommandTests(TestCase):
         self.assertEqual((options["rounds"], options["seconds"]), (2, 0.5))
         options = BenchOptions()
         options.parseOptions(["all", "--impl", "a-b", "--vs", "a-b=x {port}"])
-        self.assertEqual(len(options["workloads"]), 6)
+        self.assertEqual(len(options["workloads"]), 8)
         self.assertEqual(options["impl"], ["a-b"])
+
+
+class UserWorkloadTests(SynchronousTestCase):
+    """
+    The http-user and ws-user workloads: who takes part, what each runs,
+    and the user's application itself.
+    """
+
+    def names(self, workload: str) -> list[str]:
+        from netlab.bench.runner import Settings, choose_rows
+        from netlab.bench.workloads import WORKLOADS
+
+        rows, _ = choose_rows(WORKLOADS[workload], Settings([workload]))
+        return [row.name for row in rows]
+
+    def test_rows(self) -> None:
+        """
+        Each user workload has its own servers; the ws baselines serve both
+        ws and ws-user, and the user servers no other workload.
+        """
+        self.assertEqual(
+            self.names("http-user"),
+            ["c-http-user", "bare-web-user", "netlab-http-user", "twistd-web-user"],
+        )
+        self.assertEqual(self.names("ws-user"), ["c-ws", "bare-ws", "netlab-ws-user"])
+        for workload in ("http", "ws", "tcp-echo"):
+            names = self.names(workload)
+            for user in ("netlab-http-user", "netlab-ws-user", "bare-web-user"):
+                self.assertNotIn(user, names, workload)
+        self.assertIn("bare-ws", self.names("ws"))
+
+    def test_commands(self) -> None:
+        """
+        The netlab servers run as shipped (no --logger); twistd web with its
+        own defaults; the summaries say which log each keeps.
+        """
+        context = implementations.Context()
+        for name, impl in implementations.BUILTIN.items():
+            if impl.family == "netlab":
+                self.assertNotIn("--logger", impl.argv(8000, context), name)
+                self.assertIn("as shipped", impl.summary, name)
+                self.assertIn("no --logger", impl.summary, name)
+        argv = implementations.BUILTIN["netlab-http-user"].argv(8000, context)
+        self.assertEqual(
+            argv[-5:],
+            [
+                "netlab-http",
+                "--resource",
+                "netlab.bench.userapp:root",
+                "--listen",
+                "tcp:8000:interface=127.0.0.1",
+            ],
+        )
+        argv = implementations.BUILTIN["netlab-ws-user"].argv(8000, context)
+        self.assertIn("netlab.bench.userapp:handler", argv)
+        argv = implementations.BUILTIN["twistd-web-user"].argv(8000, context)
+        self.assertEqual(
+            argv[-5:],
+            [
+                "web",
+                "--class",
+                "netlab.bench.userapp.Root",
+                "--listen",
+                "tcp:8000:interface=127.0.0.1",
+            ],
+        )
+        self.assertNotIn("--logger", argv)
+        for name in ("netlab-http", "netlab-http-user", "twistd-web-user"):
+            self.assertIn("access log on", implementations.BUILTIN[name].summary)
+        for name in ("bare-web", "bare-web-user"):
+            self.assertIn("no access log", implementations.BUILTIN[name].summary)
+
+    def test_missing_plugin_option(self) -> None:
+        """
+        An implementation that needs a plugin option the plugin lacks is
+        unavailable, saying which; with the option there, it is available.
+        """
+        impl = implementations.Implementation(
+            "x",
+            implementations.WS_USER,
+            "netlab",
+            "x",
+            implementations.BUILTIN["netlab-ws-user"].argv,
+            option=("netlab.tap.ws", "no-such-option"),
+        )
+        why = impl.unavailable()
+        self.assertIsNotNone(why)
+        self.assertIn("--no-such-option", why)
+        self.assertIsNone(implementations.BUILTIN["netlab-ws-user"].unavailable())
+        broken = implementations._plugin_option("netlab.tap.no_such_plugin", "x")
+        self.assertIn("cannot be imported", broken)
+
+    def test_user_resource(self) -> None:
+        """
+        The user's resource: ``/hello?name=NAME`` says hello to NAME.
+        """
+        from treq.testing import StubTreq
+
+        from netlab.bench import userapp
+
+        for root in (userapp.root, userapp.Root()):
+            client = StubTreq(root)
+            response = self.successResultOf(
+                client.get("http://example.com/hello?name=bench")
+            )
+            self.assertEqual(response.code, 200)
+            body = self.successResultOf(response.text())
+            self.assertEqual(body, "Hello, bench!")
+            response = self.successResultOf(client.get("http://example.com/"))
+            self.assertEqual(response.code, 404)
+
+    def test_lua_string(self) -> None:
+        """
+        wrk's expected body is a Lua literal of its UTF-8 bytes.
+        """
+        from netlab.bench.generators import lua_string
+
+        self.assertEqual(lua_string("Hello, bench!"), '"Hello, bench!"')
+        self.assertEqual(lua_string('a"b\\c'), '"a\\034b\\092c"')
+        self.assertEqual(lua_string("é\n"), '"\\195\\169\\010"')
 
 
 class StatsTests(SynchronousTestCase):

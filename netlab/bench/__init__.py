@@ -20,7 +20,10 @@ modules, one per concern:
 - :mod:`~netlab.bench.report`: the table, the JSON, the chart;
 - :mod:`~netlab.bench.machine`: the machine and the versions;
 - :mod:`~netlab.bench.bare_echo`, :mod:`~netlab.bench.bare_web`,
-  :mod:`~netlab.bench.bare_ws`: the bare baselines.
+  :mod:`~netlab.bench.bare_ws`, :mod:`~netlab.bench.bare_web_user`: the bare
+  baselines;
+- :mod:`~netlab.bench.userapp`: a user's own resource and WebSocket handler
+  (the http-user and ws-user workloads).
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ def list_implementations(options: Any) -> int:
     for impl in impls:
         state = impl.skip and "skipped" or impl.unavailable() or "available"
         sys.stdout.write(
-            f"{impl.name:<{width}}  {impl.kind:<8}  {impl.summary}  [{state}]\n"
+            f"{impl.name:<{width}}  {','.join(impl.kinds):<15}  {impl.summary}  "
+            f"[{state}]\n"
         )
     return 0
 

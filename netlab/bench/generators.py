@@ -25,9 +25,10 @@ from typing import Any
 
 from netlab.bench import build
 from netlab.bench.processes import LOOPBACK, preexec
-from netlab.bench.workloads import Metric
+from netlab.bench.workloads import HTTP_BODY, Metric
 
-#: The Lua script that makes wrk check every response's status and body.
+#: The Lua script that makes wrk check every response's status and body
+#: (``EXPECT``, defined before it: see :func:`lua_string`).
 WRK_SCRIPT = """\
 bad = 0
 first = ""
@@ -54,7 +55,22 @@ function done(summary, latency, requests)
 end
 """
 
-HELLO = "Hello, world!"
+HELLO = HTTP_BODY
+
+
+def lua_string(text: str) -> str:
+    """
+    :return: ``text`` as a Lua string literal (its UTF-8 bytes; any but
+        printable ASCII written as decimal escapes, which every Lua reads).
+    """
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        if 32 <= byte < 127 and char not in '\\"':
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
 
 
 @dataclass
@@ -99,7 +115,8 @@ class Generators:
     cpu: int
     nofile: int
     spin: bool = True
-    _script: str | None = None
+    #: wrk's Lua scripts, by the body they expect.
+    _scripts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def choose(
@@ -136,6 +153,10 @@ class Generators:
     def _options(self, metric: Metric, port: int, connections: int) -> list[str]:
         options = ["--host", LOOPBACK, "--port", str(port)]
         options += ["--connections", str(connections)]
+        if metric.mode in ("http", "ws"):
+            options += ["--path", metric.path]
+        if metric.mode == "http":
+            options += ["--expect", metric.expect]
         if self.kind == "c" and self.spin:
             options += ["--spin", "1"]
         return options
@@ -153,7 +174,7 @@ class Generators:
         connection, ``warmup`` seconds not counted, ``seconds`` counted.
         """
         if metric.mode == "http" and self.wrk:
-            return self._wrk(port, connections, seconds, warmup)
+            return self._wrk(metric, port, connections, seconds, warmup)
         setup = 10.0 + connections / 200
         argv = [*self.loadgen, metric.mode, *self._options(metric, port, connections)]
         argv += ["--seconds", f"{seconds:g}", "--warmup", f"{warmup:g}"]
@@ -189,16 +210,24 @@ class Generators:
             connections,
         )
 
-    def _wrk_script(self) -> str:
-        if self._script is None:
+    def _wrk_script(self, expect: str) -> str:
+        """
+        :return: the path of wrk's Lua script that checks for ``expect``.
+        """
+        if expect not in self._scripts:
             fd, path = tempfile.mkstemp(prefix="netlab-bench-", suffix=".lua")
             with os.fdopen(fd, "w") as out:
-                out.write(f"EXPECT = {json.dumps(HELLO)}\n" + WRK_SCRIPT)
-            self._script = path
-        return self._script
+                out.write(f"EXPECT = {lua_string(expect)}\n" + WRK_SCRIPT)
+            self._scripts[expect] = path
+        return self._scripts[expect]
 
     def _wrk(
-        self, port: int, connections: int, seconds: float, warmup: float
+        self,
+        metric: Metric,
+        port: int,
+        connections: int,
+        seconds: float,
+        warmup: float,
     ) -> Sample:
         # wrk counts whole seconds, and has no warm-up of its own.
         measured = max(1, round(seconds + 0.49))
@@ -214,8 +243,8 @@ class Generators:
                 "--timeout",
                 "10s",
                 "-s",
-                self._wrk_script(),
-                f"http://{LOOPBACK}:{port}/",
+                self._wrk_script(metric.expect),
+                f"http://{LOOPBACK}:{port}{metric.path}",
             ]
             try:
                 result = subprocess.run(
@@ -312,10 +341,10 @@ class Generators:
         return reports
 
     def close(self) -> None:
-        if self._script:
+        for path in self._scripts.values():
             with contextlib.suppress(OSError):
-                os.unlink(self._script)
-            self._script = None
+                os.unlink(path)
+        self._scripts.clear()
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str | None:

@@ -7,12 +7,22 @@ Names (``netlab bench --list`` shows them with what they serve):
 - ``c-echo``, ``c-http``, ``c-ws``: the C servers (``c/cserver.c``), the
   fastest there are: they give each generator its ceiling.
 - ``netlab-echo``, ``netlab-http``, ``netlab-ws``: the netlab service under
-  ``twistd`` on the default reactor, logging with ``--logger
-  netlab.logs.text``; ``...-asyncio`` the same on ``--reactor=asyncio``.
+  ``twistd`` on the default reactor, as shipped: no ``--logger``, so the
+  log is the text log netlab's plugins give twistd (``netlab.logs.default``)
+  and netlab-http writes its access log; ``...-asyncio`` the same on
+  ``--reactor=asyncio``.
+- ``netlab-http-user``, ``netlab-ws-user``: the user's application of
+  :mod:`netlab.bench.userapp` under ``twistd netlab-http --resource`` and
+  ``twistd netlab-ws --handler``, as shipped (unavailable while the plugin
+  has no such option).
 - ``bare-echo``, ``bare-web``, ``bare-ws``: the bare baselines (a Twisted echo
   ``Protocol``, a twisted.web ``Resource`` with no access log, an autobahn
   echo with default settings), from :mod:`netlab.bench.bare_echo` and its
-  siblings.
+  siblings; ``bare-web-user`` the user's resource in the same ``Site``.
+- ``twistd-web-user``: the user's resource under ``twistd web --class``,
+  with twistd web's defaults (twistd's own log observer, access log on).
+- ``c-http-user``: the C HTTP server answering the user's body, the
+  ceiling of http-user (``c-ws`` is that of ws-user).
 - ``socket_server``, ``selectors_echo``, ``asyncio_echo``, ``threads_echo``,
   ``processes_echo``, ``http_server``, ``ws_server``: the
   :mod:`netlab.compat` twins.
@@ -21,6 +31,8 @@ Names (``netlab bench --list`` shows them with what they serve):
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 import re
 import shlex
@@ -30,6 +42,15 @@ from dataclasses import dataclass, field
 
 #: What a workload needs of a server.
 ECHO, HTTP, WS, GREETING, ANY = "echo", "http", "ws", "greeting", "any"
+#: A user's application (:mod:`netlab.bench.userapp`): its HTTP resource,
+#: its WebSocket handler.
+HTTP_USER, WS_USER = "http-user", "ws-user"
+#: The user's application, as the plugins' options and twistd web name it.
+USER_RESOURCE = "netlab.bench.userapp:root"
+USER_RESOURCE_CLASS = "netlab.bench.userapp.Root"
+USER_HANDLER = "netlab.bench.userapp:handler"
+#: What the C HTTP server answers for http-user (workloads.USER_BODY).
+USER_BODY = "Hello, bench!"
 
 #: Options that let the idle workload hold 10,000 connections for minutes.
 NETLAB_IDLE_OPTIONS = [
@@ -76,6 +97,10 @@ class Implementation:
     :ivar argv: the command line to listen on a loopback port.
     :ivar needs: a Python module it needs, or ``cserver`` for the C server.
     :ivar skip: why it is never measured, if so (it serves another purpose).
+    :ivar also: the other kinds of workload it serves.
+    :ivar option: a twistd plugin option it needs: the plugin's tap module
+        and the option's name (it is unavailable while the option is not
+        there).
     """
 
     name: str
@@ -85,11 +110,24 @@ class Implementation:
     argv: Callable[[int, Context], list[str]]
     needs: tuple[str, ...] = ()
     skip: str | None = None
+    also: tuple[str, ...] = ()
+    option: tuple[str, str] | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """
+        :return: every kind of workload it serves.
+        """
+        return (self.kind, *self.also)
 
     def unavailable(self) -> str | None:
         """
         :return: why it cannot run here, or None when it can.
         """
+        if self.option is not None:
+            why = _plugin_option(*self.option)
+            if why is not None:
+                return why
         for need in self.needs:
             if need == "cserver":
                 from netlab.bench import build
@@ -106,29 +144,61 @@ class Implementation:
         return None
 
 
-def _twistd(plugin: str, reactor: str | None) -> Callable[[int, Context], list[str]]:
+@functools.cache
+def _plugin_option(module: str, option: str) -> str | None:
+    """
+    :return: why the plugin whose tap module is ``module`` cannot be given
+        ``--option``, or None when it can.
+    """
+    try:
+        options = importlib.import_module(module).Options()
+    except Exception as error:
+        return f"{module} cannot be imported: {type(error).__name__}: {error}"
+    if f"{option}=" not in options.longOpt:
+        return f"this netlab's {module} has no --{option} option yet"
+    return None
+
+
+#: How the bench starts twistd: in the foreground, with no pid file (several
+#: run at once from one folder). Nothing about its log: each runs as shipped.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+]
+
+
+def _twistd(
+    plugin: str, reactor: str | None, options: tuple[str, ...] = ()
+) -> Callable[[int, Context], list[str]]:
     def argv(port: int, context: Context) -> list[str]:
-        command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            # netlab's cheaper text log (to standard output, kept in the
-            # server's log file), as docs/debugging.rst advises for a busy
-            # server; twistd's default observer costs more per access-log
-            # line than netlab's whole request.
-            "--logger",
-            "netlab.logs.text",
-        ]
+        # No --logger: netlab's plugins give twistd netlab.logs.default
+        # (netlab's text log, on standard output under -n, kept in the
+        # server's log file), as a user gets it.
+        command = list(TWISTD)
         if reactor:
             command.append(f"--reactor={reactor}")
-        command += [plugin, "--listen", f"tcp:{port}:interface=127.0.0.1"]
+        command += [plugin, *options, "--listen", f"tcp:{port}:interface=127.0.0.1"]
         if context.idle:
             command += NETLAB_IDLE_OPTIONS
         return command
 
     return argv
+
+
+def _twistd_web(port: int, context: Context) -> list[str]:
+    # twistd web's own defaults: twistd's own log observer (standard output
+    # under -n), an access-log line per request.
+    return [
+        *TWISTD,
+        "web",
+        "--class",
+        USER_RESOURCE_CLASS,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+    ]
 
 
 def _module(
@@ -146,9 +216,9 @@ def _module(
     return argv
 
 
-def _cserver(mode: str) -> Callable[[int, Context], list[str]]:
+def _cserver(mode: str, *options: str) -> Callable[[int, Context], list[str]]:
     def argv(port: int, context: Context) -> list[str]:
-        command = [context.programs["cserver"], mode, "--port", str(port)]
+        command = [context.programs["cserver"], mode, "--port", str(port), *options]
         return command + (["--spin", "1"] if context.spin else [])
 
     return argv
@@ -179,8 +249,23 @@ def _builtin() -> list[Implementation]:
             "C epoll WebSocket echo server",
             _cserver("ws"),
             ("cserver",),
+            also=(WS_USER,),
+        ),
+        Implementation(
+            "c-http-user",
+            HTTP_USER,
+            "ceiling",
+            f"C epoll HTTP/1.1 server answering {USER_BODY}",
+            _cserver("http", "--body", USER_BODY),
+            ("cserver",),
         ),
     ]
+    # What each netlab plugin logs, as shipped (no --logger).
+    logs = {
+        "netlab-echo": "no --logger: netlab.logs.default",
+        "netlab-http": "no --logger: netlab.logs.default, access log on",
+        "netlab-ws": "no --logger: netlab.logs.default",
+    }
     plugins = ((ECHO, "netlab-echo"), (HTTP, "netlab-http"), (WS, "netlab-ws"))
     for kind, plugin in plugins:
         made.append(
@@ -188,7 +273,7 @@ def _builtin() -> list[Implementation]:
                 plugin,
                 kind,
                 "netlab",
-                f"twistd {plugin} (default reactor, netlab.logs.text)",
+                f"twistd {plugin} as shipped (default reactor, {logs[plugin]})",
                 _twistd(plugin, None),
                 ("twisted",),
             )
@@ -198,11 +283,33 @@ def _builtin() -> list[Implementation]:
                 f"{plugin}-asyncio",
                 kind,
                 "netlab",
-                f"twistd --reactor=asyncio {plugin}",
+                f"twistd --reactor=asyncio {plugin} as shipped ({logs[plugin]})",
                 _twistd(plugin, "asyncio"),
                 ("twisted",),
             )
         )
+    made += [
+        Implementation(
+            "netlab-http-user",
+            HTTP_USER,
+            "netlab",
+            f"twistd netlab-http --resource {USER_RESOURCE} as shipped "
+            f"(default reactor, {logs['netlab-http']})",
+            _twistd("netlab-http", None, ("--resource", USER_RESOURCE)),
+            ("twisted",),
+            option=("netlab.tap.http", "resource"),
+        ),
+        Implementation(
+            "netlab-ws-user",
+            WS_USER,
+            "netlab",
+            f"twistd netlab-ws --handler {USER_HANDLER} as shipped "
+            f"(default reactor, {logs['netlab-ws']})",
+            _twistd("netlab-ws", None, ("--handler", USER_HANDLER)),
+            ("twisted", "autobahn"),
+            option=("netlab.tap.ws", "handler"),
+        ),
+    ]
     made += [
         Implementation(
             "bare-echo",
@@ -227,6 +334,24 @@ def _builtin() -> list[Implementation]:
             "bare autobahn echo, default settings",
             _module("netlab.bench.bare_ws", False),
             ("autobahn",),
+            also=(WS_USER,),
+        ),
+        Implementation(
+            "bare-web-user",
+            HTTP_USER,
+            "bare",
+            "the user's resource in a bare twisted.web Site, no access log",
+            _module("netlab.bench.bare_web_user", False),
+            ("twisted",),
+        ),
+        Implementation(
+            "twistd-web-user",
+            HTTP_USER,
+            "bare",
+            f"twistd web --class {USER_RESOURCE_CLASS} (twistd web's defaults: "
+            "twistd's own log observer, access log on)",
+            _twistd_web,
+            ("twisted",),
         ),
         Implementation(
             "socket_server",

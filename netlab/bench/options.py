@@ -62,7 +62,7 @@ def _longdesc() -> str:
         f"  {w.name:<10} {w.summary}" for w in workloads.WORKLOADS.values()
     )
     impl_lines = "\n".join(
-        f"  {impl.name:<22} {impl.kind:<5} {impl.summary}"
+        f"  {impl.name:<22} {','.join(impl.kinds):<9} {impl.summary}"
         for impl in implementations.BUILTIN.values()
     )
     return LONGDESC.format(
@@ -110,8 +110,8 @@ class BenchOptions(usage.Options):
             "b",
             None,
             "The implementation ratios are to [default: "
-            "bare-echo for tcp-echo, tcp-bulk and idle; bare-web for http; bare-ws "
-            "for ws and ws-idle].",
+            "bare-echo for tcp-echo, tcp-bulk and idle; bare-web for http; "
+            "bare-web-user for http-user; bare-ws for ws, ws-user and ws-idle].",
         ],
         ["rounds", "r", 3, "Measurements of each figure, implementations alternating."],
         [
@@ -284,9 +284,9 @@ class BenchOptions(usage.Options):
             )
         kinds = {workloads.WORKLOADS[name].kind for name in self["workloads"]}
         impl = implementations.BUILTIN.get(baseline)
-        if impl is not None and impl.kind not in kinds:
+        if impl is not None and not kinds & set(impl.kinds):
             raise usage.UsageError(
-                f"--baseline {baseline} serves {impl.kind}, which none of "
+                f"--baseline {baseline} serves {', '.join(impl.kinds)}, which none of "
                 f"{', '.join(self['workloads'])} measures"
             )
 

@@ -273,18 +273,22 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
         metrics = []
         for metric in result.metrics:
             top, by = result.ceiling(metric)
-            metrics.append(
-                {
-                    "key": metric.key,
-                    "label": metric.label,
-                    "unit": metric.unit,
-                    "connections": metric.connections,
-                    "higher_is_better": metric.higher_is_better,
-                    "compared": metric.compare,
-                    "generator": result.generator.get(metric.key),
-                    "ceiling": {"value": top, "by": by},
-                }
-            )
+            described: dict[str, Any] = {
+                "key": metric.key,
+                "label": metric.label,
+                "unit": metric.unit,
+                "connections": metric.connections,
+                "higher_is_better": metric.higher_is_better,
+                "compared": metric.compare,
+                "generator": result.generator.get(metric.key),
+                "ceiling": {"value": top, "by": by},
+            }
+            # What each request asks for, and (HTTP) the body it must get.
+            if metric.mode in ("http", "ws"):
+                described["path"] = metric.path
+            if metric.mode == "http":
+                described["expect"] = metric.expect
+            metrics.append(described)
         rows = []
         for row in result.rows:
             entry: dict[str, Any] = {

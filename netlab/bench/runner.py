@@ -186,12 +186,12 @@ def choose_rows(workload: Workload, settings: Settings) -> tuple[list[Row], str]
     # A greeting server is listed for the echo workloads, to say why it is
     # not measured.
     kinds = {workload.kind, GREETING} if workload.kind == ECHO else {workload.kind}
-    candidates = [impl for impl in BUILTIN.values() if impl.kind in kinds]
+    candidates = [impl for impl in BUILTIN.values() if kinds & set(impl.kinds)]
     candidates += settings.externals
     named = settings.implementations
     baseline = settings.baseline
     if baseline is None or not any(
-        impl.name == baseline and impl.kind in (workload.kind, ANY)
+        impl.name == baseline and (workload.kind in impl.kinds or impl.kind == ANY)
         for impl in candidates
     ):
         baseline = workload.baseline

@@ -14,18 +14,35 @@ the load generator is told.
   at each of ``--idle-levels`` (1,000, 5,000, 10,000).
 - ``ws-idle``: the same with WebSocket connections, each opened with a
   handshake and one message echoed.
+- ``http-user``: like ``http``, for a user's own dynamic resource
+  (:mod:`netlab.bench.userapp`): keep-alive ``GET /hello?name=bench``, each
+  answer ``Hello, bench!``.
+- ``ws-user``: like ``ws``, for a user's own WebSocket handler
+  (:mod:`netlab.bench.userapp`), which answers ``Echo: m``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netlab.bench.implementations import ECHO, HTTP, WS
+from netlab.bench.implementations import (
+    ECHO,
+    HTTP,
+    HTTP_USER,
+    USER_BODY,
+    WS,
+    WS_USER,
+)
 
 ECHO_SIZE = 64
 BULK_SIZE = 65536
 BULK_WINDOW = 4
 WS_SIZE = 32
+#: What the http workload asks for, and the body each answer must have.
+HTTP_PATH = "/"
+HTTP_BODY = "Hello, world!"
+#: The same for http-user (:mod:`netlab.bench.userapp`); USER_BODY too.
+USER_PATH = "/hello?name=bench"
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,9 @@ class Metric:
     :ivar compare: whether it gets a ratio to the baseline (and a chart).
     :ivar bounded: whether the generator's ceiling can bound it
         (throughput can; a count of connections or memory cannot).
+    :ivar path: the request target of HTTP requests and of WebSocket
+        handshakes.
+    :ivar expect: the body each HTTP answer must have.
     """
 
     key: str
@@ -52,6 +72,8 @@ class Metric:
     higher_is_better: bool = True
     compare: bool = True
     bounded: bool = True
+    path: str = HTTP_PATH
+    expect: str = HTTP_BODY
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,19 @@ class Workload:
                     connections,
                 )
             ]
-        if self.name == "ws":
+        if self.name == "http-user":
+            return [
+                Metric(
+                    "req_s",
+                    f"req/s, {connections} conn",
+                    "requests/s",
+                    "http",
+                    connections,
+                    path=USER_PATH,
+                    expect=USER_BODY,
+                )
+            ]
+        if self.name in ("ws", "ws-user"):
             return [
                 Metric(
                     "msg_s",
@@ -173,6 +207,22 @@ WORKLOADS: dict[str, Workload] = {
             WS,
             f"WebSocket echo messages/s, {WS_SIZE}-byte text messages, one in "
             "flight per connection",
+            "c-ws",
+            "bare-ws",
+        ),
+        Workload(
+            "http-user",
+            HTTP_USER,
+            f"a user's twisted.web resource, HTTP/1.1 keep-alive GET {USER_PATH} "
+            f"({USER_BODY}) requests/s, one in flight per connection",
+            "c-http-user",
+            "bare-web-user",
+        ),
+        Workload(
+            "ws-user",
+            WS_USER,
+            f"a user's WebSocket handler answering Echo: m, {WS_SIZE}-byte text "
+            "messages/s, one in flight per connection",
             "c-ws",
             "bare-ws",
         ),

@@ -3,9 +3,11 @@
  * its load generator's ceiling. One thread, epoll, non-blocking sockets.
  *
  *   cserver echo|http|ws --port PORT [--host 127.0.0.1] [--spin 0|1]
+ *           [--body TEXT]
  *
  * echo: every byte back (stops reading from a client with unsent bytes);
- * http: every request head answered "200 Hello, world!", keep-alive;
+ * http: every request head answered "200" with the body --body
+ *       ("Hello, world!"), keep-alive;
  * ws:   a WebSocket handshake, then text m -> "Echo: m", binary -> same.
  * With --spin 1 it polls without sleeping while it has clients (a whole CPU
  * for itself): it then never waits to be woken, and only the load generator
@@ -38,11 +40,22 @@ static int mode, ep, open_clients;
 static struct client *clients;
 static size_t nclients;
 
-static const char http_reply[] = "HTTP/1.1 200 OK\r\n"
-                                 "Content-Type: text/plain; charset=utf-8\r\n"
-                                 "Content-Length: 13\r\n"
-                                 "\r\n"
-                                 "Hello, world!";
+static char *http_reply;
+static size_t http_reply_len;
+
+static void make_http_reply(const char *body)
+{
+    size_t len = strlen(body), cap = len + 128;
+    http_reply = xrealloc(NULL, cap);
+    int n = snprintf(http_reply, cap,
+                     "HTTP/1.1 200 OK\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\n"
+                     "\r\n"
+                     "%s",
+                     len, body);
+    http_reply_len = (size_t)n;
+}
 
 static struct client *client_of(int fd)
 {
@@ -149,7 +162,7 @@ static size_t consume(struct client *c)
             }
             size_t head = (size_t)(end - p) + 4;
             if (mode == HTTP) {
-                queue(c, http_reply, sizeof http_reply - 1);
+                queue(c, http_reply, http_reply_len);
             } else {
                 const char *key = find_ci(p, head, "\r\nSec-WebSocket-Key:");
                 if (key == NULL) {
@@ -256,7 +269,7 @@ static void readable(int fd)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1";
+    const char *host = "127.0.0.1", *body = "Hello, world!";
     int port = -1, spin = 0;
     if (argc < 2) {
         fprintf(stderr, "usage: cserver echo|http|ws --port PORT [--host H]\n");
@@ -279,6 +292,8 @@ int main(int argc, char **argv)
             host = argv[i + 1];
         else if (strcmp(argv[i], "--spin") == 0)
             spin = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--body") == 0)
+            body = argv[i + 1];
         else {
             fprintf(stderr, "cserver: unknown option %s\n", argv[i]);
             return 2;
@@ -290,6 +305,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_nofile(65536);
+    make_http_reply(body);
 
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
