@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import http, logs
 from netlab.tap import echo
-from tests.support import WAIT, bounded, python, run, spawn
+from tests.support import WAIT, bounded, connect, python, run, spawn
 from tests.test_workers import _same_reactor
 
 LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
@@ -533,3 +533,37 @@ class ProcessTests(TestCase):
             self.assertRegex(text, LINE)
         starts = [text for text in lines if "starting up" in text]
         self.assertEqual(len(starts), 3, starts)
+
+    async def test_users_app(self) -> None:
+        """
+        A user's own protocol served by ``twistd -n netlab-tcp --factory``
+        gets the same log as netlab's own services.
+        """
+        with open(os.path.join(self.outside, "shouting.py"), "w") as module:
+            module.write(
+                "from twisted.internet.protocol import Protocol\n"
+                "class Shout(Protocol):\n"
+                "    def dataReceived(self, data):\n"
+                "        self.transport.write(data.upper())\n"
+            )
+        child = spawn(
+            spied_twistd(
+                *("-n", "--pidfile=", *_same_reactor(), "netlab-tcp"),
+                *("--factory", "shouting:Shout", "--listen", LOOPBACK_ANY_PORT),
+            ),
+            watch=rb"\] (\S+) starting on (\d+)",
+            cwd=self.outside,
+        )
+        self.addCleanup(self.stop, child)
+        match = await bounded(child.protocol.seen)
+        peer = await connect("127.0.0.1", int(match.group(2)))
+        self.assertEqual(await peer.reply_to(b"hey"), b"HEY")
+        child.signal("TERM")
+        result = await child.ended()
+        self.assertEqual(result.signal, signal.SIGTERM, result)
+        self.assertEqual(result.err, TEXT_LINES)
+        out = result.out.decode()
+        for line in out.splitlines():
+            self.assertRegex(line, LINE)
+        self.assertRegex(out, r"\] \S+ connection from 127\.0\.0\.1:\d+ closed")
+        self.assertTrue(out.endswith("] Server Shut Down.\n"), out[-300:])
