@@ -368,8 +368,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
     peer_address = "?"
     #: With a protected handshake: the ``sub`` of the client's token.
     subject: str | None = None
-    #: The opening handshake's request (path, headers, ...), once received.
-    request: ConnectionRequest | None = None
     #: The handler's side of this connection: a :class:`Handler` instance or
     #: a :class:`ServerConnection`, once open.
     session: Handler | ServerConnection | None = None
@@ -460,7 +458,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         self.peer_address = request.peer
-        self.request = request
         if not self.factory.origin_allowed(request):
             self._log.info(
                 "websocket from {peer} refused: origin {origin} not allowed",
@@ -1091,16 +1088,15 @@ class _ConnectionInfo:
         """
         The path the client asked for in its opening handshake.
         """
-        request = self._protocol.request
-        return request.path if request is not None else "/"
+        # autobahn keeps the handshake's path and headers (not the request).
+        return getattr(self._protocol, "http_request_path", "/")
 
     @property
     def headers(self) -> dict[str, str]:
         """
         The opening handshake's headers, by lower-case name.
         """
-        request = self._protocol.request
-        return dict(request.headers) if request is not None else {}
+        return dict(getattr(self._protocol, "http_headers", {}))
 
     @property
     def dropped(self) -> int:

@@ -228,13 +228,18 @@ class ClassHandlerTests(TestCase):
         self.assertEqual(closes, [1001])
 
     async def test_mounted_in_a_site(self) -> None:
+        class Where(ws_user_echo.EchoHandler):
+            def on_open(self) -> None:
+                super().on_open()
+                self.send(f"{self.path} {self.peer}")
+
         site = http.HTTPSite(limits=LIMITS)
-        factory = WebSocketFactory(
-            ws_user_echo.EchoHandler, limits=LIMITS, tracker=site
-        )
+        factory = WebSocketFactory(Where, limits=LIMITS, tracker=site)
         site.resource.putChild(b"chat", WebSocketMount(factory))
         served = await serve(self, site)
         connection = await websocket.connect(served.url("/chat", "ws"), timeout=WAIT)
+        client = connection._protocol.transport.getHost()
+        self.assertEqual(await receive(connection), f"/chat 127.0.0.1:{client.port}")
         connection.send("mounted")
         self.assertEqual(await receive(connection), "Echo: mounted")
         await bounded(connection.close())
