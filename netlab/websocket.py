@@ -1450,9 +1450,7 @@ class Echo(Handler):
     max_queue = 4 * 1024 * 1024
 
     def on_message(self, message: str | bytes) -> None:
-        self._protocol.send_message(
-            PREFIX + message if type(message) is str else message
-        )
+        self.send(PREFIX + message if type(message) is str else message)
 
 
 class EchoFactory(WebSocketFactory):
