@@ -19,7 +19,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netlab import auth, http, websocket
+from netlab import auth, http, metrics, websocket
 from netlab.limits import Limits
 from netlab.testing import serve
 from netlab.websocket import (
@@ -319,6 +319,45 @@ class CoroutineHandlerTests(TestCase):
         connection.send("b")
         await bounded(connection.close(4002, "leaving"))
         self.assertEqual(await bounded(ended), (["a", "b"], (4002, "leaving")))
+
+    async def test_drain_ends_the_iteration(self) -> None:
+        ended: defer.Deferred[Any] = defer.Deferred()
+
+        async def handler(connection: ServerConnection) -> None:
+            async for message in connection:
+                await connection.send(message)
+            ended.callback(connection.closed_with)
+
+        served = await Served(self).start(handler)
+        connection = await served.connect()
+        connection.send("before")
+        self.assertEqual(await receive(connection), "before")
+        served.factory.drain()
+        code, _ = await bounded(connection.closed())
+        self.assertEqual(code, 1001)
+        self.assertEqual(await bounded(ended), (1001, "server going away"))
+
+    async def test_metrics(self) -> None:
+        """
+        A user's handler is counted as the echo is: messages in and out,
+        and their bytes, under the factory's service name.
+        """
+        served = await Served(self).start(ws_user_echo.handler)
+        served.factory.service_name = "chat"
+        names = (
+            (metrics.WEBSOCKET_MESSAGES, ("in",)),
+            (metrics.WEBSOCKET_MESSAGES, ("out",)),
+            (metrics.BYTES_RECEIVED, ("chat",)),
+            (metrics.BYTES_SENT, ("chat",)),
+        )
+        before = [family.values[labels] for family, labels in names]
+        connection = await served.connect()
+        for message in ("one", b"two!"):
+            connection.send(message)
+            await receive(connection)
+        after = [family.values[labels] for family, labels in names]
+        deltas = [a - b for a, b in zip(after, before, strict=True)]
+        self.assertEqual(deltas, [2, 2, 7, 13])
 
     async def test_unread_messages_stop_reading(self) -> None:
         """
