@@ -79,15 +79,23 @@ class Served:
     def __init__(self, case: TestCase) -> None:
         self.case = case
 
-    async def start(self, handler: Any, **arguments: Any) -> Served:
+    async def start(
+        self, handler: Any, certificates: bool = False, **arguments: Any
+    ) -> Served:
+        """
+        Serve ``handler`` (over TLS with ``certificates``).
+        """
         arguments.setdefault("limits", LIMITS)
         self.factory = WebSocketFactory(handler, **arguments)
-        self.served = await serve(self.case, self.factory)
+        self.served = await serve(self.case, self.factory, certificates=certificates)
         return self
 
     async def connect(self, path: str = "/", **arguments: Any) -> websocket.Connection:
         connection = await websocket.connect(
-            self.served.url(path, scheme="ws"), timeout=WAIT, **arguments
+            self.served.url(path, scheme="ws"),
+            timeout=WAIT,
+            tls=self.served.client_tls,
+            **arguments,
         )
         self.case.addCleanup(self.abort, connection)
         return connection
@@ -475,6 +483,26 @@ class QueueTests(TestCase):
         self.resume(connection)
         code, reason = await bounded(connection.closed())
         self.assertEqual((code, reason), (1008, "outgoing queue full"))
+
+    async def test_close_policy_over_tls(self) -> None:
+        class Room(Handler):
+            members: list[Handler] = []
+            max_queue = self.max_queue
+
+            def on_open(self) -> None:
+                self.members.append(self)
+
+        served = await Served(self).start(Room, certificates=True)
+        connection = await served.connect()
+        self.pause(connection)
+        sent, most = await self.flood(served, Room.members, 4000)
+        self.assertLess(sent, 4000, "the queue never overflowed")
+        # TLS adds its records' overhead, and holds up to 64 KB of small
+        # writes before it encrypts them.
+        self.assertLessEqual(most, self.bound + 2 * 64 * 1024)
+        self.resume(connection)
+        code, _ = await bounded(connection.closed())
+        self.assertEqual(code, 1008)
 
     async def test_close_policy_1013_for_a_coroutine_handler(self) -> None:
         connections: list[ServerConnection] = []
