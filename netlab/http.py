@@ -316,7 +316,10 @@ class Guarded(Resource):
         if not self._protection.covers(request.path):
             return self._root.getChildWithDefault(path, request)
         child = self._root.getChildWithDefault(path, request)
-        if isinstance(child, WebSocketMount) and child.factory.protection:
+        if (
+            isinstance(child, WebSocketMount)
+            and child.factory_for(request.site).protection
+        ):
             return child
         return self._guard.getChildWithDefault(path, request)
 
@@ -694,8 +697,9 @@ class HTTPSite(ConnectionTracker, Site):
     with one structured access-log event per request.
 
     :param resource: the root resource; by default netlab's :class:`Root`.
-    :param allowed_origins: for the default root's WebSocket: the browser
-        origins allowed besides the page's own.
+    :param allowed_origins: for the WebSocket mounts (the default root's,
+        and those given a handler): the browser origins allowed besides the
+        page's own.
     :param protection: the paths that need a bearer token (see
         :class:`Guarded`).
     """
@@ -718,6 +722,10 @@ class HTTPSite(ConnectionTracker, Site):
         if resource is None:
             resource = Root(limits, allowed_origins, self, protection)
         self._fixed_route = getattr(resource, "fixed_route", None)
+        #: What a :class:`~netlab.websocket.WebSocketMount` given a handler
+        #: takes from the site, besides its limits.
+        self.allowed_origins = tuple(allowed_origins)
+        self.protection = protection
         self._protection = protection
         if protection is not None:
             resource = Guarded(resource, protection)

@@ -1483,22 +1483,60 @@ EchoProtocol = WebSocketProtocol
 
 class WebSocketMount(WebSocketResource):
     """
-    Serves a WebSocket factory at a path of a web site (``/ws``), so one port
-    serves both HTTP and WebSocket.
+    Serves WebSocket at a path of a web site (``/ws``), so one port serves
+    both HTTP and WebSocket.
+
+    :param served: a :class:`WebSocketFactory`, or a handler (either shape).
+        Given a handler, the mount makes its factory from the site that
+        first serves it: a :class:`~netlab.http.HTTPSite`'s limits, allowed
+        origins and bearer-token protection (the plugin's ``--max-message``,
+        ``--allowed-origin``, ``--protect``, ...), with the site counting
+        the connections, so its limits, drain and metrics cover them. A
+        user's resource tree can then be served by ``twistd netlab-http
+        --resource`` and get the plugin's settings::
+
+            root.putChild(b"chat", WebSocketMount(ChatHandler))
 
     An upgrade over HTTP/1.0 is refused (``WebSocketResource`` would replay it
     as HTTP/1.1 and accept it).
     """
 
-    def __init__(self, factory: WebSocketFactory) -> None:
-        super().__init__(factory)
-        self.factory = factory
+    #: The factory that serves the upgrades: given, or made from the first
+    #: site (``None`` until then).
+    factory: WebSocketFactory | None
+
+    def __init__(self, served: Any) -> None:
+        if isinstance(served, WebSocketServerFactory):
+            super().__init__(served)
+            self.factory = served
+        else:
+            check_handler(served)
+            self._handler = served
+            self.factory = None
+
+    def factory_for(self, site: Any) -> WebSocketFactory:
+        """
+        :return: the factory serving this mount, made from ``site`` if the
+            mount was given a handler and has not served before.
+        """
+        if self.factory is None:
+            self.factory = WebSocketFactory(
+                self._handler,
+                limits=getattr(site, "limits", DEFAULT_LIMITS),
+                allowed_origins=getattr(site, "allowed_origins", ()),
+                reactor=getattr(site, "reactor", None),
+                tracker=site if isinstance(site, ConnectionTracker) else None,
+                protection=getattr(site, "protection", None),
+            )
+            WebSocketResource.__init__(self, self.factory)
+        return self.factory
 
     def render(self, request: Request) -> bytes | int:
         if request.clientproto != b"HTTP/1.1":
             request.setResponseCode(400)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"WebSocket needs HTTP/1.1\n"
+        self.factory_for(request.site)
         channel = request.channel
         transport = channel.transport
         # The HTTP channel is its transport's producer; the WebSocket takes

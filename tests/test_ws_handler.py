@@ -252,6 +252,64 @@ class ClassHandlerTests(TestCase):
         self.assertEqual(await receive(connection), "Echo: mounted")
         await bounded(connection.close())
 
+    async def test_a_mount_given_a_handler_takes_the_sites_settings(self) -> None:
+        """
+        ``WebSocketMount(handler)`` gets its factory from the site serving
+        it: the site's limits, allowed origins and protection, and the site
+        counts its connections (so ``--max-message``, ``--allowed-origin``
+        and ``--protect`` reach a user's tree under ``--resource``).
+        """
+        from twisted.web.resource import Resource
+
+        secret = secret_file(self)
+        checker = auth.JWTChecker(auth.secret_from_file(secret), audience=AUDIENCE)
+        root = Resource()
+        mount = WebSocketMount(ws_user_echo.EchoHandler)
+        root.putChild(b"open", mount)
+
+        class Who(Handler):
+            def on_open(self) -> None:
+                self.send(f"you are {self.subject}")
+
+        root.putChild(b"closed", WebSocketMount(Who))
+        site = http.HTTPSite(
+            root,
+            limits=Limits(max_message=100),
+            allowed_origins=["http://ok.example"],
+            protection=auth.Protection(checker, ("/closed",)),
+        )
+        served = await serve(self, site)
+        connection = await websocket.connect(
+            served.url("/open", "ws"), origin="http://ok.example", timeout=WAIT
+        )
+        connection.send("small")
+        self.assertEqual(await receive(connection), "Echo: small")
+        self.assertEqual(len(site.connections), 1)
+        self.assertIsInstance(next(iter(site.connections)), mount.factory.protocol)
+        connection.send("x" * 101)
+        code, _ = await bounded(connection.closed())
+        self.assertEqual(code, 1009)
+        with self.assertRaises(websocket.HandshakeRefused) as refused:
+            await websocket.connect(
+                served.url("/open", "ws"), origin="http://evil.example", timeout=WAIT
+            )
+        self.assertIn("403", str(refused.exception))
+        with self.assertRaises(websocket.HandshakeRefused) as refused:
+            await websocket.connect(served.url("/closed", "ws"), timeout=WAIT)
+        self.assertIn("401", str(refused.exception))
+        # As a browser sends it: not a header, which the site's own HTTP
+        # guard would take, but in the handshake, which the mount checks.
+        token = auth.mint(secret, "carol", audience=AUDIENCE)
+        connection = await websocket.connect(
+            served.url("/closed", "ws") + f"?access_token={token}", timeout=WAIT
+        )
+        self.assertEqual(await receive(connection), "you are carol")
+        await bounded(connection.close())
+
+    def test_a_mount_refuses_what_is_not_a_handler(self) -> None:
+        error = self.assertRaises(TypeError, WebSocketMount, object())
+        self.assertIn("a WebSocket handler is", str(error))
+
 
 class CoroutineHandlerTests(TestCase):
     timeout = 120
