@@ -105,6 +105,13 @@ WEBSOCKET_CLOSES = _Family(
     "WebSocket connections closed, by code.",
     ("code",),
 )
+WEBSOCKET_OVERFLOWS = _Family(
+    CounterMetricFamily,
+    "netlab_websocket_overflows",
+    "WebSocket messages a client was too slow to take: dropped (policy drop) "
+    "or the connection closed (policy close).",
+    ("service", "policy"),
+)
 TLS_FAILURES = _Family(
     CounterMetricFamily,
     "netlab_tls_handshake_failures",
@@ -223,6 +230,14 @@ def echoed_message(service: str, received: int, sent: int) -> None:
     messages[_OUT] += 1
     BYTES_RECEIVED.values[(service,)] += received
     BYTES_SENT.values[(service,)] += sent
+
+
+def overflowed(service: str, policy: str) -> None:
+    """
+    Count a WebSocket message that found its client's outgoing queue full,
+    and what ``policy`` did about it (``drop`` or ``close``).
+    """
+    WEBSOCKET_OVERFLOWS.values[(service, policy)] += 1
 
 
 def refused(service: str, reason: str) -> None:

@@ -788,6 +788,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         The queue is full: apply the handler's policy.
         """
         factory = self.factory
+        metrics.overflowed(factory.tracker.service_name, factory.overflow)
         if factory.overflow == "drop":
             self.dropped += 1
             return False

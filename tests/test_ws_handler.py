@@ -508,11 +508,15 @@ class QueueTests(TestCase):
         connection = await served.connect()
         self.pause(connection)
         total = 2000  # 32 MiB: more than the sockets' buffers hold
+        before = dict(metrics.WEBSOCKET_OVERFLOWS.values)
         sent, most = await self.flood(served, Room.members, total)
         self.assertEqual(sent, total)
         self.assertLessEqual(most, self.bound)
         [room] = Room.members
         self.assertGreater(room.dropped, 0)
+        key = ("ws", "drop")
+        counted = metrics.WEBSOCKET_OVERFLOWS.values[key] - before.get(key, 0)
+        self.assertEqual(counted, room.dropped)
         self.resume(connection)
         received = []
         for _ in range(total - room.dropped):
@@ -535,12 +539,16 @@ class QueueTests(TestCase):
         served = await Served(self).start(Room)
         connection = await served.connect()
         self.pause(connection)
+        before = dict(metrics.WEBSOCKET_OVERFLOWS.values)
         sent, most = await self.flood(served, Room.members, 4000)
         self.assertLess(sent, 4000, "the queue never overflowed")
         self.assertLessEqual(most, self.bound)
         self.resume(connection)
         code, reason = await bounded(connection.closed())
         self.assertEqual((code, reason), (1008, "outgoing queue full"))
+        key = ("ws", "close")
+        counted = metrics.WEBSOCKET_OVERFLOWS.values[key] - before.get(key, 0)
+        self.assertEqual(counted, 1)
 
     async def test_close_policy_over_tls(self) -> None:
         class Room(Handler):
