@@ -289,10 +289,14 @@ class BenchRunTests(TestCase):
         the same run where the user's resource passes.
         """
         liar = f"liar={PYTHON} -m netlab.bench.bare_web --port {{port}}"
-        generators = [["--no-wrk"], ["--no-wrk", "--generator", "python"]]
+        builtin = "C loadgen" if HAVE_CC else "Python pyloadgen"
+        generators = [
+            (["--no-wrk"], builtin),
+            (["--no-wrk", "--generator", "python"], "Python pyloadgen"),
+        ]
         if HAVE_WRK:
-            generators.append([])
-        for generator in generators:
+            generators.append(([], "wrk"))
+        for generator, name in generators:
             table, data = await self.bench(
                 *"http-user --impl liar --connections 3".split(),
                 *generator,
@@ -300,6 +304,8 @@ class BenchRunTests(TestCase):
                 *("--vs", liar),
                 status=1,
             )
+            metric = data["workloads"]["http-user"]["metrics"][0]
+            self.assertEqual(metric["generator"], name)
             self.assert_clean_samples(data, "http-user", "bare-web-user", rounds=1)
             row = self.row(data, "http-user", "liar")
             self.assertTrue(row["failed"]["req_s"], (generator, row))
