@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from netlab import auth, certs, tls, websocket
 from tests.support import WAIT, bounded, run, spawn
-from tests.test_twistd import LOOPBACK_ANY_PORT, twistd
+from tests.test_twistd import LOOPBACK_ANY_PORT, TwistdCase, twistd
 
 # The checkout's root: ``tests.ws_user_echo`` is importable from there, as
 # a user's own package is from their project's folder.
@@ -154,3 +154,40 @@ class HandlerPluginTests(TestCase):
             self.assertIn(b"--handler " + path.encode() + b": ", last, result)
             self.assertIn(words, last, path)
             self.assertNotIn(b"Traceback", result.out + result.err)
+
+
+class RecordedAndCountedTests(TwistdCase):
+    """
+    A user's handler under ``--wiretap`` and ``--metrics``: recorded and
+    counted as netlab's echo is.
+    """
+
+    async def test_wiretap_and_metrics(self) -> None:
+        from netlab import http
+        from tests.test_wiretap import fields
+
+        capture = pathlib.Path(self.mktemp()).resolve()
+        child, [metrics_port, port] = await self.start(
+            "netlab-ws",
+            *("--handler", USER_ECHO, "--listen", LOOPBACK_ANY_PORT),
+            *("--wiretap", str(capture), "--metrics", LOOPBACK_ANY_PORT),
+            factories=("HTTPSite", r"WebSocketFactory \(WiretapFactory\)"),
+        )
+        connection = await websocket.connect(f"ws://127.0.0.1:{port}/", timeout=WAIT)
+        connection.send("recorded words")
+        self.assertEqual(await bounded(connection.receive()), "Echo: recorded words")
+        await bounded(connection.close())
+        scraped = await http.fetch(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=WAIT
+        )
+        self.assertIn(
+            b'netlab_connections_opened_total{service="ws"} 1.0', scraped.body
+        )
+        self.assertIn(
+            b'netlab_websocket_messages_total{direction="in"} 1.0', scraped.body
+        )
+        await self.assert_stops_on_sigterm(child, port)
+        texts = await fields(capture, "websocket", "websocket.payload.text")
+        said = {value for row in texts for value in row if value}
+        self.assertIn("recorded words", said)
+        self.assertIn("Echo: recorded words", said)
