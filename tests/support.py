@@ -119,6 +119,22 @@ async def abort(peer: Peer) -> None:
     await bounded(peer.closed)
 
 
+async def until_intake_stops(server: Any) -> None:
+    """
+    Wait (bounded) until a TCP connection the server stopped reading from
+    (``server``, a :class:`~netlab.tcp.TCPConnection`) takes in no more:
+    its transport paused and its ``bytes_in`` still.
+    """
+    from twisted.internet import reactor, task
+
+    previous = -1
+    for _ in range(int(WAIT / 0.05)):
+        await task.deferLater(reactor, 0.05)
+        if server.bytes_in == previous and server.transport.producerPaused:
+            return
+        previous = server.bytes_in
+
+
 def register(
     namespace: dict[str, Any],
     contract: type,

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import tcp
 from netlab.limits import Limits
-from tests.support import WAIT, bounded, connect
+from tests.support import bounded, connect, until_intake_stops
 
 
 def connected(
@@ -219,14 +219,7 @@ class LoopbackTests(TestCase):
         message = bytes(range(256)) * (64 * 1024 * 1024 // 256)
         peer.transport.write(message)
         [server] = factory.connections
-
-        # Wait (bounded) for the server's intake to stop growing.
-        previous = -1
-        for _ in range(int(WAIT / 0.05)):
-            await task.deferLater(reactor, 0.05)
-            if server.bytes_in == previous and server.transport.producerPaused:
-                break
-            previous = server.bytes_in
+        await until_intake_stops(server)
         self.assertTrue(server.transport.producerPaused)
         self.assertNotIn(server.transport, reactor.getReaders())
         self.assertLess(server.bytes_in, len(message) // 2)

@@ -25,7 +25,7 @@ from netlab.limits import Limits
 from netlab.tap import tcp as tcp_tap
 from netlab.testing import serve
 from tests import user_tcp
-from tests.support import WAIT, bounded, connect
+from tests.support import WAIT, bounded, connect, until_intake_stops
 from tests.test_metrics import Scraper, delta
 from tests.test_tap import listeners
 from tests.test_twistd import LOOPBACK_ANY_PORT, TwistdCase, twistd
@@ -260,7 +260,6 @@ class LoopbackTests(TestCase):
         With :class:`~netlab.tcp.Backpressure`, a user's echo stops reading
         from a peer that does not read its answers.
         """
-        from twisted.internet import reactor
 
         class Mirror(Protocol):
             def connectionMade(self) -> None:
@@ -277,12 +276,7 @@ class LoopbackTests(TestCase):
         message = b"x" * (32 * 1024 * 1024)
         peer.transport.write(message)
         [server] = factory.connections
-        previous = -1
-        for _ in range(int(WAIT / 0.05)):
-            await task.deferLater(reactor, 0.05)
-            if server.bytes_in == previous and server.transport.producerPaused:
-                break
-            previous = server.bytes_in
+        await until_intake_stops(server)
         self.assertTrue(server.transport.producerPaused)
         self.assertLess(server.bytes_in, len(message) // 2)
 
