@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, globalLogBeginner, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -42,8 +45,9 @@ from twisted.web.client import (
 )
 from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
+from twisted.web.wsgi import WSGIResource
 
 from netlab import metrics
 from netlab.auth import Protection, protect
@@ -53,6 +57,7 @@ from netlab.logs import PerSecond
 from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_identity, shut_down_writing
 from netlab.tracking import ConnectionTracker, Unavailable
+from netlab.tracking import drain as drain_trackers
 from netlab.websocket import EchoFactory, WebSocketMount
 
 #: Where ``twistd netlab-http`` listens unless told otherwise.
@@ -315,7 +320,9 @@ class Guarded(Resource):
     def getChildWithDefault(self, path: bytes, request: Request) -> Any:
         if not self._protection.covers(request.path):
             return self._root.getChildWithDefault(path, request)
-        child = self._root.getChildWithDefault(path, request)
+        # Looked up, not traversed: traversal may move the request's path
+        # (a leaf under UserRoot), and the guard traverses again.
+        child = getattr(self._root, "children", {}).get(path)
         if (
             isinstance(child, WebSocketMount)
             and child.factory_for(request.site).protection
@@ -327,6 +334,148 @@ class Guarded(Resource):
         if self._protection.covers(request.path):
             return self._guard.render(request)
         return self._root.render(request)
+
+
+#: What netlab answers at ``/healthz``.
+HEALTH = Health()
+
+
+class UserRoot(Resource):
+    """
+    Serves ``resource`` (any twisted.web resource tree, or a leaf such as a
+    :class:`~twisted.web.wsgi.WSGIResource`) as the root of an
+    :class:`HTTPSite`, and answers ``/healthz`` with :class:`Health` unless
+    ``health`` is false or ``resource`` has a child of its own there
+    (``putChild(b"healthz", ...)``). It is what ``twistd netlab-http
+    --resource`` and ``--wsgi`` serve.
+
+    :param resource: the user's root resource.
+    :param health: whether netlab may answer ``/healthz``.
+    """
+
+    def __init__(self, resource: IResource, health: bool = True) -> None:
+        super().__init__()
+        self.resource = resource
+        # The user's own static children, where Guarded looks up WebSocket
+        # mounts.
+        self.children = getattr(resource, "children", {})
+        #: Whether netlab answers ``/healthz``.
+        self.health = health and b"healthz" not in self.children
+        #: The targets :meth:`fixed_route` may answer: HTTPSite skips its
+        #: fixed-answer parser for a request head naming any other.
+        self.fixed_paths: tuple[bytes, ...] = (b"/healthz",) if self.health else ()
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Any:
+        if path == b"healthz" and self.health:
+            return HEALTH
+        if self.resource.isLeaf:
+            # twisted.web moved this segment to prepath before asking: give
+            # it back, so that a leaf (a WSGI app) sees the whole path.
+            request.postpath.insert(0, request.prepath.pop())
+            return self.resource
+        return self.resource.getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> Any:
+        return self.resource.render(request)
+
+    def fixed_route(self, path: bytes) -> Fixed | None:
+        """
+        :return: :class:`Health` for ``/healthz``, when netlab answers it.
+        """
+        return HEALTH if self.health and path == b"/healthz" else None
+
+
+class WSGIApp(Service):
+    """
+    A WSGI application served by twisted.web on a bounded thread pool of its
+    own, which this service starts and stops::
+
+        app = WSGIApp(flask_app, threads=10)
+        app.setServiceParent(parent)  # or app.run_with(site), below
+        site = HTTPSite(UserRoot(app.resource))
+
+    :param app: the WSGI application, ``app(environ, start_response)``.
+    :param threads: the most requests the application handles at once;
+        the others wait in the pool's queue.
+    :param reactor: the reactor serving the requests (the global one if not
+        given).
+    """
+
+    _log = Logger()
+
+    def __init__(self, app: Any, threads: int = 10, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        if threads < 1:
+            raise ValueError(f"a WSGI app needs at least one thread, not {threads}")
+        self.app = app
+        self.threads = threads
+        self._reactor = reactor
+        # Threads are made on demand: a --workers supervisor builds one of
+        # these and never serves a request.
+        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="netlab-wsgi")
+        #: The resource to mount (it serves every path below it).
+        self.resource = WSGIResource(reactor, self.pool, app)
+        self._stopping: defer.Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self._stopping is None and not self.pool.started:
+            self.pool.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Stop the pool, once however often this is called (a second
+        ``ThreadPool.stop`` raises ``AlreadyQuit``); requests under way
+        finish first.
+
+        :return: a Deferred that fires when the pool's threads are gone.
+        """
+        super().stopService()
+        if self._stopping is None:
+            self._stopping = defer.Deferred()
+            # Joined from a thread of its own: a request under way writes
+            # through the reactor (blockingCallFromThread), which must keep
+            # running until the pool's threads are done.
+            waiter = self._stopping
+            stopper = threading.Thread(
+                target=self._stop_pool, args=(waiter,), name="netlab-wsgi-stop"
+            )
+            stopper.start()
+        done: defer.Deferred[None] = defer.Deferred()
+        self._stopping.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
+
+    def _stop_pool(self, waiter: defer.Deferred[None]) -> None:
+        if self.pool.started:
+            self.pool.stop()
+        self._reactor.callFromThread(self._stopped, waiter)
+
+    def _stopped(self, waiter: defer.Deferred[None]) -> None:
+        self._log.info("WSGI thread pool stopped")
+        waiter.callback(None)
+
+    def run_with(self, site: ConnectionTracker, drain: bool = True) -> None:
+        """
+        Start the pool when the reactor runs, and stop it as the reactor
+        shuts down once ``site`` has no connection left, so that requests
+        under way finish first: for a program with no service tree to add
+        this service to.
+
+        :param drain: drain ``site`` first (see :func:`netlab.tracking.drain`);
+            false when something else drains it, as twistd's plugins do.
+        """
+        self._reactor.callWhenRunning(self.startService)
+
+        async def stop() -> None:
+            if drain:
+                await drain_trackers([site], site.limits.drain_seconds, self._reactor)
+            await site.drained()
+            await self.stopService()
+
+        self._reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: defer.Deferred.fromCoroutine(stop())
+        )
 
 
 _TLS_HELLO = re.compile(rb"\x16\x03[\x00-\x04]")
@@ -388,6 +537,31 @@ class LimitedRequest(Request):
             length = 0
         super().gotLength(length)
 
+    def connectionLost(self, reason: Failure) -> None:
+        channel = self.channel
+        if (
+            not self.finished
+            and self.started
+            and channel is not None
+            and not channel.refused
+        ):
+            # Gone before finish(), which logs: a client that stopped
+            # waiting, or one that closed as soon as it had the whole body
+            # (a WSGI app's answer is on the wire before the app's thread
+            # finishes the request). Each request still gets its event;
+            # 499, as nginx says it, when nothing of the answer was sent.
+            code = self.code if self.startedWriting else 499
+            channel.factory.access(
+                self.method,
+                self.uri,
+                code,
+                self.sentLength,
+                _body_size(self),
+                self.started,
+                channel,
+            )
+        super().connectionLost(reason)
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.started = self.channel.factory.reactor.seconds()
         if b"\x7f" in path:
@@ -429,6 +603,7 @@ class LimitedChannel(HTTPChannel):
     _head_size = 0
     _header_count = 0
     _head_timer: Any = None
+    _head_deadline: float | None = None
     _last_byte = b""
     _linger: Any = None
     peer = "?"
@@ -451,7 +626,7 @@ class LimitedChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
             return
-        if self._between_requests():
+        if self.factory._fixed_route is not None and self._between_requests():
             data = self._answer_fixed(data)
             if not data:
                 self.resetTimeout()
@@ -471,10 +646,13 @@ class LimitedChannel(HTTPChannel):
             self.refuse(400, b"Bad request: lines end with CRLF\n")
             return
         self._last_byte = data[-1:]
-        if self._head_timer is None and not (self._handlingRequest or self._in_body):
-            self._head_timer = self.callLater(
-                self.limits.head_timeout, self.refuse, 408, b"Request timeout\n"
-            )
+        if self._head_deadline is None and not (self._handlingRequest or self._in_body):
+            # One timer per connection, moved on rather than cancelled and
+            # made anew for each request of a kept-alive connection.
+            timeout = self.limits.head_timeout
+            self._head_deadline = self.factory.reactor.seconds() + timeout
+            if self._head_timer is None:
+                self._head_timer = self.callLater(timeout, self._head_timed_out)
         super().dataReceived(data)
         if self._announced_chunk_too_large():
             self.refuse(413, b"Content too large\n")
@@ -505,7 +683,11 @@ class LimitedChannel(HTTPChannel):
         """
         limits = self.limits
         site = self.factory
+        heads = site._fixed_heads
         while data:
+            if heads is not None and not data.startswith(heads):
+                # No fixed route is named: not worth parsing the head twice.
+                return data
             head = _SIMPLE_HEAD.match(data, 0, self._longest_head)
             if head is None:
                 return data
@@ -612,7 +794,7 @@ class LimitedChannel(HTTPChannel):
             self.refuse(431, b"Request header fields too large\n")
 
     def allHeadersReceived(self) -> None:
-        self._stop_head_timer()
+        self._head_done()
         self._in_body = True
         super().allHeadersReceived()
 
@@ -652,7 +834,22 @@ class LimitedChannel(HTTPChannel):
             return False
         return super().checkPersistence(request, version)
 
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._head_deadline is None:
+            return  # no head under way: the next one sets a timer again
+        left = self._head_deadline - self.factory.reactor.seconds()
+        if left > 0:
+            self._head_timer = self.callLater(left, self._head_timed_out)
+        else:
+            self.refuse(408, b"Request timeout\n")
+
+    def _head_done(self) -> None:
+        # The timer stays: it finds no deadline, or the next head's.
+        self._head_deadline = None
+
     def _stop_head_timer(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             if self._head_timer.active():
                 self._head_timer.cancel()
@@ -722,6 +919,19 @@ class HTTPSite(ConnectionTracker, Site):
         if resource is None:
             resource = Root(limits, allowed_origins, self, protection)
         self._fixed_route = getattr(resource, "fixed_route", None)
+        # A root that lists the paths it answers fixed (UserRoot) spares the
+        # other requests the fast path's parser.
+        fixed_paths = getattr(resource, "fixed_paths", None)
+        self._fixed_heads: tuple[bytes, ...] | None = None
+        if fixed_paths is not None:
+            self._fixed_heads = tuple(
+                method + path + end
+                for path in fixed_paths
+                for method in (b"GET ", b"HEAD ")
+                for end in (b" ", b"?")
+            )
+            if not fixed_paths:
+                self._fixed_route = None
         #: What a :class:`~netlab.websocket.WebSocketMount` given a handler
         #: takes from the site, besides its limits.
         self.allowed_origins = tuple(allowed_origins)
@@ -734,6 +944,14 @@ class HTTPSite(ConnectionTracker, Site):
         # The access log's own Logger, made once rather than on each request
         # (the class attribute is a descriptor that makes one per access).
         self._access_log = Logger(namespace=self._log.namespace, source=self)
+
+    def forget(self, protocol: Any, reason: Failure | None = None) -> None:
+        # Also when a WebSocket takes the connection over (the channel never
+        # hears of its end): its head timer must not outlive it.
+        stop = getattr(protocol, "_stop_head_timer", None)
+        if stop is not None:
+            stop()
+        super().forget(protocol, reason)
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.admits(addr):
@@ -790,6 +1008,12 @@ class HTTPSite(ConnectionTracker, Site):
         path = redact(uri).decode("latin-1")
         peer = channel.peer
         access = self._access_log
+        metrics.http_request(self.service_name, method, code, duration)
+        metrics.transferred(self.service_name, received, sent)
+        if code == 401:
+            metrics.auth_failed("http")
+        if _unobserved(access.observer):
+            return
         # What Logger.info would hand its observer, made directly: it is one
         # event per request, and Logger's checks cost more than the event.
         # The one field to format, ``request``, is made here: a log
@@ -815,10 +1039,23 @@ class HTTPSite(ConnectionTracker, Site):
                 "client": client_identity(channel.transport),
             }
         )
-        metrics.http_request(self.service_name, method, code, duration)
-        metrics.transferred(self.service_name, received, sent)
-        if code == 401:
-            metrics.auth_failed("http")
+
+
+def _unobserved(observer: Any) -> bool:
+    """
+    :return: whether ``observer`` is Twisted's global publisher while no one
+        has begun logging or added an observer: it would keep the last
+        65,536 events (each access event, a request's worth of work) only to
+        replay them if logging ever began.
+    """
+    # Private attributes, read defensively: if Twisted renames them, events
+    # are simply published as before.
+    temporary = getattr(globalLogBeginner, "_temporaryObserver", None)
+    return (
+        temporary is not None
+        and observer is globalLogPublisher
+        and getattr(globalLogPublisher, "_observers", None) == [temporary]
+    )
 
 
 #: The ``Date`` header's value.

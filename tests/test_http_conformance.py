@@ -19,6 +19,8 @@ from twisted.internet.threads import deferToThread
 
 from netlab import certs, http, tls
 from netlab.compat import http_client
+from netlab.limits import Limits
+from tests import user_http
 from tests.support import (
     WAIT,
     Peer,
@@ -32,8 +34,19 @@ from tests.support import (
     run,
 )
 
+
+def user_resource_site(limits: Limits) -> http.HTTPSite:
+    """
+    The contract's routes written by a user with twisted.web alone
+    (:class:`tests.user_http.ContractRoot`), served as ``twistd netlab-http
+    --resource`` serves it: ``/healthz`` is netlab's.
+    """
+    return http.HTTPSite(http.UserRoot(user_http.ContractRoot()), limits=limits)
+
+
 SERVERS = {
     "Twisted": TwistedServer(http.HTTPSite),
+    "UserResource": TwistedServer(user_resource_site),
     "HttpServer": TwinServer("netlab.compat.http_server"),
 }
 
