@@ -13,6 +13,10 @@ you can mount in your own :class:`~twisted.web.server.Site`::
     endpoint = serverFromString(reactor, "tcp:8080:interface=127.0.0.1")
     endpoint.listen(HTTPSite())
 
+and serves your own tree, or a WSGI app (:class:`WSGIApp`), as well::
+
+    endpoint.listen(HTTPSite(UserRoot(my_root)))
+
 :func:`fetch` is the client: it returns a Deferred of a :class:`Response`.
 """
 
@@ -894,6 +898,7 @@ class HTTPSite(ConnectionTracker, Site):
     with one structured access-log event per request.
 
     :param resource: the root resource; by default netlab's :class:`Root`.
+        Wrap your own in :class:`UserRoot` to add ``/healthz``.
     :param allowed_origins: for the WebSocket mounts (the default root's,
         and those given a handler): the browser origins allowed besides the
         page's own.
