@@ -496,6 +496,8 @@ _SIMPLE_HEAD = re.compile(
     rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*)"
     rb"\r\n"
 )
+# A header line starting with one of these continues the one before.
+_FOLDING = b" \t"
 _HEADER_LINE = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
 # Headers whose meaning a fixed answer would ignore (a body, an upgrade, an
 # expectation, closing): a head with any of these takes twisted.web's path.
@@ -572,7 +574,7 @@ class LimitedRequest(Request):
             # Twisted refuses the control bytes below 0x20, not DEL.
             self.channel.refuse(400, b"Bad request: control byte in the target\n")
             return
-        if _ABSOLUTE_FORM.match(path):
+        if path[:1] != b"/" and _ABSOLUTE_FORM.match(path):
             target = urlsplit(path)
             if not target.netloc:
                 self.channel.refuse(400, b"Bad request: no host in the target\n")
@@ -608,6 +610,8 @@ class LimitedChannel(HTTPChannel):
     _header_count = 0
     _head_timer: Any = None
     _head_deadline: float | None = None
+    _max_header_block = DEFAULT_LIMITS.max_header_block
+    _max_headers = DEFAULT_LIMITS.max_headers
     _last_byte = b""
     _linger: Any = None
     peer = "?"
@@ -620,6 +624,8 @@ class LimitedChannel(HTTPChannel):
             self.limits.max_request_line + self.limits.max_header_block
         )
         self.maxHeaders = self.limits.max_headers + 1
+        self._max_header_block = self.limits.max_header_block
+        self._max_headers = self.limits.max_headers
         self._longest_head = (
             self.limits.max_request_line + 2 + self.limits.max_header_block
         )
@@ -773,23 +779,23 @@ class LimitedChannel(HTTPChannel):
         return b"\n" in data.split(b"\r\n", 1)[0]
 
     def lineReceived(self, line: bytes) -> None:
-        if self.refused:
-            return
-        if self._awaiting_request_line:
+        if self._awaiting_request_line or self.refused:
+            if self.refused:
+                return
             if line:
                 self._awaiting_request_line = False
                 self._head_size = self._header_count = 0
         else:
-            self._head_size += len(line) + 2
-            if line and line[:1] not in b" \t":
+            # Every line of every head passes here: the limits are read from
+            # the channel's own attributes, and Twisted's method called
+            # directly (its only base).
+            size = self._head_size = self._head_size + len(line) + 2
+            if line and line[0] not in _FOLDING:
                 self._header_count += 1
-            if (
-                self._head_size > self.limits.max_header_block
-                or self._header_count > self.limits.max_headers
-            ):
+            if size > self._max_header_block or self._header_count > self._max_headers:
                 self.refuse(431, b"Request header fields too large\n")
                 return
-        super().lineReceived(line)
+        HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._awaiting_request_line:
