@@ -57,6 +57,7 @@ class ResourcePluginTests(TwistdCase):
         paths = certs.make_certificates(folder)
         secret = folder / "secret"
         secret.write_bytes(b"s" * 32)
+        capture = folder / "capture.pcapng"
         child, [metrics_port, port] = await self.start(
             "netlab-http",
             *("--resource", "tests.user_http:root"),
@@ -67,8 +68,9 @@ class ResourcePluginTests(TwistdCase):
             ),
             *("--protect", "/greet", "--jwt-secret", str(secret)),
             *("--jwt-audience", AUDIENCE),
-            *("--metrics", LOOPBACK_ANY_PORT),
-            factories=("HTTPSite", r"HTTPSite \(TLS\)"),
+            *("--metrics", LOOPBACK_ANY_PORT, "--drain-seconds", "5"),
+            *("--wiretap", str(capture)),
+            factories=("HTTPSite", r"HTTPSite \(WiretapFactory\) \(TLS\)"),
         )
         base = f"https://localhost:{port}"
         trust = http.ClientTLS(cacert=str(paths.ca))
@@ -92,6 +94,8 @@ class ResourcePluginTests(TwistdCase):
             scraped.body,
         )
         await self.assert_stops_on_sigterm(child, port)
+        # The plaintext of the user's answer, as the wiretap recorded it.
+        self.assertIn(b"Hello, alice!", capture.read_bytes())
 
     async def test_bad_values_are_one_line(self) -> None:
         for args, said in (
