@@ -47,7 +47,7 @@ from twisted.web.client import (
     PotentialDataLoss,
     ResponseDone,
 )
-from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
+from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString, parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -222,6 +222,15 @@ class Echo(Route):
     render_POST = render_GET
 
 
+def _query(uri: bytes) -> dict[bytes, list[bytes]]:
+    """
+    :return: the arguments in ``uri``'s query (``request.args`` also holds
+        those of a POSTed form).
+    """
+    _, mark, query = uri.partition(b"?")
+    return parse_qs(query, 1) if mark else {}
+
+
 def reflect(request: Request) -> dict[str, Any]:
     """
     :return: what :class:`Echo` answers for ``request``.
@@ -241,7 +250,7 @@ def reflect(request: Request) -> dict[str, Any]:
         "path": decode(request.path),
         "query": {
             key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-            for key, vs in request.args.items()
+            for key, vs in _query(request.uri).items()
         },
         "headers": {
             decode(name).lower(): [decode(value) for value in values]
@@ -513,8 +522,6 @@ class LimitedRequest(Request):
     HTTP/1.1 request without exactly one valid ``Host``.
     """
 
-    # The body is reflected, not parsed as a form.
-    _parsePOSTFormSubmission = False
     channel: LimitedChannel
 
     body_size = 0

@@ -152,6 +152,22 @@ class SiteTests(SynchronousTestCase):
             },
         )
 
+    def test_echo_query_is_the_targets_not_a_forms(self) -> None:
+        """
+        A POSTed form is reflected as the body; ``query`` holds only what
+        the target's query says (twisted.web adds a form's fields to
+        ``request.args``).
+        """
+        form = b"c=3&d=4"
+        _, _, body = self.request(
+            b"POST /echo?a=1 HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(form), form)
+        )
+        reflection = json.loads(body)
+        self.assertEqual(reflection["query"], {"a": ["1"]})
+        self.assertEqual(reflection["body"], "c=3&d=4")
+
     def test_echo_binary_body_is_base64(self) -> None:
         _, _, body = self.request(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n\xff\x00\xfe"
