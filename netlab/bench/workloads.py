@@ -116,7 +116,8 @@ class Workload:
             ]
         if self.name == "tcp-bulk":
             return [Metric("mb_s", "MB/s echoed", "MB/s", "bulk", 1)]
-        if self.name == "http":
+        if self.name in ("http", "http-user"):
+            user = self.name == "http-user"
             return [
                 Metric(
                     "req_s",
@@ -124,18 +125,8 @@ class Workload:
                     "requests/s",
                     "http",
                     connections,
-                )
-            ]
-        if self.name == "http-user":
-            return [
-                Metric(
-                    "req_s",
-                    f"req/s, {connections} conn",
-                    "requests/s",
-                    "http",
-                    connections,
-                    path=USER_PATH,
-                    expect=USER_BODY,
+                    path=USER_PATH if user else HTTP_PATH,
+                    expect=USER_BODY if user else HTTP_BODY,
                 )
             ]
         if self.name in ("ws", "ws-user"):
