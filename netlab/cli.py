@@ -24,9 +24,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, auth, bench, certs, http, tcp, tls, websocket
-from netlab.bench.options import BenchOptions
+from netlab import __version__, auth, certs, http, tcp, tls, websocket
 from netlab.deadline import with_deadline
+from netlab.tools import bench
+from netlab.tools.bench.options import BenchOptions
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2

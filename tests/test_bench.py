@@ -21,8 +21,8 @@ from typing import Any
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netlab.bench import build, implementations, stats
-from netlab.bench.options import BenchOptions
+from netlab.tools.bench import build, implementations, stats
+from netlab.tools.bench.options import BenchOptions
 from tests.support import ProcessResult, bounded, python, run, spawn
 
 #: One compiler cache for the whole module: built once, by the first test.
@@ -165,7 +165,7 @@ class BenchRunTests(TestCase):
         chart = self.scratch / "bench.png"
         args = [*"tcp-bulk --impl bare-echo".split(), *QUICK, "--plot", str(chart)]
         if importlib.util.find_spec("matplotlib") is None:
-            result = await run(python("-m", "netlab.bench", *args))
+            result = await run(python("-m", "netlab.tools.bench", *args))
             self.assertEqual(result.status, 2, result)
             self.assertEqual(result.err.count(b"\n"), 1, result)
             self.assertIn(b"matplotlib", result.err)
@@ -288,7 +288,7 @@ class BenchRunTests(TestCase):
         server that answers ``200`` with another body than the user's, in
         the same run where the user's resource passes.
         """
-        liar = f"liar={PYTHON} -m netlab.bench.bare_web --port {{port}}"
+        liar = f"liar={PYTHON} -m netlab.tools.bench.bare_web --port {{port}}"
         builtin = "C loadgen" if HAVE_CC else "Python pyloadgen"
         generators = [
             (["--no-wrk"], builtin),
@@ -333,7 +333,7 @@ class BenchRunTests(TestCase):
         self.assert_user_rows(data, "ws-user", "netlab-ws-user", "--handler")
         command = " ".join(self.row(data, "ws-user", "netlab-ws-user")["command"])
         if command:
-            self.assertIn("--handler netlab.bench.userapp:handler", command)
+            self.assertIn("--handler netlab.tools.bench.userapp:handler", command)
             self.assertNotIn("--logger", command)
         if HAVE_CC:
             self.assert_clean_samples(data, "ws-user", "c-ws", rounds=1)
@@ -428,7 +428,7 @@ class BenchRunTests(TestCase):
         report = self.scratch / "bench.json"
         child = spawn(
             python(
-                *"-m netlab.bench tcp-echo --impl selectors_echo".split(),
+                *"-m netlab.tools.bench tcp-echo --impl selectors_echo".split(),
                 *"--rounds 5 --seconds 1 --warmup 0 --json".split(),
                 str(report),
             ),
@@ -509,9 +509,9 @@ class BenchCommandTests(TestCase):
     async def test_bad_option_one_line(self) -> None:
         """
         A mistake is one line on standard error and exit status 2, through
-        ``netlab bench`` and ``python -m netlab.bench`` alike.
+        ``netlab bench`` and ``python -m netlab.tools.bench`` alike.
         """
-        for command in (["-m", "netlab", "bench"], ["-m", "netlab.bench"]):
+        for command in (["-m", "netlab", "bench"], ["-m", "netlab.tools.bench"]):
             result = await run(python(*command, "tcp-echo", "--rounds", "0"))
             self.assertEqual(result.status, 2, result)
             self.assertEqual(result.out, b"", result)
@@ -580,8 +580,8 @@ class UserWorkloadTests(SynchronousTestCase):
     """
 
     def names(self, workload: str) -> list[str]:
-        from netlab.bench.runner import Settings, choose_rows
-        from netlab.bench.workloads import WORKLOADS
+        from netlab.tools.bench.runner import Settings, choose_rows
+        from netlab.tools.bench.workloads import WORKLOADS
 
         rows, _ = choose_rows(WORKLOADS[workload], Settings([workload]))
         return [row.name for row in rows]
@@ -619,20 +619,20 @@ class UserWorkloadTests(SynchronousTestCase):
             [
                 "netlab-http",
                 "--resource",
-                "netlab.bench.userapp:root",
+                "netlab.tools.bench.userapp:root",
                 "--listen",
                 "tcp:8000:interface=127.0.0.1",
             ],
         )
         argv = implementations.BUILTIN["netlab-ws-user"].argv(8000, context)
-        self.assertIn("netlab.bench.userapp:handler", argv)
+        self.assertIn("netlab.tools.bench.userapp:handler", argv)
         argv = implementations.BUILTIN["twistd-web-user"].argv(8000, context)
         self.assertEqual(
             argv[-5:],
             [
                 "web",
                 "--class",
-                "netlab.bench.userapp.Root",
+                "netlab.tools.bench.userapp.Root",
                 "--listen",
                 "tcp:8000:interface=127.0.0.1",
             ],
@@ -669,7 +669,7 @@ class UserWorkloadTests(SynchronousTestCase):
         """
         from treq.testing import StubTreq
 
-        from netlab.bench import userapp
+        from netlab.tools.bench import userapp
 
         for root in (userapp.root, userapp.Root()):
             client = StubTreq(root)
@@ -686,7 +686,7 @@ class UserWorkloadTests(SynchronousTestCase):
         """
         wrk's expected body is a Lua literal of its UTF-8 bytes.
         """
-        from netlab.bench.generators import lua_string
+        from netlab.tools.bench.generators import lua_string
 
         self.assertEqual(lua_string("Hello, bench!"), '"Hello, bench!"')
         self.assertEqual(lua_string('a"b\\c'), '"a\\034b\\092c"')

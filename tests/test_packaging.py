@@ -63,9 +63,9 @@ class WheelTests(TestCase):
             "netlab/tap/lab.py",
             "netlab/compat/socket_server.py",
             # netlab bench compiles its load generator and C servers from these.
-            "netlab/bench/c/loadgen.c",
-            "netlab/bench/c/cserver.c",
-            "netlab/bench/c/common.h",
+            "netlab/tools/bench/c/loadgen.c",
+            "netlab/tools/bench/c/cserver.c",
+            "netlab/tools/bench/c/common.h",
         ):
             self.assertIn(expected, names)
         for forbidden in ("twisted/__init__.py", "twisted/plugins/__init__.py"):

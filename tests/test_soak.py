@@ -1,5 +1,5 @@
 """
-The soak test (``python -m netlab.soak``), short: 20 seconds of the mix
+The soak test (``python -m netlab.tools.soak``), short: 20 seconds of the mix
 against a real ``twistd netlab``, as CI runs it.
 """
 
@@ -39,7 +39,7 @@ class SoakTests(TestCase):
         no error, descriptors back to the baseline, RSS within its bound, and
         a clean stop.
         """
-        args = ["-m", "netlab.soak", "--seconds", "20", "--concurrency", "12"]
+        args = ["-m", "netlab.tools.soak", "--seconds", "20", "--concurrency", "12"]
         chosen = _reactor_name()
         if chosen:
             args += ["--reactor", chosen]

@@ -6,13 +6,13 @@ The HTTP part is a plain twisted.web resource tree, written against
 twisted.web alone: ``GET /hello?name=bench`` answers ``Hello, bench!``.
 Serve it with either of::
 
-    twistd -n netlab-http --resource netlab.bench.userapp:root
-    twistd -n web --class netlab.bench.userapp.Root
+    twistd -n netlab-http --resource netlab.tools.bench.userapp:root
+    twistd -n web --class netlab.tools.bench.userapp.Root
 
 The WebSocket part is a :class:`netlab.websocket.Handler` that answers each
 text message ``m`` with ``Echo: m`` (and a binary one with its bytes)::
 
-    twistd -n netlab-ws --handler netlab.bench.userapp:handler
+    twistd -n netlab-ws --handler netlab.tools.bench.userapp:handler
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Root(Resource):
         self.putChild(b"hello", Hello())
 
 
-#: The resource tree ``--resource netlab.bench.userapp:root`` serves.
+#: The resource tree ``--resource netlab.tools.bench.userapp:root`` serves.
 root = Root()
 
 
@@ -70,6 +70,6 @@ class Answer(Handler):
         self.answered += 1
 
 
-#: The handler ``--handler netlab.bench.userapp:handler`` serves (the
+#: The handler ``--handler netlab.tools.bench.userapp:handler`` serves (the
 #: class: one instance per connection).
 handler = Answer

@@ -15,17 +15,17 @@ the load generator is told.
 - ``ws-idle``: the same with WebSocket connections, each opened with a
   handshake and one message echoed.
 - ``http-user``: like ``http``, for a user's own dynamic resource
-  (:mod:`netlab.bench.userapp`): keep-alive ``GET /hello?name=bench``, each
+  (:mod:`netlab.tools.bench.userapp`): keep-alive ``GET /hello?name=bench``, each
   answer ``Hello, bench!``.
 - ``ws-user``: like ``ws``, for a user's own WebSocket handler
-  (:mod:`netlab.bench.userapp`), which answers ``Echo: m``.
+  (:mod:`netlab.tools.bench.userapp`), which answers ``Echo: m``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netlab.bench.implementations import (
+from netlab.tools.bench.implementations import (
     ECHO,
     HTTP,
     HTTP_USER,
@@ -41,7 +41,7 @@ WS_SIZE = 32
 #: What the http workload asks for, and the body each answer must have.
 HTTP_PATH = "/"
 HTTP_BODY = "Hello, world!"
-#: The same for http-user (:mod:`netlab.bench.userapp`); USER_BODY too.
+#: The same for http-user (:mod:`netlab.tools.bench.userapp`); USER_BODY too.
 USER_PATH = "/hello?name=bench"
 
 

@@ -3,7 +3,7 @@ The bare twisted.web baseline: a ``Resource`` whose ``GET /`` says
 ``Hello, world!`` in a ``Site`` that keeps no access log. No limits, no
 extra headers, no other routes.
 
-``python -m netlab.bench.bare_web --port PORT``
+``python -m netlab.tools.bench.bare_web --port PORT``
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.web import resource, server
 
-from netlab.bench._bare import serve
+from netlab.tools.bench._bare import serve
 
 HELLO = b"Hello, world!"
 

@@ -10,16 +10,16 @@ import json
 import shlex
 from typing import Any
 
-from netlab.bench import build, machine
-from netlab.bench.generators import wrk_version
-from netlab.bench.implementations import (
+from netlab.tools.bench import build, machine
+from netlab.tools.bench.generators import wrk_version
+from netlab.tools.bench.implementations import (
     CLIENTS_SPARE,
     NETLAB_IDLE_OPTIONS,
     TWIN_IDLE_OPTIONS,
 )
-from netlab.bench.runner import Result, Row, Run, format_value
-from netlab.bench.stats import GENERATOR_BOUND
-from netlab.bench.workloads import WORKLOADS, Metric
+from netlab.tools.bench.runner import Result, Row, Run, format_value
+from netlab.tools.bench.stats import GENERATOR_BOUND
+from netlab.tools.bench.workloads import WORKLOADS, Metric
 
 
 def environment(run: Run) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlab.bench import build, stats
-from netlab.bench.generators import Generators, Sample
-from netlab.bench.implementations import (
+from netlab.tools.bench import build, stats
+from netlab.tools.bench.generators import Generators, Sample
+from netlab.tools.bench.implementations import (
     ANY,
     BUILTIN,
     ECHO,
@@ -26,7 +26,7 @@ from netlab.bench.implementations import (
     Context,
     Implementation,
 )
-from netlab.bench.processes import (
+from netlab.tools.bench.processes import (
     Server,
     Servers,
     StartError,
@@ -34,7 +34,7 @@ from netlab.bench.processes import (
     memory_available,
     raise_nofile,
 )
-from netlab.bench.workloads import WORKLOADS, Metric, Workload
+from netlab.tools.bench.workloads import WORKLOADS, Metric, Workload
 
 #: Below this share of the machine's memory available, the idle workload
 #: opens no more connections (a forking server may take a process each).
@@ -44,7 +44,7 @@ MEMORY_GUARD = 0.25
 @dataclass
 class Settings:
     """
-    What ``netlab bench`` was asked to do (see :mod:`netlab.bench.options`).
+    What ``netlab bench`` was asked to do (see :mod:`netlab.tools.bench.options`).
     """
 
     workloads: list[str]
@@ -118,7 +118,7 @@ class Result:
 
     def summaries(self, metric: Metric) -> dict[str, stats.Summary]:
         """
-        :return: each measured row's :class:`~netlab.bench.stats.Summary`.
+        :return: each measured row's :class:`~netlab.tools.bench.stats.Summary`.
         """
         made = {}
         for row in self.rows:

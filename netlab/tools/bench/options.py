@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from twisted.python import usage
 
-from netlab.bench import implementations, workloads
+from netlab.tools.bench import implementations, workloads
 
 LONGDESC = """\
 Runs WORKLOAD (one or more of: {workloads}; or all) against each

@@ -1,6 +1,6 @@
 """
 Running the load generators: the C one (``c/loadgen.c``), its Python
-stand-in (:mod:`netlab.bench.pyloadgen`) and, for HTTP, ``wrk``.
+stand-in (:mod:`netlab.tools.bench.pyloadgen`) and, for HTTP, ``wrk``.
 
 Each run is pinned to the load CPU and bounded in time; its result is a
 :class:`Sample`. A generator that fails, hangs or prints nothing usable
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netlab.bench import build
-from netlab.bench.processes import LOOPBACK, preexec
-from netlab.bench.workloads import HTTP_BODY, Metric
+from netlab.tools.bench import build
+from netlab.tools.bench.processes import LOOPBACK, preexec
+from netlab.tools.bench.workloads import HTTP_BODY, Metric
 
 #: The Lua script that makes wrk check every response's status and body
 #: (``EXPECT``, defined before it: see :func:`lua_string`).
@@ -137,7 +137,7 @@ class Generators:
                     raise
                 why = str(error)
         if loadgen is None:
-            loadgen = [sys.executable, "-m", "netlab.bench.pyloadgen"]
+            loadgen = [sys.executable, "-m", "netlab.tools.bench.pyloadgen"]
         wrk = shutil.which("wrk") if use_wrk else None
         kind = "c" if loadgen[0] != sys.executable else "python"
         return cls(kind, loadgen, wrk, cpu, nofile, spin), why

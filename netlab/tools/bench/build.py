@@ -1,7 +1,7 @@
 """
 Compiling the C load generator and C servers on first use.
 
-The sources are package data (``netlab/bench/c/``). Each binary is cached
+The sources are package data (``netlab/tools/bench/c/``). Each binary is cached
 under ``$XDG_CACHE_HOME/netlab-bench`` (``~/.cache/netlab-bench``), named by
 a hash of its sources, compiler and flags, so a changed source or compiler
 builds anew and concurrent runs never see a half-written file.

@@ -3,7 +3,7 @@ The bare autobahn baseline: a ``WebSocketServerProtocol`` that answers a text
 message ``m`` with ``Echo: m`` (and a binary one with its bytes, as netlab's
 service does), with autobahn's default settings.
 
-``python -m netlab.bench.bare_ws --port PORT``
+``python -m netlab.tools.bench.bare_ws --port PORT``
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 
-from netlab.bench._bare import serve
+from netlab.tools.bench._bare import serve
 
 
 class Echo(WebSocketServerProtocol):

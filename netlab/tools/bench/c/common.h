@@ -2,7 +2,7 @@
  * What netlab's C load generator and C servers share: a monotonic clock,
  * SHA-1 and base64 (for the WebSocket handshake), file-descriptor limits.
  *
- * Part of `netlab bench` (netlab/bench/): compiled with gcc on first use.
+ * Part of `netlab bench` (netlab/tools/bench/): compiled with gcc on first use.
  */
 #ifndef NETLAB_BENCH_COMMON_H
 #define NETLAB_BENCH_COMMON_H

@@ -3,8 +3,8 @@ A bounded soak test: a mix of clients against a real ``twistd -n netlab``.
 
 Run it from a shell (Linux: it reads the server's ``/proc`` entries)::
 
-    python -m netlab.soak                  # 60 seconds, 16 clients at once
-    python -m netlab.soak --seconds 20 --concurrency 8 --reactor asyncio
+    python -m netlab.tools.soak                  # 60 seconds, 16 clients at once
+    python -m netlab.tools.soak --seconds 20 --concurrency 8 --reactor asyncio
 
 It makes certificates in a temporary folder, starts ``twistd -n netlab`` as a
 child process with every service on an ephemeral loopback port, in plain TCP
@@ -1589,7 +1589,7 @@ def _client_log_observer(tally: Tally) -> Any:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m netlab.soak",
+        prog="python -m netlab.tools.soak",
         description="Soak-test twistd netlab on loopback with a mix of clients.",
     )
     parser.add_argument(

@@ -3,14 +3,14 @@ The bare Twisted echo baseline: a ``Protocol`` whose ``dataReceived``
 writes what it got, on the default reactor. No limits, no idle timeout, no
 back-pressure, no logging: what netlab's echo costs beyond this is netlab's.
 
-``python -m netlab.bench.bare_echo --port PORT``
+``python -m netlab.tools.bench.bare_echo --port PORT``
 """
 
 from __future__ import annotations
 
 from twisted.internet import protocol
 
-from netlab.bench._bare import serve
+from netlab.tools.bench._bare import serve
 
 
 class Echo(protocol.Protocol):

@@ -6,7 +6,7 @@ One Python process on one core cannot keep a Python server busy, so its
 figures measure the generator as much as the server: tables made with it
 say so.
 
-``python -m netlab.bench.pyloadgen MODE --port PORT [options]``
+``python -m netlab.tools.bench.pyloadgen MODE --port PORT [options]``
 """
 
 from __future__ import annotations
@@ -464,7 +464,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from netlab.bench.processes import raise_nofile
+    from netlab.tools.bench.processes import raise_nofile
 
     raise_nofile(args.connections + 64)
     generator = Generator(args)

@@ -12,12 +12,12 @@ Names (``netlab bench --list`` shows them with what they serve):
   and netlab-http writes its access log; ``...-asyncio`` the same on
   ``--reactor=asyncio``.
 - ``netlab-http-user``, ``netlab-ws-user``: the user's application of
-  :mod:`netlab.bench.userapp` under ``twistd netlab-http --resource`` and
+  :mod:`netlab.tools.bench.userapp` under ``twistd netlab-http --resource`` and
   ``twistd netlab-ws --handler``, as shipped (unavailable while the plugin
   has no such option).
 - ``bare-echo``, ``bare-web``, ``bare-ws``: the bare baselines (a Twisted echo
   ``Protocol``, a twisted.web ``Resource`` with no access log, an autobahn
-  echo with default settings), from :mod:`netlab.bench.bare_echo` and its
+  echo with default settings), from :mod:`netlab.tools.bench.bare_echo` and its
   siblings; ``bare-web-user`` the user's resource in the same ``Site``.
 - ``twistd-web-user``: the user's resource under ``twistd web --class``,
   with twistd web's defaults (twistd's own log observer, access log on).
@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 
 #: What a workload needs of a server.
 ECHO, HTTP, WS, GREETING, ANY = "echo", "http", "ws", "greeting", "any"
-#: A user's application (:mod:`netlab.bench.userapp`): its HTTP resource,
+#: A user's application (:mod:`netlab.tools.bench.userapp`): its HTTP resource,
 #: its WebSocket handler.
 HTTP_USER, WS_USER = "http-user", "ws-user"
 #: The user's application, as the plugins' options and twistd web name it.
-USER_RESOURCE = "netlab.bench.userapp:root"
-USER_RESOURCE_CLASS = "netlab.bench.userapp.Root"
-USER_HANDLER = "netlab.bench.userapp:handler"
+USER_RESOURCE = "netlab.tools.bench.userapp:root"
+USER_RESOURCE_CLASS = "netlab.tools.bench.userapp.Root"
+USER_HANDLER = "netlab.tools.bench.userapp:handler"
 #: What the C HTTP server answers for http-user (workloads.USER_BODY).
 USER_BODY = "Hello, bench!"
 
@@ -130,7 +130,7 @@ class Implementation:
                 return why
         for need in self.needs:
             if need == "cserver":
-                from netlab.bench import build
+                from netlab.tools.bench import build
 
                 if build.compiler() is None:
                     return "no C compiler (gcc) found"
@@ -316,7 +316,7 @@ def _builtin() -> list[Implementation]:
             ECHO,
             "bare",
             "bare Twisted echo Protocol, no log",
-            _module("netlab.bench.bare_echo", False),
+            _module("netlab.tools.bench.bare_echo", False),
             ("twisted",),
         ),
         Implementation(
@@ -324,7 +324,7 @@ def _builtin() -> list[Implementation]:
             HTTP,
             "bare",
             "bare twisted.web Resource, no access log",
-            _module("netlab.bench.bare_web", False),
+            _module("netlab.tools.bench.bare_web", False),
             ("twisted",),
         ),
         Implementation(
@@ -332,7 +332,7 @@ def _builtin() -> list[Implementation]:
             WS,
             "bare",
             "bare autobahn echo, default settings, no log",
-            _module("netlab.bench.bare_ws", False),
+            _module("netlab.tools.bench.bare_ws", False),
             ("autobahn",),
             also=(WS_USER,),
         ),
@@ -341,7 +341,7 @@ def _builtin() -> list[Implementation]:
             HTTP_USER,
             "bare",
             "the user's resource in a bare twisted.web Site, no access log",
-            _module("netlab.bench.bare_web_user", False),
+            _module("netlab.tools.bench.bare_web_user", False),
             ("twisted",),
         ),
         Implementation(

@@ -5,24 +5,24 @@ implementations side by side, fairly, and prints a table.
 See ``netlab bench --help`` and the performance page of the docs. The
 modules, one per concern:
 
-- :mod:`~netlab.bench.options`: the command line;
-- :mod:`~netlab.bench.workloads`: what each workload measures;
-- :mod:`~netlab.bench.implementations`: the servers there are, and how to
+- :mod:`~netlab.tools.bench.options`: the command line;
+- :mod:`~netlab.tools.bench.workloads`: what each workload measures;
+- :mod:`~netlab.tools.bench.implementations`: the servers there are, and how to
   start each;
-- :mod:`~netlab.bench.processes`: starting, pinning, watching and stopping
+- :mod:`~netlab.tools.bench.processes`: starting, pinning, watching and stopping
   processes;
-- :mod:`~netlab.bench.build`: compiling the C programs (``c/``) on first use;
-- :mod:`~netlab.bench.generators`: running the load generators (C, Python,
+- :mod:`~netlab.tools.bench.build`: compiling the C programs (``c/``) on first use;
+- :mod:`~netlab.tools.bench.generators`: running the load generators (C, Python,
   wrk);
-- :mod:`~netlab.bench.pyloadgen`: the Python load generator, without gcc;
-- :mod:`~netlab.bench.runner`: a run, its rounds and its results;
-- :mod:`~netlab.bench.stats`: medians, ceilings and ratios;
-- :mod:`~netlab.bench.report`: the table, the JSON, the chart;
-- :mod:`~netlab.bench.machine`: the machine and the versions;
-- :mod:`~netlab.bench.bare_echo`, :mod:`~netlab.bench.bare_web`,
-  :mod:`~netlab.bench.bare_ws`, :mod:`~netlab.bench.bare_web_user`: the bare
+- :mod:`~netlab.tools.bench.pyloadgen`: the Python load generator, without gcc;
+- :mod:`~netlab.tools.bench.runner`: a run, its rounds and its results;
+- :mod:`~netlab.tools.bench.stats`: medians, ceilings and ratios;
+- :mod:`~netlab.tools.bench.report`: the table, the JSON, the chart;
+- :mod:`~netlab.tools.bench.machine`: the machine and the versions;
+- :mod:`~netlab.tools.bench.bare_echo`, :mod:`~netlab.tools.bench.bare_web`,
+  :mod:`~netlab.tools.bench.bare_ws`, :mod:`~netlab.tools.bench.bare_web_user`: the bare
   baselines;
-- :mod:`~netlab.bench.userapp`: a user's own resource and WebSocket handler
+- :mod:`~netlab.tools.bench.userapp`: a user's own resource and WebSocket handler
   (the http-user and ws-user workloads).
 """
 
@@ -34,12 +34,12 @@ from typing import Any
 
 def run(options: Any) -> int:
     """
-    Run ``netlab bench`` with parsed :class:`~netlab.bench.options.BenchOptions`.
+    Run ``netlab bench`` with parsed :class:`~netlab.tools.bench.options.BenchOptions`.
 
     :return: the exit status.
     """
-    from netlab.bench import report
-    from netlab.bench.runner import Run, Settings
+    from netlab.tools.bench import report
+    from netlab.tools.bench.runner import Run, Settings
 
     if options["list"]:
         return list_implementations(options)
@@ -84,7 +84,7 @@ def list_implementations(options: Any) -> int:
     """
     Print every implementation, what it serves and whether it can run here.
     """
-    from netlab.bench.implementations import BUILTIN
+    from netlab.tools.bench.implementations import BUILTIN
 
     impls = [*BUILTIN.values(), *options["vs"]]
     width = max(len(impl.name) for impl in impls)
@@ -99,11 +99,11 @@ def list_implementations(options: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """
-    ``python -m netlab.bench``: the same as ``netlab bench``.
+    ``python -m netlab.tools.bench``: the same as ``netlab bench``.
     """
     from twisted.python import usage
 
-    from netlab.bench.options import BenchOptions
+    from netlab.tools.bench.options import BenchOptions
 
     options = BenchOptions()
     args = sys.argv[1:] if argv is None else argv

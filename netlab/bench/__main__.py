@@ -1,3 +1,0 @@
-from netlab.bench import main
-
-raise SystemExit(main())

@@ -1,0 +1,3 @@
+from netlab.tools.bench import main
+
+raise SystemExit(main())
