@@ -7,6 +7,7 @@ drain, ``/healthz``, and the WSGI thread pool started and stopped once.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from prometheus_client import REGISTRY
 from twisted.internet import reactor, task
@@ -74,6 +75,20 @@ class Sites:
         self.addCleanup(lambda: bounded(site.drained()))
         return await http.fetch(served.url(path), timeout=WAIT, **kw)
 
+    async def assert_head_limits(self, served: Any, path: bytes) -> None:
+        """
+        A request head over ``max_headers`` is ``431``, and one that never
+        ends is ``408`` once the head timeout passes.
+        """
+        peer = await open_peer(self, served)
+        headers = b"".join(b"X-%d: v\r\n" % i for i in range(11))
+        head = b"GET %s HTTP/1.1\r\nHost: h\r\n" % path
+        peer.transport.write(head + headers + b"\r\n")
+        self.assertEqual((await next_response(peer)).status, 431)
+        peer = await open_peer(self, served)
+        peer.transport.write(head)
+        self.assertEqual((await next_response(peer, 5)).status, 408)
+
 
 class UserResourceTests(Sites, TestCase):
     timeout = 60
@@ -110,13 +125,7 @@ class UserResourceTests(Sites, TestCase):
             b"POST /greet HTTP/1.1\r\nHost: h\r\nContent-Length: 1001\r\n\r\n"
         )
         self.assertEqual((await next_response(peer)).status, 413)
-        peer = await open_peer(self, served)
-        headers = b"".join(b"X-%d: v\r\n" % i for i in range(11))
-        peer.transport.write(b"GET /greet HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n")
-        self.assertEqual((await next_response(peer)).status, 431)
-        peer = await open_peer(self, served)
-        peer.transport.write(b"GET /greet HTTP/1.1\r\nHost: h\r\n")
-        self.assertEqual((await next_response(peer, 5)).status, 408)
+        await self.assert_head_limits(served, b"/greet")
         peer = await open_peer(self, served)
         peer.transport.write(
             b"POST /greet HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n"
@@ -212,13 +221,7 @@ class WSGITests(Sites, TestCase):
 
     async def test_header_limits_and_head_timeout(self) -> None:
         served = await serve(self, self.wsgi_site())
-        peer = await open_peer(self, served)
-        headers = b"".join(b"X-%d: v\r\n" % i for i in range(11))
-        peer.transport.write(b"GET /a HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n")
-        self.assertEqual((await next_response(peer)).status, 431)
-        peer = await open_peer(self, served)
-        peer.transport.write(b"GET /a HTTP/1.1\r\n")
-        self.assertEqual((await next_response(peer, 5)).status, 408)
+        await self.assert_head_limits(served, b"/a")
 
     async def test_access_log_metrics_and_protect(self) -> None:
         secret = secret_file(self)
