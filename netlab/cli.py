@@ -26,6 +26,7 @@ from twisted.web.client import ResponseFailed
 
 from netlab import __version__, auth, certs, http, tcp, tls, websocket
 from netlab.deadline import with_deadline
+from netlab.services import echo, greeting
 from netlab.tools import bench
 from netlab.tools.bench.options import BenchOptions
 
@@ -153,7 +154,7 @@ class _ExchangeOptions(_TLSOptions):
     Options of a command that sends one message and prints the reply.
     """
 
-    default_message = tcp.DEFAULT_CLIENT_MESSAGE
+    default_message = greeting.DEFAULT_CLIENT_MESSAGE
     optParameters = [
         [
             "timeout",
@@ -205,7 +206,7 @@ class EchoOptions(_ExchangeOptions):
     """
 
     name = "echo"
-    send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.echo)
+    send: Callable[..., defer.Deferred[bytes]] = staticmethod(echo.echo)
 
 
 class GreetOptions(_ExchangeOptions):
@@ -214,7 +215,7 @@ class GreetOptions(_ExchangeOptions):
     """
 
     name = "greet"
-    send: Callable[..., defer.Deferred[bytes]] = staticmethod(tcp.greet)
+    send: Callable[..., defer.Deferred[bytes]] = staticmethod(greeting.greet)
 
 
 class GetOptions(_TokenOptions):

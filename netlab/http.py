@@ -1,28 +1,23 @@
 """
-The HTTP service (``GET /`` says ``Hello, world!``) and a client on treq.
+HTTP: :class:`HTTPSite` serves any twisted.web resource tree, or a WSGI
+application (:class:`WSGIApp`), with netlab's limits, access log, metrics,
+drain and bearer tokens; and :func:`fetch` is a client on treq.
 
-The routes are ordinary :class:`~twisted.web.resource.Resource` objects that
-you can mount in your own :class:`~twisted.web.server.Site`::
-
-    root = Resource()
-    root.putChild(b"hello", Hello())
-    root.putChild(b"echo", Echo())
-
-:class:`HTTPSite` serves them (all of them, by default) with netlab's limits::
+Serve your own tree, with ``/healthz`` added (:class:`UserRoot`)::
 
     endpoint = serverFromString(reactor, "tcp:8080:interface=127.0.0.1")
-    endpoint.listen(HTTPSite())
-
-and serves your own tree, or a WSGI app (:class:`WSGIApp`), as well::
-
     endpoint.listen(HTTPSite(UserRoot(my_root)))
 
-:func:`fetch` is the client: it returns a Deferred of a :class:`Response`.
+Small building blocks: :class:`Route` (answers only its methods),
+:class:`Fixed` (a constant answer, served from the request head),
+:class:`Health`, :class:`NotFound`. netlab's own HTTP service,
+:mod:`netlab.services.hello`, is made of them.
+
+:func:`fetch` returns a Deferred of a :class:`Response`.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -47,7 +42,7 @@ from twisted.web.client import (
     PotentialDataLoss,
     ResponseDone,
 )
-from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString, parse_qs
+from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -62,13 +57,12 @@ from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_identity, shut_down_writing
 from netlab.tracking import ConnectionTracker, Unavailable
 from netlab.tracking import drain as drain_trackers
-from netlab.websocket import EchoFactory, WebSocketMount
+from netlab.websocket import WebSocketMount
 
 #: Where ``twistd netlab-http`` listens unless told otherwise.
 DEFAULT_HTTP_LISTEN = "tcp:8080:interface=127.0.0.1"
 
-#: The body of ``GET /``.
-HELLO = b"Hello, world!"
+#: The content types of plain text and JSON answers.
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json"
 #: The ``Server`` header of every response.
@@ -187,14 +181,6 @@ class Fixed(Route):
         )
 
 
-class Hello(Fixed):
-    """
-    ``GET /``: ``Hello, world!`` as plain text.
-    """
-
-    body = HELLO
-
-
 class Health(Fixed):
     """
     ``GET /healthz``: ``{"status": "ok"}``, for load balancers and orchestrators.
@@ -202,115 +188,6 @@ class Health(Fixed):
 
     content_type = JSON
     body = json.dumps({"status": "ok"}).encode() + b"\n"
-
-
-class Echo(Route):
-    """
-    ``GET`` or ``POST /echo``: the request itself, as JSON.
-
-    The reflection holds ``method``, ``path`` (without the query), ``query``
-    (name to list of values), ``headers`` (lower-cased name to list of
-    values), ``body`` (text, or base64 when it is not UTF-8, as
-    ``body_encoding`` says) and the ``client`` address.
-    """
-
-    methods = (b"GET", b"HEAD", b"POST")
-
-    def render_GET(self, request: Request) -> bytes:
-        return json_body(request, reflect(request))
-
-    render_POST = render_GET
-
-
-def _query(uri: bytes) -> dict[bytes, list[bytes]]:
-    """
-    :return: the arguments in ``uri``'s query (``request.args`` also holds
-        those of a POSTed form).
-    """
-    _, mark, query = uri.partition(b"?")
-    return parse_qs(query, 1) if mark else {}
-
-
-def reflect(request: Request) -> dict[str, Any]:
-    """
-    :return: what :class:`Echo` answers for ``request``.
-    """
-    body = request.content.read() if request.content is not None else b""
-    try:
-        text, encoding = body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
-    client = request.getClientAddress()
-
-    def decode(raw: bytes) -> str:
-        return raw.decode("latin-1")
-
-    return {
-        "method": decode(request.method),
-        "path": decode(request.path),
-        "query": {
-            key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-            for key, vs in _query(request.uri).items()
-        },
-        "headers": {
-            decode(name).lower(): [decode(value) for value in values]
-            for name, values in request.requestHeaders.getAllRawHeaders()
-        },
-        "body": text,
-        "body_encoding": encoding,
-        "client": {
-            "host": getattr(client, "host", None),
-            "port": getattr(client, "port", None),
-        },
-    }
-
-
-class Root(Hello):
-    """
-    The whole service: :class:`Hello` at ``/``, :class:`Echo` at ``/echo``,
-    :class:`Health` at ``/healthz``, the WebSocket echo
-    (:class:`~netlab.websocket.EchoFactory`) at ``/ws``, a page to try it at
-    ``/console`` (:mod:`netlab.console`), and :class:`NotFound` everywhere else.
-
-    :param tracker: where WebSocket connections are counted (the site).
-    :param protection: which paths need a bearer token; the WebSocket checks
-        its own handshake (:class:`~netlab.websocket.EchoFactory`).
-    """
-
-    def __init__(
-        self,
-        limits: Limits = DEFAULT_LIMITS,
-        allowed_origins: Iterable[str] = (),
-        tracker: ConnectionTracker | None = None,
-        protection: Protection | None = None,
-    ) -> None:
-        super().__init__()
-        self.putChild(b"echo", Echo())
-        self.putChild(b"healthz", Health())
-        websocket = EchoFactory(
-            limits, allowed_origins, tracker=tracker, protection=protection
-        )
-        self.putChild(b"ws", WebSocketMount(websocket))
-        # The page's resources build on Route, above: import them here.
-        from netlab.console import Console, ConsoleScript
-
-        self.putChild(b"console", Console())
-        self.putChild(b"console.js", ConsoleScript())
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        if path == b"" and not request.postpath:
-            return self
-        return NOT_FOUND
-
-    def fixed_route(self, path: bytes) -> Fixed | None:
-        """
-        :return: the :class:`Fixed` resource that serves ``path`` (a request
-            target without its query, as sent), if one does.
-        """
-        if path == b"/":
-            return self
-        child = self.children.get(path[1:])
-        return child if isinstance(child, Fixed) else None
 
 
 class Guarded(Resource):
@@ -910,11 +787,11 @@ class HTTPSite(ConnectionTracker, Site):
     A :class:`~twisted.web.server.Site` held to :class:`~netlab.limits.Limits`,
     with one structured access-log event per request.
 
-    :param resource: the root resource; by default netlab's :class:`Root`.
-        Wrap your own in :class:`UserRoot` to add ``/healthz``.
-    :param allowed_origins: for the WebSocket mounts (the default root's,
-        and those given a handler): the browser origins allowed besides the
-        page's own.
+    :param resource: the root resource. Wrap your own in :class:`UserRoot`
+        to add ``/healthz``; netlab's own is
+        :class:`netlab.services.hello.Root`.
+    :param allowed_origins: for the WebSocket mounts given a handler: the
+        browser origins allowed besides the page's own.
     :param protection: the paths that need a bearer token (see
         :class:`Guarded`).
     """
@@ -927,15 +804,13 @@ class HTTPSite(ConnectionTracker, Site):
 
     def __init__(
         self,
-        resource: Resource | None = None,
+        resource: IResource,
         limits: Limits = DEFAULT_LIMITS,
         reactor: IReactorTime | None = None,
         allowed_origins: Iterable[str] = (),
         protection: Protection | None = None,
     ) -> None:
         ConnectionTracker.__init__(self)
-        if resource is None:
-            resource = Root(limits, allowed_origins, self, protection)
         self._fixed_route = getattr(resource, "fixed_route", None)
         # A root that lists the paths it answers fixed (UserRoot) spares the
         # other requests the fast path's parser.
@@ -983,9 +858,10 @@ class HTTPSite(ConnectionTracker, Site):
         :return: the :class:`Fixed` resource that answers a request for
             ``path`` (a target without its query, as sent), when the root
             resource names one through a ``fixed_route(path)`` method of its
-            own (as :class:`Root` does) and no bearer token is needed there.
-            Its simple ``GET`` and ``HEAD`` requests are answered without
-            building a twisted.web ``Request``.
+            own (as :class:`UserRoot` and :class:`netlab.services.hello.Root`
+            do) and no bearer token is needed there. Its simple ``GET`` and
+            ``HEAD`` requests are answered without building a twisted.web
+            ``Request``.
         """
         if self._fixed_route is None:
             return None

@@ -20,7 +20,7 @@ output, whatever ``--logfile`` says (as any ``--logger``).
 standard output::
 
     {"time": "2026-11-24T04:50:01.123456+00:00", "level": "info",
-     "namespace": "netlab.tcp.Echo", "text": "echo connection from ...",
+     "namespace": "netlab.services.echo.Echo", "text": "echo connection from ...",
      "service": "echo", "connection": 7, "peer": "127.0.0.1:50312",
      "bytes_in": 5, ...}
 

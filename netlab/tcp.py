@@ -1,20 +1,23 @@
 """
 TCP: :class:`TCPFactory` serves any Twisted protocol with netlab's limits,
-timeouts, drain and metrics; the echo and greeting services are its first
-users; and the clients that talk to them.
+timeouts, drain and metrics, and :func:`exchange` is a one-shot client.
 
-Serve your own protocol, or the echo, on any endpoint::
+Serve your own protocol on any endpoint::
 
     from twisted.internet import endpoints, reactor
-    from netlab.tcp import EchoFactory, TCPFactory
+    from netlab.tcp import TCPFactory
 
-    endpoint = endpoints.serverFromString(reactor, "tcp:8007:interface=127.0.0.1")
+    endpoint = endpoints.serverFromString(reactor, "tcp:8000:interface=127.0.0.1")
     endpoint.listen(TCPFactory(MyProtocol))
-    endpoint.listen(EchoFactory())
 
-The clients return a :class:`~twisted.internet.defer.Deferred` of the reply::
+:class:`Backpressure` gives your protocol flow control in one line. The echo
+and greeting (:mod:`netlab.services.echo`, :mod:`netlab.services.greeting`)
+are written this way.
 
-    reply = await echo("tcp:127.0.0.1:8007", b"ping")
+The client sends one message and returns a
+:class:`~twisted.internet.defer.Deferred` of the reply::
+
+    reply = await exchange("tcp:127.0.0.1:8000", b"ping")
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
-    IHalfCloseableProtocol,
     IHandshakeListener,
     ILoggingContext,
     IProtocol,
@@ -53,24 +55,9 @@ from netlab.tls import (
     client_identity,
     describe_tls_error,
     is_tls,
-    shut_down_writing,
 )
 from netlab.tracking import Closed, ConnectionTracker
 from netlab.wrapping import HalfCloseableWrapper, Wrapper, wrapper_for
-
-#: Where ``twistd netlab-echo`` listens unless told otherwise.
-DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
-#: Where ``twistd netlab-greeting`` listens unless told otherwise.
-DEFAULT_GREETING_LISTEN = "tcp:8008:interface=127.0.0.1"
-
-#: The greeting server's whole answer.
-GREETING = b"Hello from server!"
-#: What the greeting client says when given nothing else to say.
-DEFAULT_CLIENT_MESSAGE = b"Hello from client!"
-#: How much of the first message the greeting server reads, like ``recv(1024)``.
-GREETING_READ_SIZE = 1024
-#: Seconds the greeting server waits, after answering, for the peer to close.
-LINGER_SECONDS = 2.0
 
 #: Seconds a client waits for the whole exchange, connect to close.
 DEFAULT_CLIENT_TIMEOUT = 10.0
@@ -121,8 +108,8 @@ class TCPFactory(ConnectionTracker, Factory):
     :param service_name: names the service in log events and metrics.
 
     On stop, each connection's protocol is asked to finish through its
-    ``drain()`` method if it has one (see :class:`Echo`), else it is closed
-    once what it wrote is sent.
+    ``drain()`` method if it has one (as :class:`netlab.services.echo.Echo`
+    has), else it is closed once what it wrote is sent.
     """
 
     def __init__(
@@ -208,7 +195,7 @@ class TCPConnection(Wrapper, TimeoutMixin):
 
     def makeConnection(self, transport: Any) -> None:
         # Its events are in the namespace of the protocol it serves
-        # (netlab.tcp.Echo, myapp.Upper), not of this wrapper.
+        # (netlab.services.echo.Echo, myapp.Upper), not of this wrapper.
         self._log = Logger(namespace=qual(type(self.wrappedProtocol)), source=self)
         self.peer = describe_address(transport.getPeer())
         self.callLater = self.factory.reactor.callLater
@@ -340,122 +327,6 @@ class Backpressure:
         self.transport.unregisterProducer()
 
 
-@implementer(IHalfCloseableProtocol)
-class Echo(Protocol):
-    """
-    Writes back every byte it receives, with flow control
-    (:class:`Backpressure`) and half-close: when the peer shuts down its
-    writing side, everything already received is still echoed before the
-    connection closes.
-    """
-
-    backpressure: Backpressure
-
-    def connectionMade(self) -> None:
-        self.backpressure = Backpressure(self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def drain(self) -> None:
-        # Stop reading, send back all that was received, then close.
-        self.backpressure.release()
-        self.transport.pauseProducing()
-        self.transport.loseConnection()
-
-    def readConnectionLost(self) -> None:
-        self.backpressure.release()
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-
-class EchoFactory(TCPFactory):
-    """
-    The echo service: :class:`Echo` connections served by :class:`TCPFactory`.
-    """
-
-    service_name = "echo"
-
-    def __init__(
-        self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
-    ) -> None:
-        super().__init__(Echo, limits, reactor)
-
-
-@implementer(IHalfCloseableProtocol)
-class Greeting(Protocol):
-    """
-    Reads the peer's first message, answers :data:`GREETING`, and closes.
-
-    A peer that closes its writing side without saying anything is greeted too.
-
-    The server reads only the start of a long message; closing with the rest
-    unread would reset the connection, and a reset can destroy the answer
-    before the peer reads it. So after answering the server shuts down its
-    writing side and reads (and drops) the rest until the peer closes, for at
-    most :data:`LINGER_SECONDS`.
-
-    :param clock: schedules the end of that wait.
-    """
-
-    _log = Logger()
-    answered = False
-    _linger: Any = None
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.answered:
-            return
-        message = data[:GREETING_READ_SIZE]
-        self._log.info(
-            "greeting from {peer}: {said!r} ({size} bytes)",
-            peer=describe_address(self.transport.getPeer()),
-            said=message,
-            size=len(message),
-        )
-        self._answer()
-
-    def readConnectionLost(self) -> None:
-        if not self.answered:
-            self._answer()
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def _answer(self) -> None:
-        self.answered = True
-        self.transport.write(GREETING)
-        shut_down_writing(self.transport)
-        if is_tls(self.transport):
-            return
-        self._linger = self._clock.callLater(
-            LINGER_SECONDS, self.transport.abortConnection
-        )
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
-
-
-class GreetingFactory(TCPFactory):
-    """
-    The greeting service: :class:`Greeting` connections served by
-    :class:`TCPFactory`.
-    """
-
-    service_name = "greeting"
-
-    def __init__(
-        self, limits: Limits = DEFAULT_LIMITS, reactor: IReactorTime | None = None
-    ) -> None:
-        super().__init__(lambda: Greeting(self.reactor), limits, reactor)
-
-
 # A TLS alert or handshake record: what a TLS server says to a plain client.
 _TLS_RECORD = re.compile(rb"[\x15\x16]\x03[\x00-\x04]")
 
@@ -546,15 +417,36 @@ class _Exchange(Protocol):
             self.reply.callback(reply)
 
 
-def _exchange(
+def exchange(
     endpoint: IStreamClientEndpoint | str,
     message: bytes,
-    reactor: Any,
-    timeout: float,
-    max_reply: int,
-    tls: ClientTLS | None,
-    echoed: bool,
+    *,
+    expect_echo: bool = False,
+    reactor: Any = None,
+    timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    max_reply: int = DEFAULT_MAX_REPLY,
+    tls: ClientTLS | None = None,
 ) -> defer.Deferred[bytes]:
+    """
+    Send ``message``, shut down the writing side, and collect what the
+    server sends back until it closes.
+
+    :param endpoint: a client endpoint, or a client endpoint string such as
+        ``"tcp:127.0.0.1:8007"`` or, over TLS, ``"tls:localhost:8007"``.
+    :param expect_echo: the reply must be ``message`` itself: a shorter one
+        fails with :class:`BadReply`, and over TLS (which has no half-close)
+        the client closes once all of it came back.
+    :param tls: how a ``tls:`` endpoint string verifies the server (the
+        system's trusted CAs when not given).
+    :param timeout: seconds for the whole exchange, from connecting to the
+        server's close; past it the Deferred fails with
+        :class:`~twisted.internet.defer.TimeoutError`.
+    :param max_reply: the most bytes kept before failing with
+        :class:`ReplyTooLarge`.
+    :return: a Deferred that fires with the whole reply once the server
+        closes; with :class:`BadReply` if it closed without a word, or
+        answered in TLS on a plain connection.
+    """
     if reactor is None:
         from twisted.internet import reactor
     try:
@@ -562,51 +454,7 @@ def _exchange(
             endpoint = client_from_string(reactor, endpoint, tls)
     except Exception:
         return defer.fail()
-    exchange = _Exchange(message, max_reply, echoed)
-    done = connectProtocol(endpoint, exchange)
-    done.addCallback(lambda _: exchange.reply)
+    exchanged = _Exchange(message, max_reply, expect_echo)
+    done = connectProtocol(endpoint, exchanged)
+    done.addCallback(lambda _: exchanged.reply)
     return with_deadline(done, timeout, reactor)
-
-
-def echo(
-    endpoint: IStreamClientEndpoint | str,
-    message: bytes,
-    *,
-    reactor: Any = None,
-    timeout: float = DEFAULT_CLIENT_TIMEOUT,
-    max_reply: int = DEFAULT_MAX_REPLY,
-    tls: ClientTLS | None = None,
-) -> defer.Deferred[bytes]:
-    """
-    Send ``message`` to an echo server and collect what it sends back.
-
-    :param endpoint: a client endpoint, or a client endpoint string such as
-        ``"tcp:127.0.0.1:8007"`` or, over TLS, ``"tls:localhost:8007"``.
-    :param tls: how a ``tls:`` endpoint string verifies the server (the
-        system's trusted CAs when not given).
-    :param timeout: seconds for the whole exchange, from connecting to the
-        server's close; past it the Deferred fails with
-        :class:`~twisted.internet.defer.TimeoutError`.
-    :param max_reply: the most bytes kept before failing with :class:`ReplyTooLarge`.
-    :return: a Deferred that fires with the whole reply once the server closes.
-    """
-    return _exchange(endpoint, message, reactor, timeout, max_reply, tls, True)
-
-
-def greet(
-    endpoint: IStreamClientEndpoint | str,
-    message: bytes = DEFAULT_CLIENT_MESSAGE,
-    *,
-    reactor: Any = None,
-    timeout: float = DEFAULT_CLIENT_TIMEOUT,
-    max_reply: int = DEFAULT_MAX_REPLY,
-    tls: ClientTLS | None = None,
-) -> defer.Deferred[bytes]:
-    """
-    Say ``message`` to a greeting server and collect its answer.
-
-    Takes the same arguments as :func:`echo`.
-
-    :return: a Deferred that fires with the server's answer once it closes.
-    """
-    return _exchange(endpoint, message, reactor, timeout, max_reply, tls, False)

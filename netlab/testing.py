@@ -5,12 +5,13 @@ Run a factory on an ephemeral loopback port for one test, and have it stopped
 (listener closed, connections aborted and gone) when the test ends, so trial
 never finds a dirty reactor::
 
+    from netlab.tcp import exchange
     from netlab.testing import serve
 
     class UpperTests(TestCase):
         async def test_upper(self):
             served = await serve(self, UpperFactory())
-            reply = await netlab.tcp.echo(served.endpoint, b"hi")
+            reply = await exchange(served.endpoint, b"hi")
 
 Over TLS with certificates made for the test (``certificates=True``), and
 with every connection recorded for Wireshark (``wiretap=True``: the capture's
@@ -105,7 +106,7 @@ class Served:
     @property
     def endpoint(self) -> str:
         """
-        A client endpoint string for :func:`netlab.tcp.echo` and the like:
+        A client endpoint string for :func:`netlab.tcp.exchange` and the like:
         ``tcp:127.0.0.1:PORT``, or ``tls:localhost:PORT`` over TLS.
         """
         if self.certificates is not None:

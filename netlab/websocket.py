@@ -1,6 +1,6 @@
 """
 WebSocket services on autobahn, hardened, with a handler API that needs no
-autobahn subclassing; the lesson's echo as its first user; and a client.
+autobahn subclassing, and a client.
 
 Write a service as a :class:`Handler` subclass (one instance per connection)
 or as an ``async def handler(connection)`` (the ``websockets`` shape), and
@@ -18,8 +18,8 @@ autobahn's own defaults are unsafe to expose (no size limits, no pings, a
 status page naming its version, and protocol errors shown as dropped TCP
 connections); :func:`harden` sets netlab's :class:`~netlab.limits.Limits`.
 
-The echo (:class:`EchoFactory`) answers a text message ``m`` with the text
-``Echo: m``, and a binary message with the same bytes.
+The echo (:mod:`netlab.services.wsecho`) is a :class:`Handler` of a few
+lines.
 """
 
 from __future__ import annotations
@@ -73,8 +73,6 @@ from netlab.tracking import ConnectionTracker, Unavailable
 
 #: Where ``twistd netlab-ws`` listens unless told otherwise.
 DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
-#: What the echo puts before each text message.
-PREFIX = "Echo: "
 #: Seconds the client gives connecting plus the opening handshake.
 DEFAULT_CLIENT_TIMEOUT = 10.0
 #: The largest message the client accepts.
@@ -202,7 +200,7 @@ def harden(factory: WebSocketServerFactory, limits: Limits = DEFAULT_LIMITS) -> 
         autoPingInterval=limits.ping_interval,
         autoPingTimeout=limits.ping_timeout,
         perMessageCompressionAccept=_accept_deflate(limits.max_message),
-        # Let an "Origin: null" through to EchoFactory.origin_allowed, which
+        # Let an "Origin: null" through to WebSocketFactory.origin_allowed, which
         # refuses it with 403 like any foreign origin (RFC 6455 4.2.2, 10.2)
         # unless it is allowed; autobahn would refuse it with 400.
         allowNullOrigin=True,
@@ -1433,53 +1431,6 @@ class WebSocketFactory(ConnectionTracker, WebSocketServerFactory):
             return False
         host = request.headers.get("host", "").lower()
         return parts.scheme in ("http", "https") and parts.netloc == host
-
-
-# The echo: the lesson's service, as a user of the layer above.
-
-
-class Echo(Handler):
-    """
-    Answers each text message ``m`` with ``Echo: m``, and each binary
-    message with the same bytes.
-    """
-
-    __slots__ = ()
-    # A reply per message, and the server stops reading while the client is
-    # not: what waits is at most the replies to one read's messages (a
-    # 256 KiB read of the smallest frames counts about 3 MiB).
-    max_queue = 4 * 1024 * 1024
-
-    def on_message(self, message: str | bytes) -> None:
-        self.send(PREFIX + message if type(message) is str else message)
-
-
-class EchoFactory(WebSocketFactory):
-    """
-    Serves :class:`Echo`: a :class:`WebSocketFactory` with the arguments it
-    had before the handler API (positional, no handler).
-    """
-
-    def __init__(
-        self,
-        limits: Limits = DEFAULT_LIMITS,
-        allowed_origins: Iterable[str] = (),
-        reactor: Any = None,
-        tracker: ConnectionTracker | None = None,
-        protection: Protection | None = None,
-    ) -> None:
-        super().__init__(
-            Echo,
-            limits=limits,
-            allowed_origins=allowed_origins,
-            reactor=reactor,
-            tracker=tracker,
-            protection=protection,
-        )
-
-
-#: The old name of :class:`WebSocketProtocol`, from when it only echoed.
-EchoProtocol = WebSocketProtocol
 
 
 class WebSocketMount(WebSocketResource):

@@ -30,7 +30,6 @@ from twisted.python.failure import Failure
 
 from netlab import certs
 from netlab.limits import Limits
-from netlab.tcp import ServiceFactory
 from netlab.tls import ClientTLS
 
 #: Seconds any single wait in a test may take.
@@ -217,10 +216,12 @@ class Running:
 class TwistedServer:
     """
     A netlab factory listening in this process.
+
+    :param make_factory: makes the factory, given ``limits=``.
     """
 
-    def __init__(self, factory_class: type[ServiceFactory]) -> None:
-        self.factory_class = factory_class
+    def __init__(self, make_factory: Callable[..., Any]) -> None:
+        self.make_factory = make_factory
 
     async def start(
         self, tls: certs.Certificates | None = None, **limits: float
@@ -229,7 +230,7 @@ class TwistedServer:
         Listen on a free loopback port, held to ``limits`` (:class:`Limits`
         fields); with ``tls``, on ``netlab-ssl:`` with its server certificate.
         """
-        factory = self.factory_class(limits=Limits(**limits))
+        factory = self.make_factory(limits=Limits(**limits))
         description = f"tcp:0:interface={LOOPBACK}"
         if tls is not None:
             description = (

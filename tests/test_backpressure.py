@@ -11,6 +11,7 @@ from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from netlab import http, websocket
+from netlab.services import hello, wsecho
 from netlab.testing import serve
 from tests.support import WAIT, bounded
 
@@ -45,9 +46,9 @@ class WebSocketBackPressureTests(TestCase):
         await bounded(connection.close())
 
     async def test_standalone(self) -> None:
-        factory = websocket.EchoFactory()
+        factory = wsecho.EchoFactory()
         await self.slow_reader(factory, "/", factory)
 
     async def test_mounted(self) -> None:
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         await self.slow_reader(site, "/ws", site)

@@ -15,7 +15,7 @@ import tempfile
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from netlab import http
+from netlab.services import hello
 from tests.support import TwistedServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -102,7 +102,7 @@ class ConsoleTests(TestCase):
         A person types a message on the page and sees the server's echo.
         """
         _need_browser()
-        running = await TwistedServer(http.HTTPSite).start()
+        running = await TwistedServer(hello.site).start()
         self.addCleanup(running.stop)
         url = f"http://{running.host}:{running.port}/console"
         state, log = await deferToThread(talk_through_the_page, url, "hello, browser ✓")

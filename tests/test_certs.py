@@ -27,7 +27,8 @@ from twisted.internet.endpoints import (
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netlab import certs, tcp
+from netlab import certs
+from netlab.services import greeting
 from netlab.tls import hardened
 from tests.support import Peer, bounded, python, run
 
@@ -116,7 +117,7 @@ class TLSTests(TestCase):
             f"ssl:0:interface=127.0.0.1:privateKey={paths.server_key}"
             f":certKey={paths.server}",
         )
-        factory = tcp.GreetingFactory()
+        factory = greeting.GreetingFactory()
         port = await endpoint.listen(factory)
         self.addCleanup(port.stopListening)
         self.addCleanup(lambda: bounded(factory.drained()))
@@ -141,7 +142,7 @@ class TLSTests(TestCase):
         paths = certs.make_certificates(scratch(self))
         port = await self.serve(paths)
         peer = await self.greet(port, paths.ca, "localhost")
-        self.assertEqual(bytes(peer.received), tcp.GREETING)
+        self.assertEqual(bytes(peer.received), greeting.GREETING)
 
     async def test_other_ca_or_name_refused(self) -> None:
         paths = certs.make_certificates(scratch(self))

@@ -13,7 +13,8 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.trial.unittest import TestCase
 
-from netlab import __version__, http, tcp
+from netlab import __version__, http
+from netlab.services import echo, greeting, hello
 from netlab.tracking import ConnectionTracker
 from tests.support import bounded, python, run
 
@@ -55,17 +56,17 @@ class CommandTests(TestCase):
             self.assertIn(word, result.err)
 
     async def test_greet(self) -> None:
-        where = await self.serve(tcp.GreetingFactory())
+        where = await self.serve(greeting.GreetingFactory())
         result = await run(netlab("greet", where))
         self.assertEqual((result.status, result.out), (0, b"Hello from server!\n"))
 
     async def test_echo_message(self) -> None:
-        where = await self.serve(tcp.EchoFactory())
+        where = await self.serve(echo.EchoFactory())
         result = await run(netlab("echo", where, "héllo"))
         self.assertEqual((result.status, result.out), (0, "héllo\n".encode()))
 
     async def test_echo_stdin_is_byte_exact(self) -> None:
-        where = await self.serve(tcp.EchoFactory())
+        where = await self.serve(echo.EchoFactory())
         data = bytes(range(256)) * 1000
         result = await run(netlab("echo", where, "-"), stdin=data)
         self.assertEqual((result.status, result.out), (0, data))
@@ -99,7 +100,9 @@ class CommandTests(TestCase):
         self.assertEqual(result.out, f"netlab {__version__}\n".encode())
 
     async def test_get(self) -> None:
-        base = "http://" + (await self.serve(http.HTTPSite())).removeprefix("tcp:")
+        base = "http://" + (await self.serve(http.HTTPSite(hello.Root()))).removeprefix(
+            "tcp:"
+        )
         result = await run(netlab("get", base + "/nope"))
         self.assertEqual((result.status, result.out), (0, b"404\nNot found\n"))
         result = await run(
@@ -137,7 +140,7 @@ class CommandTests(TestCase):
         self.assert_one_line_failure(result, 1, b"timed out")
 
     async def test_ws(self) -> None:
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         where = await self.serve(site)
         url = "ws://" + where.removeprefix("tcp:") + "/ws"
         result = await run(netlab("ws", url, "one", "twö"))

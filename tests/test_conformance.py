@@ -22,6 +22,7 @@ from twisted.internet.threads import deferToThread
 
 from netlab import certs, tcp
 from netlab.compat import socket_client
+from netlab.services import echo, greeting
 from tests import user_tcp
 from tests.support import (
     WAIT,
@@ -39,7 +40,7 @@ from tests.support import (
 )
 
 ECHO_SERVERS = {
-    "Twisted": TwistedServer(tcp.EchoFactory),
+    "Twisted": TwistedServer(echo.EchoFactory),
     # A user's echo on the public API: what netlab promises any protocol.
     "UserProtocol": TwistedServer(partial(tcp.TCPFactory, user_tcp.Mirror)),
     "Selectors": TwinServer("netlab.compat.selectors_echo"),
@@ -48,7 +49,7 @@ ECHO_SERVERS = {
     "Processes": TwinServer("netlab.compat.processes_echo"),
 }
 GREETING_SERVERS = {
-    "Twisted": TwistedServer(tcp.GreetingFactory),
+    "Twisted": TwistedServer(greeting.GreetingFactory),
     "Socket": TwinServer("netlab.compat.socket_server"),
 }
 
@@ -68,7 +69,7 @@ def _cacert(server: Running) -> list[str]:
 
 
 async def twisted_client(command: str, server: Running, message: bytes) -> bytes:
-    send = tcp.echo if command == "echo" else tcp.greet
+    send = echo.echo if command == "echo" else greeting.greet
     return await send(_endpoint(server), message, timeout=WAIT, tls=server.client_tls())
 
 
@@ -258,7 +259,7 @@ class GreetingContract(_Contract):
 
     async def assert_serves_normally(self) -> None:
         peer = await self.connect()
-        self.assertEqual(await peer.reply_to(b"Hello from client!"), tcp.GREETING)
+        self.assertEqual(await peer.reply_to(b"Hello from client!"), greeting.GREETING)
 
     async def test_greeting_without_half_close(self) -> None:
         """
@@ -267,26 +268,26 @@ class GreetingContract(_Contract):
         peer = await self.connect()
         peer.transport.write(b"Hello from client!")
         await bounded(peer.closed)
-        self.assertEqual(peer.received, tcp.GREETING)
+        self.assertEqual(peer.received, greeting.GREETING)
 
     async def test_silent_client(self) -> None:
         """
         A client that shuts down writing without a word is greeted too.
         """
         peer = await self.connect()
-        self.assertEqual(await peer.reply_to(b""), tcp.GREETING)
+        self.assertEqual(await peer.reply_to(b""), greeting.GREETING)
 
     async def test_full_size_message(self) -> None:
         peer = await self.connect()
-        message = payload(tcp.GREETING_READ_SIZE, seed=4)
-        self.assertEqual(await peer.reply_to(message), tcp.GREETING)
+        message = payload(greeting.GREETING_READ_SIZE, seed=4)
+        self.assertEqual(await peer.reply_to(message), greeting.GREETING)
 
     async def test_concurrent_clients(self) -> None:
         peers = [await self.connect() for _ in range(50)]
         replies = await defer.gatherResults(
             [defer.ensureDeferred(peer.reply_to(b"hi")) for peer in peers]
         )
-        self.assertEqual(replies, [tcp.GREETING] * 50)
+        self.assertEqual(replies, [greeting.GREETING] * 50)
 
 
 class TLSContract:
@@ -363,7 +364,7 @@ def _client_test(name: str, client: Client, command: str):
                 self.assertEqual(reply, message)
         else:
             reply = await client(command, self.running, b"Hello from client!")
-            self.assertEqual(reply, tcp.GREETING)
+            self.assertEqual(reply, greeting.GREETING)
 
     test.__name__ = f"test_client_{name}"
     test.__doc__ = f"The {name} client talks to this server."

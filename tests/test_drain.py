@@ -8,8 +8,9 @@ from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from netlab import http, tcp, websocket
+from netlab import http, websocket
 from netlab.limits import Limits
+from netlab.services import echo, greeting, hello, wsecho
 from netlab.testing import serve
 from netlab.tracking import RETRY_AFTER, drain
 from tests.support import WAIT, abort, bounded, connect
@@ -24,7 +25,7 @@ class DrainTests(TestCase):
     timeout = 60
 
     async def test_echo_returns_what_it_received(self) -> None:
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         served = await serve(self, factory)
         peer = await connect(served.host, served.port)
         peer.transport.write(b"x" * 100_000)
@@ -34,11 +35,11 @@ class DrainTests(TestCase):
         self.assertEqual(bytes(peer.received), b"x" * 100_000)
 
     async def test_idle_keep_alive_closes_and_new_connections_refused(self) -> None:
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         served = await serve(self, site)
         peer = await connect(served.host, served.port)
         peer.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await bounded(peer.received_at_least(len(http.HELLO)))
+        await bounded(peer.received_at_least(len(hello.HELLO)))
         await drain([site], WAIT, reactor)
         await bounded(peer.closed)
         self.assertNotIn(b"Connection: close", bytes(peer.received))
@@ -56,7 +57,7 @@ class AdmissionTests(TestCase):
     timeout = 60
 
     async def test_tcp_closed_at_once(self) -> None:
-        factory = tcp.EchoFactory(limits=Limits(max_connections=2))
+        factory = echo.EchoFactory(limits=Limits(max_connections=2))
         served = await serve(self, factory)
         labels = {"service": "echo", "reason": "max-connections"}
         before = REGISTRY.get_sample_value("netlab_connections_refused_total", labels)
@@ -77,7 +78,7 @@ class AdmissionTests(TestCase):
             await abort(peer)
 
     async def test_per_ip(self) -> None:
-        factory = tcp.GreetingFactory(limits=Limits(max_per_ip=1))
+        factory = greeting.GreetingFactory(limits=Limits(max_per_ip=1))
         served = await serve(self, factory)
         first = await connect(served.host, served.port)
         second = await connect(served.host, served.port)
@@ -85,7 +86,7 @@ class AdmissionTests(TestCase):
         await abort(first)
 
     async def test_http_503(self) -> None:
-        site = http.HTTPSite(limits=Limits(max_connections=1))
+        site = http.HTTPSite(hello.Root(), limits=Limits(max_connections=1))
         served = await serve(self, site)
         holder = await connect(served.host, served.port)
         holder.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -94,7 +95,7 @@ class AdmissionTests(TestCase):
         await abort(holder)
 
     async def test_websocket_503(self) -> None:
-        factory = websocket.EchoFactory(limits=Limits(max_connections=1))
+        factory = wsecho.EchoFactory(limits=Limits(max_connections=1))
         served = await serve(self, factory)
         holder = await websocket.connect(served.url(scheme="ws"), timeout=WAIT)
         await self.assert_503(served)

@@ -20,6 +20,7 @@ from twisted.web.server import Site
 
 from netlab import http
 from netlab.limits import Limits
+from netlab.services import hello
 from tests.support import bounded
 
 
@@ -70,7 +71,7 @@ class SiteTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.limits = SMALL_LIMITS
-        self.site = http.HTTPSite(limits=self.limits, reactor=self.clock)
+        self.site = http.HTTPSite(hello.Root(), limits=self.limits, reactor=self.clock)
         self.connection = Connection(self.site)
 
     def request(self, raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
@@ -357,7 +358,7 @@ class EmbeddingTests(SynchronousTestCase):
         The routes are ordinary resources: mount them anywhere.
         """
         root = Resource()
-        root.putChild(b"hi", http.Hello())
+        root.putChild(b"hi", hello.Hello())
         site = Site(root)
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
         transport = StringTransport()
@@ -377,7 +378,7 @@ class ClientTests(TestCase):
         return f"http://127.0.0.1:{port.getHost().port}"
 
     async def test_fetch(self) -> None:
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         base = await self.serve(site)
         response = await bounded(http.fetch(base + "/"))
         self.assertEqual((response.code, response.body), (200, b"Hello, world!"))
@@ -396,7 +397,7 @@ class ClientTests(TestCase):
         await bounded(site.drained())
 
     async def test_fetch_bounds_the_body(self) -> None:
-        base = await self.serve(http.HTTPSite())
+        base = await self.serve(http.HTTPSite(hello.Root()))
         await self.assertFailure(
             bounded(http.fetch(base + "/", max_body=5)), http.ResponseTooLarge
         )

@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThread
 from netlab import certs, http, tls
 from netlab.compat import http_client
 from netlab.limits import Limits
+from netlab.services import hello
 from tests import user_http
 from tests.support import (
     WAIT,
@@ -45,7 +46,7 @@ def user_resource_site(limits: Limits) -> http.HTTPSite:
 
 
 SERVERS = {
-    "Twisted": TwistedServer(http.HTTPSite),
+    "Twisted": TwistedServer(hello.site),
     "UserResource": TwistedServer(user_resource_site),
     "HttpServer": TwinServer("netlab.compat.http_server"),
 }
@@ -387,7 +388,7 @@ class HTTPSContract:
 
     async def assert_serves_normally(self) -> None:
         self.assertEqual(
-            await treq_client(self.base + "/", self.cacert), (200, http.HELLO)
+            await treq_client(self.base + "/", self.cacert), (200, hello.HELLO)
         )
 
     async def test_plain_http_then_normal(self) -> None:
@@ -412,7 +413,7 @@ class HTTPSContract:
 
 def _client_test(name: str, client: Client):
     async def test(self) -> None:
-        self.assertEqual(await client(self.base + "/", self.cacert), (200, http.HELLO))
+        self.assertEqual(await client(self.base + "/", self.cacert), (200, hello.HELLO))
 
     test.__name__ = f"test_client_{name}"
     test.__doc__ = f"The {name} client fetches / from this server."

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from netlab import auth, http, metrics
+from netlab.services import hello
 from tests.test_http import SMALL_LIMITS, Connection, head_and_body
 
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
@@ -39,7 +40,7 @@ class Probe(http.Fixed):
         return super().render_GET(request)
 
 
-class ProbeRoot(http.Root):
+class ProbeRoot(hello.Root):
     """
     netlab's root with :class:`Probe` at ``/probe``.
     """

@@ -13,8 +13,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from netlab import http, logs, tcp
+from netlab import http, logs
 from netlab.logs import JSONLines
+from netlab.services import echo, hello
 from tests.support import WAIT, bounded
 
 
@@ -34,31 +35,32 @@ class JSONLinesTests(TestCase):
         return [json.loads(line) for line in out.getvalue().splitlines()]
 
     async def test_connection_events(self) -> None:
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             factory
         )
         self.addCleanup(port.stopListening)
         out = self.observe()
-        await tcp.echo(f"tcp:127.0.0.1:{port.getHost().port}", b"hi", timeout=WAIT)
-        await tcp.echo(f"tcp:127.0.0.1:{port.getHost().port}", b"yo", timeout=WAIT)
+        await echo.echo(f"tcp:127.0.0.1:{port.getHost().port}", b"hi", timeout=WAIT)
+        await echo.echo(f"tcp:127.0.0.1:{port.getHost().port}", b"yo", timeout=WAIT)
         await bounded(factory.drained())
-        echo = [r for r in self.records(out) if r["namespace"] == "netlab.tcp.Echo"]
-        self.assertEqual(len(echo), 4)  # opened and closed, twice
-        for record in echo:
+        namespace = "netlab.services.echo.Echo"
+        events = [r for r in self.records(out) if r["namespace"] == namespace]
+        self.assertEqual(len(events), 4)  # opened and closed, twice
+        for record in events:
             self.assertEqual(record["service"], "echo")
             self.assertEqual(record["level"], "info")
             self.assertRegex(record["peer"], r"^127\.0\.0\.1:\d+$")
             self.assertIn(record["peer"], record["text"])
-        first, second = echo[0]["connection"], echo[2]["connection"]
+        first, second = events[0]["connection"], events[2]["connection"]
         self.assertNotEqual(first, second)
         self.assertEqual(
-            [r["connection"] for r in echo], [first, first, second, second]
+            [r["connection"] for r in events], [first, first, second, second]
         )
-        self.assertEqual(echo[1]["bytes_in"], 2)
+        self.assertEqual(events[1]["bytes_in"], 2)
 
     async def test_access_log(self) -> None:
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
         self.addCleanup(port.stopListening)
         self.addCleanup(lambda: bounded(site.drained()))

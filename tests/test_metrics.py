@@ -16,7 +16,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
-from netlab import auth, certs, http, metrics, tcp, tls, websocket
+from netlab import auth, certs, http, metrics, tls, websocket
+from netlab.services import echo, hello
 from tests.support import WAIT, bounded
 
 
@@ -72,11 +73,11 @@ class MetricsTests(TestCase):
     async def test_tcp_connections_and_bytes(self) -> None:
         scraper = Scraper(self)
         await scraper.start()
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await self.serve(factory)
         before = await scraper.scrape()
         for message in (b"a" * 1000, b"b" * 24):
-            await tcp.echo(f"tcp:127.0.0.1:{port}", message, timeout=WAIT)
+            await echo.echo(f"tcp:127.0.0.1:{port}", message, timeout=WAIT)
         await bounded(factory.drained())
         after = await scraper.scrape()
         self.assertEqual(
@@ -94,7 +95,7 @@ class MetricsTests(TestCase):
     async def test_http_requests_and_websocket_messages(self) -> None:
         scraper = Scraper(self)
         await scraper.start()
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         port = await self.serve(site)
         before = await scraper.scrape()
         base = f"http://127.0.0.1:{port}"
@@ -149,7 +150,7 @@ class MetricsTests(TestCase):
         secret = pathlib.Path(self.mktemp())
         secret.write_bytes(b"s" * 32)
         checker = auth.JWTChecker(auth.secret_from_file(secret))
-        site = http.HTTPSite(protection=auth.Protection(checker, ("/",)))
+        site = http.HTTPSite(hello.Root(), protection=auth.Protection(checker, ("/",)))
         port = await self.serve(
             site,
             f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}"

@@ -82,7 +82,7 @@ class PrivateAttributesTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransport
 
-        from netlab.websocket import EchoFactory
+        from netlab.services.wsecho import EchoFactory
 
         # Set per connection by autobahn: read from a connected one, its
         # timers on a clock of its own.

@@ -19,6 +19,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import auth, http, websocket
+from netlab.services import hello
 from netlab.tap import http as http_tap
 from netlab.tap import lab as lab_tap
 from netlab.tap import ws as ws_tap
@@ -43,7 +44,9 @@ class ProtectedSite:
         self.case = case
         self.secret = secret_file(case)
         checker = auth.JWTChecker(auth.secret_from_file(self.secret), audience=AUDIENCE)
-        self.site = http.HTTPSite(protection=auth.Protection(checker, paths))
+        self.site = http.HTTPSite(
+            hello.Root(), protection=auth.Protection(checker, paths)
+        )
 
     def token(self, subject: str = "alice", **claims) -> str:
         return auth.mint(self.secret, subject, audience=AUDIENCE, **claims)
@@ -92,8 +95,8 @@ class HTTPProtectionTests(TestCase):
             self.assertEqual(response.code, 401, path)
         health = await http.fetch(base + "/healthz", timeout=WAIT)
         self.assertEqual(health.code, 200)
-        hello = await http.fetch(base + "/", headers=bearer(served.token()))
-        self.assertEqual((hello.code, hello.body), (200, http.HELLO))
+        answer = await http.fetch(base + "/", headers=bearer(served.token()))
+        self.assertEqual((answer.code, answer.body), (200, hello.HELLO))
 
     async def test_bad_tokens_refused_without_detail(self) -> None:
         served = ProtectedSite(self, "/")

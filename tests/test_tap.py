@@ -9,7 +9,8 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netlab import http, tcp, websocket
+from netlab import http, websocket
+from netlab.services import hello, wsecho
 from netlab.tap import echo, greeting, lab, ws
 from netlab.tap import http as http_tap
 from netlab.transport import FlushingPort
@@ -31,8 +32,8 @@ def listeners(service) -> list[StreamServerEndpointService]:
 class SingleServiceTests(SynchronousTestCase):
     def test_default_is_loopback(self) -> None:
         for module, default in (
-            (echo, tcp.DEFAULT_ECHO_LISTEN),
-            (greeting, tcp.DEFAULT_GREETING_LISTEN),
+            (echo, echo.DEFAULT_ECHO_LISTEN),
+            (greeting, greeting.DEFAULT_GREETING_LISTEN),
             (http_tap, http.DEFAULT_HTTP_LISTEN),
             (ws, websocket.DEFAULT_WS_LISTEN),
         ):
@@ -50,7 +51,7 @@ class SingleServiceTests(SynchronousTestCase):
         service = echo.makeService(options)
         found = listeners(service)
         self.assertEqual(len(found), 2)
-        self.assertIsInstance(found[0].factory, tcp.EchoFactory)
+        self.assertIsInstance(found[0].factory, echo.EchoFactory)
         self.assertIs(found[0].factory, found[1].factory)
 
     def test_bad_endpoint_is_a_usage_error(self) -> None:
@@ -66,7 +67,7 @@ class SingleServiceTests(SynchronousTestCase):
         options.parseOptions(["--idle-timeout", "2.5"])
         [listener] = listeners(greeting.makeService(options))
         self.assertEqual(listener.factory.limits.idle_timeout, 2.5)
-        self.assertIsInstance(listener.factory, tcp.GreetingFactory)
+        self.assertIsInstance(listener.factory, greeting.GreetingFactory)
         for bad in ("0", "-1", "soon"):
             self.assertRaises(
                 usage.UsageError,
@@ -91,8 +92,8 @@ class LabTests(SynchronousTestCase):
         self.assertEqual(
             options["listen"],
             {
-                "echo": [tcp.DEFAULT_ECHO_LISTEN],
-                "greeting": [tcp.DEFAULT_GREETING_LISTEN],
+                "echo": [echo.DEFAULT_ECHO_LISTEN],
+                "greeting": [greeting.DEFAULT_GREETING_LISTEN],
                 "http": [http.DEFAULT_HTTP_LISTEN],
                 "ws": [websocket.DEFAULT_WS_LISTEN],
             },
@@ -105,10 +106,10 @@ class LabTests(SynchronousTestCase):
         self.assertEqual(
             factories,
             {
-                tcp.EchoFactory,
-                tcp.GreetingFactory,
+                echo.EchoFactory,
+                greeting.GreetingFactory,
                 http.HTTPSite,
-                websocket.EchoFactory,
+                wsecho.EchoFactory,
             },
         )
 
@@ -158,10 +159,11 @@ class LabTests(SynchronousTestCase):
             self.parse("--allowed-origin", "https://app.test", "--max-message", "5")
         )
         factories = {type(s.factory): s.factory for s in listeners(service)}
-        ws_factory = factories[websocket.EchoFactory]
+        ws_factory = factories[wsecho.EchoFactory]
         self.assertEqual(ws_factory.allowed_origins, {"https://app.test"})
         self.assertEqual(ws_factory.limits.max_message, 5)
-        mounted = factories[http.HTTPSite].resource.children[b"ws"].factory
+        site = factories[http.HTTPSite]
+        mounted = site.resource.children[b"ws"].factory_for(site)
         self.assertEqual(mounted.allowed_origins, {"https://app.test"})
         for bad in ("app.test", "ftp://app.test", "https://app.test/path"):
             self.assertRaises(usage.UsageError, self.parse, "--allowed-origin", bad)
@@ -205,10 +207,11 @@ class ImportObjectTests(SynchronousTestCase):
     def test_both_spellings(self) -> None:
         from netlab.tap import import_object
 
-        self.assertIs(import_object("netlab.http:Hello", "--x"), http.Hello)
-        self.assertIs(import_object("netlab.http.Hello", "--x"), http.Hello)
+        module = "netlab.services.hello"
+        self.assertIs(import_object(f"{module}:Hello", "--x"), hello.Hello)
+        self.assertIs(import_object(f"{module}.Hello", "--x"), hello.Hello)
         self.assertIs(
-            import_object("netlab.http:Hello.render_GET", "--x"), http.Hello.render_GET
+            import_object(f"{module}:Hello.render_GET", "--x"), hello.Hello.render_GET
         )
 
     def test_errors_are_one_line(self) -> None:

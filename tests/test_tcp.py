@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import tcp
 from netlab.limits import Limits
+from netlab.services import echo, greeting
 from tests.support import bounded, connect, until_intake_stops
 
 
@@ -34,7 +35,7 @@ def connected(
 class EchoTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
-        self.factory = tcp.EchoFactory(Limits(idle_timeout=5), reactor=self.clock)
+        self.factory = echo.EchoFactory(Limits(idle_timeout=5), reactor=self.clock)
         self.protocol, self.transport = connected(self.factory)
 
     def test_echoes_every_byte(self) -> None:
@@ -119,7 +120,7 @@ class EchoTests(SynchronousTestCase):
 class GreetingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
-        factory = tcp.GreetingFactory(reactor=self.clock)
+        factory = greeting.GreetingFactory(reactor=self.clock)
         self.protocol, self.transport = connected(factory)
 
     def test_answers_once_and_closes(self) -> None:
@@ -135,13 +136,13 @@ class GreetingTests(SynchronousTestCase):
     def test_reads_at_most_1024_bytes_of_the_message(self) -> None:
         with capturedLogs() as events:
             self.protocol.dataReceived(b"x" * 5000)
-        [greeting] = [e for e in events if "size" in e]
-        self.assertEqual(greeting["size"], tcp.GREETING_READ_SIZE)
-        self.assertEqual(self.transport.value(), tcp.GREETING)
+        [event] = [e for e in events if "size" in e]
+        self.assertEqual(event["size"], greeting.GREETING_READ_SIZE)
+        self.assertEqual(self.transport.value(), greeting.GREETING)
 
     def test_silent_half_close_is_greeted(self) -> None:
         self.protocol.readConnectionLost()
-        self.assertEqual(self.transport.value(), tcp.GREETING)
+        self.assertEqual(self.transport.value(), greeting.GREETING)
         self.assertTrue(self.transport.disconnecting)
 
     def test_idle_timeout_uses_default_limits(self) -> None:
@@ -175,7 +176,7 @@ class ClientTests(SynchronousTestCase):
         A server that never answers the connect fails the call after ``timeout``.
         """
         reactor = MemoryReactorClock()
-        reply = tcp.echo("tcp:127.0.0.1:8007", b"x", reactor=reactor, timeout=3)
+        reply = echo.echo("tcp:127.0.0.1:8007", b"x", reactor=reactor, timeout=3)
         self.assertEqual(len(reactor.tcpClients), 1)
         reactor.advance(2.9)
         self.assertNoResult(reply)
@@ -183,7 +184,7 @@ class ClientTests(SynchronousTestCase):
         self.failureResultOf(reply, defer.TimeoutError)
 
     def test_bad_endpoint_fails_the_deferred(self) -> None:
-        reply = tcp.greet("nonsense:1", reactor=MemoryReactorClock())
+        reply = greeting.greet("nonsense:1", reactor=MemoryReactorClock())
         self.failureResultOf(reply, ValueError)
 
 
@@ -212,7 +213,7 @@ class LoopbackTests(TestCase):
         """
         from twisted.internet import reactor
 
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await self.start(factory)
         peer = await connect("127.0.0.1", port)
         peer.transport.pauseProducing()
@@ -235,13 +236,13 @@ class LoopbackTests(TestCase):
         self.assertEqual(bytes(peer.received), message)
 
     async def test_reply_too_large(self) -> None:
-        port = await self.start(tcp.EchoFactory())
-        reply = tcp.echo(f"tcp:127.0.0.1:{port}", b"x" * 5000, max_reply=1000)
+        port = await self.start(echo.EchoFactory())
+        reply = echo.echo(f"tcp:127.0.0.1:{port}", b"x" * 5000, max_reply=1000)
         await self.assertFailure(bounded(reply), tcp.ReplyTooLarge)
 
     async def test_client_accepts_endpoint_objects(self) -> None:
         from twisted.internet import reactor
 
-        port = await self.start(tcp.GreetingFactory())
+        port = await self.start(greeting.GreetingFactory())
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        self.assertEqual(await bounded(tcp.greet(endpoint)), tcp.GREETING)
+        self.assertEqual(await bounded(greeting.greet(endpoint)), greeting.GREETING)

@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from netlab import tcp
 from netlab.limits import Limits
+from netlab.services import greeting
 from netlab.tap import tcp as tcp_tap
 from netlab.testing import serve
 from tests import user_tcp
@@ -229,7 +230,7 @@ class LoopbackTests(TestCase):
         before = await scraper.scrape()
         factory = tcp.TCPFactory(user_tcp.Upper, service_name="upper-test")
         served = await serve(self, factory)
-        reply = await tcp.greet(served.endpoint, b"hi\r\nbye\r\n", timeout=WAIT)
+        reply = await greeting.greet(served.endpoint, b"hi\r\nbye\r\n", timeout=WAIT)
         self.assertEqual(reply, b"HI\r\n")
         await bounded(factory.drained())
         after = await scraper.scrape()
@@ -250,7 +251,7 @@ class LoopbackTests(TestCase):
         """
         factory = tcp.TCPFactory(user_tcp.UpperFactory())
         served = await serve(self, factory, certificates=True)
-        reply = await tcp.greet(
+        reply = await greeting.greet(
             served.endpoint, b"hi\r\nbye\r\n", tls=served.client_tls, timeout=WAIT
         )
         self.assertEqual(reply, b"TLS\r\nHI\r\n")
@@ -341,7 +342,7 @@ class TwistdTests(TwistdCase):
             factories=("Upper",),
         )
         for _ in range(4):
-            reply = await tcp.greet(
+            reply = await greeting.greet(
                 f"tcp:127.0.0.1:{port}", b"ok\r\nbye\r\n", timeout=WAIT
             )
             self.assertEqual(reply, b"OK\r\n")
@@ -363,7 +364,7 @@ class TwistdTests(TwistdCase):
             *("--metrics", LOOPBACK_ANY_PORT, "--service-name", "upper"),
             factories=("HTTPSite", r"UpperFactory \(WiretapFactory\) \(TLS\)"),
         )
-        reply = await tcp.greet(
+        reply = await greeting.greet(
             f"tls:localhost:{port}",
             b"secret words\r\nbye\r\n",
             tls=tcp.ClientTLS(cacert=str(paths.ca)),

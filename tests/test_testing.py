@@ -9,7 +9,8 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netlab import http, tcp
+from netlab import http
+from netlab.services import echo, greeting, hello
 from netlab.testing import MemoryPair, serve
 from tests.support import WAIT, Peer, bounded, connect
 from tests.test_wiretap import fields
@@ -31,17 +32,17 @@ class ServeTests(TestCase):
     async def test_own_protocol(self) -> None:
         served = await serve(self, Factory.forProtocol(Upper))
         self.assertEqual(served.host, "127.0.0.1")
-        reply = await tcp.greet(served.endpoint, b"shout\r\n", timeout=WAIT)
+        reply = await greeting.greet(served.endpoint, b"shout\r\n", timeout=WAIT)
         self.assertEqual(reply, b"SHOUT\r\n")
 
     async def test_tls(self) -> None:
-        served = await serve(self, http.HTTPSite(), certificates=True)
+        served = await serve(self, http.HTTPSite(hello.Root()), certificates=True)
         self.assertTrue(served.url().startswith("https://localhost:"))
         response = await http.fetch(served.url(), tls=served.client_tls, timeout=WAIT)
-        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertEqual((response.code, response.body), (200, hello.HELLO))
 
     async def test_stop_closes_what_is_open(self) -> None:
-        served = await serve(self, tcp.EchoFactory())
+        served = await serve(self, echo.EchoFactory())
         peer = await connect(served.host, served.port)
         await served.stop()
         await bounded(peer.closed)
@@ -49,8 +50,8 @@ class ServeTests(TestCase):
         await served.stop()  # the clean-up calls it again: harmless
 
     async def test_wiretap(self) -> None:
-        served = await serve(self, tcp.EchoFactory(), wiretap=True)
-        reply = await tcp.echo(served.endpoint, b"recorded", timeout=WAIT)
+        served = await serve(self, echo.EchoFactory(), wiretap=True)
+        reply = await echo.echo(served.endpoint, b"recorded", timeout=WAIT)
         self.assertEqual(reply, b"recorded")  # half-close passes the wrappers
         await served.stop()
         data = await fields(served.capture, "tcp.len > 0", "tcp.payload")
@@ -59,18 +60,18 @@ class ServeTests(TestCase):
 
 class MemoryPairTests(SynchronousTestCase):
     def test_greeting(self) -> None:
-        factory = tcp.GreetingFactory()
+        factory = greeting.GreetingFactory()
         server = factory.buildProtocol(None)
         client = Peer()
         pair = MemoryPair(server, client)
         client.transport.write(b"hello")
         pair.flush()
-        self.assertEqual(bytes(client.received), tcp.GREETING)
+        self.assertEqual(bytes(client.received), greeting.GREETING)
         self.assertTrue(pair.closed)
         self.assertTrue(client.closed.called)
 
     def test_echo_both_ways(self) -> None:
-        server = tcp.EchoFactory().buildProtocol(None)
+        server = echo.EchoFactory().buildProtocol(None)
         client = Peer()
         pair = MemoryPair(server, client)
         for chunk in (b"one", b"two"):

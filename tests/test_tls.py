@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import certs, http, tcp, tls, websocket
 from netlab.limits import Limits
+from netlab.services import echo, greeting, hello, wsecho
 from netlab.tap import check_endpoint
 from netlab.tap import echo as echo_tap
 from tests.pki import DAY, NOW, PKI
@@ -235,7 +236,7 @@ class PolicyTests(TestCase):
 
     async def test_modern_handshake(self) -> None:
         served = Served(self)
-        port = await served.listen(tcp.EchoFactory())
+        port = await served.listen(echo.EchoFactory())
         agreed = await deferToThread(blocking_handshake, port, served.paths.ca)
         self.assertEqual(agreed["version"], "TLSv1.3")
         tls12 = await deferToThread(
@@ -253,7 +254,7 @@ class PolicyTests(TestCase):
         A TLS 1.1-only client is refused; the same client allowed 1.2 is not.
         """
         served = Served(self)
-        port = await served.listen(tcp.EchoFactory())
+        port = await served.listen(echo.EchoFactory())
         weak = b"DEFAULT:@SECLEVEL=0"
         with self.assertRaises(SSL.Error):
             await deferToThread(
@@ -274,7 +275,7 @@ class PolicyTests(TestCase):
     async def test_minimum_tls_13(self) -> None:
         served = Served(self)
         port = await served.listen(
-            tcp.EchoFactory(), served.listen_string(minTLS="1.3")
+            echo.EchoFactory(), served.listen_string(minTLS="1.3")
         )
         with self.assertRaises(SSL.Error):
             await deferToThread(
@@ -290,7 +291,7 @@ class PolicyTests(TestCase):
         AEAD (CBC) are refused; Twisted's default policy accepts CBC.
         """
         served = Served(self)
-        port = await served.listen(tcp.EchoFactory())
+        port = await served.listen(echo.EchoFactory())
         tls12 = (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION)
         for suites in (b"ECDHE-ECDSA-AES128-SHA", b"ECDHE-ECDSA-AES256-SHA384"):
             with self.assertRaises(SSL.Error):
@@ -304,7 +305,7 @@ class PolicyTests(TestCase):
         # Twisted's own ssl: endpoint takes the CBC suite: the check above
         # is netlab's doing.
         plain = await served.listen(
-            tcp.EchoFactory(),
+            echo.EchoFactory(),
             listen_string(served.paths.server_key, served.paths.server, "ssl"),
         )
         agreed = await deferToThread(
@@ -322,7 +323,7 @@ class PolicyTests(TestCase):
         the same client does.
         """
         served = Served(self)
-        port = await served.listen(tcp.EchoFactory())
+        port = await served.listen(echo.EchoFactory())
         tls12 = (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION)
         with self.assertRaises(SSL.Error):
             await deferToThread(
@@ -340,7 +341,7 @@ class PolicyTests(TestCase):
             certificate=certificate.original,
         )
         options.getContext().set_options(_ALLOW_CLIENT_RENEGOTIATION)
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         lenient = await SSL4ServerEndpoint(
             reactor, 0, options, interface="127.0.0.1"
         ).listen(factory)
@@ -362,7 +363,7 @@ class PolicyTests(TestCase):
         after ``handshakeTimeout``; one that does is not.
         """
         served = Served(self)
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await served.listen(
             factory, served.listen_string(handshakeTimeout="0.2")
         )
@@ -370,7 +371,7 @@ class PolicyTests(TestCase):
             silent = await connect("127.0.0.1", port)
             await bounded(silent.closed)
         self.assertTrue(any("not done in" in e["log_format"] for e in events))
-        reply = await tcp.echo(
+        reply = await echo.echo(
             f"tls:localhost:{port}", b"in time", tls=served.trusting, timeout=WAIT
         )
         self.assertEqual(reply, b"in time")
@@ -382,10 +383,10 @@ class PolicyTests(TestCase):
         """
         served = Served(self)
         for factory in (
-            tcp.EchoFactory(),
-            tcp.GreetingFactory(),
-            http.HTTPSite(),
-            websocket.EchoFactory(),
+            echo.EchoFactory(),
+            greeting.GreetingFactory(),
+            http.HTTPSite(hello.Root()),
+            wsecho.EchoFactory(),
         ):
             port = await served.listen(factory)
             agreed = await deferToThread(
@@ -409,36 +410,39 @@ class ServicesOverTLSTests(TestCase):
 
     async def test_echo(self) -> None:
         served = Served(self)
-        port = await served.listen(tcp.EchoFactory())
+        port = await served.listen(echo.EchoFactory())
         message = b"over TLS " * 10_000
-        reply = await tcp.echo(
+        reply = await echo.echo(
             f"tls:localhost:{port}", message, tls=served.trusting, timeout=WAIT
         )
         self.assertEqual(reply, message)
-        empty = await tcp.echo(
+        empty = await echo.echo(
             f"tls:localhost:{port}", b"", tls=served.trusting, timeout=WAIT
         )
         self.assertEqual(empty, b"")
 
     async def test_greeting_by_ip_address(self) -> None:
         served = Served(self)
-        port = await served.listen(tcp.GreetingFactory())
-        reply = await tcp.greet(
+        port = await served.listen(greeting.GreetingFactory())
+        reply = await greeting.greet(
             f"tls:127.0.0.1:{port}", b"hi", tls=served.trusting, timeout=WAIT
         )
-        self.assertEqual(reply, tcp.GREETING)
+        self.assertEqual(reply, greeting.GREETING)
 
     async def test_http(self) -> None:
         served = Served(self)
-        port = await served.listen(http.HTTPSite())
+        port = await served.listen(http.HTTPSite(hello.Root()))
         response = await http.fetch(
             f"https://localhost:{port}/", tls=served.trusting, timeout=WAIT
         )
-        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertEqual((response.code, response.body), (200, hello.HELLO))
 
     async def test_websocket_mounted_and_standalone(self) -> None:
         served = Served(self)
-        for factory, path in ((http.HTTPSite(), "/ws"), (websocket.EchoFactory(), "/")):
+        for factory, path in (
+            (http.HTTPSite(hello.Root()), "/ws"),
+            (wsecho.EchoFactory(), "/"),
+        ):
             port = await served.listen(factory)
             connection = await websocket.connect(
                 f"wss://localhost:{port}{path}", tls=served.trusting, timeout=WAIT
@@ -467,7 +471,7 @@ class VerificationTests(TestCase):
         # netlab's endpoint serves even an expired certificate: refusing it
         # is the client's job.
         endpoint = serverFromString(reactor, listen_string(leaf.key_path, bundle))
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await endpoint.listen(factory)
         self.addCleanup(port.stopListening)
         self.addCleanup(lambda: bounded(factory.drained()))
@@ -476,7 +480,7 @@ class VerificationTests(TestCase):
     async def refusal(self, port: int, host: str = "localhost", **client) -> str:
         trusting = tls.ClientTLS(**(client or {"cacert": str(self.root.cert_path)}))
         with self.assertRaises(Exception) as caught:
-            await tcp.echo(f"tls:{host}:{port}", b"x", tls=trusting, timeout=WAIT)
+            await echo.echo(f"tls:{host}:{port}", b"x", tls=trusting, timeout=WAIT)
         reason = tls.describe_tls_error(caught.exception)
         self.assertIsNotNone(reason, caught.exception)
         return reason
@@ -491,7 +495,7 @@ class VerificationTests(TestCase):
             self.pki.server("good", intermediate), intermediate, self.root
         )
         trusting = tls.ClientTLS(cacert=str(self.root.cert_path))
-        reply = await tcp.echo(f"tls:localhost:{port}", b"x", tls=trusting)
+        reply = await echo.echo(f"tls:localhost:{port}", b"x", tls=trusting)
         self.assertEqual(reply, b"x")
 
     async def test_unknown_ca(self) -> None:
@@ -507,7 +511,7 @@ class VerificationTests(TestCase):
         """
         port = await self.serve(self.pki.server("good", self.root), self.root)
         with self.assertRaises(tls.TLSFailure) as caught:
-            await tcp.echo(f"tls:localhost:{port}", b"x", timeout=WAIT)
+            await echo.echo(f"tls:localhost:{port}", b"x", timeout=WAIT)
         self.assertIn("untrusted issuer", str(caught.exception))
 
     async def test_hostname_mismatch(self) -> None:
@@ -550,7 +554,7 @@ class VerificationTests(TestCase):
         self.assertTrue(
             any("NOT be verified" in e["log_format"] for e in events), events
         )
-        reply = await tcp.echo(f"tls:localhost:{port}", b"x", tls=insecure)
+        reply = await echo.echo(f"tls:localhost:{port}", b"x", tls=insecure)
         self.assertEqual(reply, b"x")
 
 
@@ -561,9 +565,9 @@ class MutualTLSTests(TestCase):
 
     timeout = 60
 
-    async def start(self, **more: str) -> tuple[Served, int, tcp.EchoFactory]:
+    async def start(self, **more: str) -> tuple[Served, int, echo.EchoFactory]:
         served = Served(self)
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         more.setdefault("clientCA", escaped(served.paths.ca))
         port = await served.listen(factory, served.listen_string(**more))
         return served, port, factory
@@ -575,7 +579,7 @@ class MutualTLSTests(TestCase):
         served, port, factory = await self.start()
         client = self.client(served, served.paths.client, served.paths.client_key)
         with capturedLogs() as events:
-            reply = await tcp.echo(f"tls:localhost:{port}", b"me", tls=client)
+            reply = await echo.echo(f"tls:localhost:{port}", b"me", tls=client)
         self.assertEqual(reply, b"me")
         seen = [e.get("client") for e in events if "client" in e]
         self.assertEqual(seen, ["CN=netlab client,O=netlab"])
@@ -603,7 +607,7 @@ class MutualTLSTests(TestCase):
             key=str(encrypted),
             passphrase=b"client secret",
         )
-        reply = await tcp.echo(f"tls:localhost:{port}", b"me", tls=client)
+        reply = await echo.echo(f"tls:localhost:{port}", b"me", tls=client)
         self.assertEqual(reply, b"me")
         error = self.assertRaises(
             tls.TLSConfigError,
@@ -616,7 +620,7 @@ class MutualTLSTests(TestCase):
     async def test_no_certificate_refused(self) -> None:
         served, port, factory = await self.start()
         with self.assertRaises(Exception) as caught:
-            await tcp.echo(
+            await echo.echo(
                 f"tls:localhost:{port}", b"me", tls=served.trusting, timeout=WAIT
             )
         reason = tls.describe_tls_error(caught.exception)
@@ -629,7 +633,7 @@ class MutualTLSTests(TestCase):
         stranger = pki.client("stranger", pki.ca("Other Root"))
         client = self.client(served, stranger.cert_path, stranger.key_path)
         with self.assertRaises(Exception) as caught:
-            await tcp.echo(f"tls:localhost:{port}", b"me", tls=client, timeout=WAIT)
+            await echo.echo(f"tls:localhost:{port}", b"me", tls=client, timeout=WAIT)
         reason = tls.describe_tls_error(caught.exception)
         self.assertIsNotNone(reason, caught.exception)
         self.assertIn("unknown ca", reason)
@@ -641,7 +645,7 @@ class MutualTLSTests(TestCase):
         """
         served, port, factory = await self.start(clientCert="optional")
         with capturedLogs() as events:
-            reply = await tcp.echo(
+            reply = await echo.echo(
                 f"tls:localhost:{port}", b"anon", tls=served.trusting
             )
         self.assertEqual(reply, b"anon")
@@ -657,8 +661,8 @@ class CommandTests(TestCase):
 
     async def test_clients_over_tls(self) -> None:
         served = Served(self)
-        echo_port = await served.listen(tcp.EchoFactory())
-        web_port = await served.listen(http.HTTPSite())
+        echo_port = await served.listen(echo.EchoFactory())
+        web_port = await served.listen(http.HTTPSite(hello.Root()))
         ca = ["--cacert", str(served.paths.ca)]
         result = await run(
             python("-m", "netlab", "echo", *ca, f"tls:localhost:{echo_port}", "hi")
@@ -676,7 +680,7 @@ class CommandTests(TestCase):
 
     async def test_untrusted_server(self) -> None:
         served = Served(self)
-        port = await served.listen(http.HTTPSite())
+        port = await served.listen(http.HTTPSite(hello.Root()))
         for url in (f"https://localhost:{port}/", f"wss://localhost:{port}/ws"):
             command = "get" if url.startswith("https") else "ws"
             result = await run(
@@ -689,7 +693,7 @@ class CommandTests(TestCase):
 
     async def test_insecure_warns(self) -> None:
         served = Served(self)
-        port = await served.listen(tcp.EchoFactory())
+        port = await served.listen(echo.EchoFactory())
         result = await run(
             python("-m", "netlab", "echo", "--insecure", f"tls:localhost:{port}", "x")
         )
@@ -763,8 +767,8 @@ class MistakeTests(TestCase):
     async def test_plain_client_on_a_tls_port(self) -> None:
         served = Served(self)
         for factory, call in (
-            (tcp.EchoFactory(), tcp.echo),
-            (tcp.GreetingFactory(), tcp.greet),
+            (echo.EchoFactory(), echo.echo),
+            (greeting.GreetingFactory(), greeting.greet),
         ):
             port = await served.listen(factory)
             with self.assertRaises(tcp.BadReply):
@@ -774,7 +778,7 @@ class MistakeTests(TestCase):
         """
         A TLS client is turned away at once, not after the head timeout.
         """
-        site = http.HTTPSite(limits=Limits(head_timeout=3600))
+        site = http.HTTPSite(hello.Root(), limits=Limits(head_timeout=3600))
         served = Served(self)
         port = await served.listen(site, "tcp:0:interface=127.0.0.1")
         with self.assertRaises(Exception) as caught:

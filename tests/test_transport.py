@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from netlab.certs import make_certificates
-from netlab.tcp import echo
+from netlab.services.echo import echo
 from netlab.testing import _escaped
 from netlab.tls import ClientTLS
 from netlab.transport import FlushingServer, flushing

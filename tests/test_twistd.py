@@ -22,7 +22,8 @@ from twisted.internet.error import (
 )
 from twisted.trial.unittest import TestCase
 
-from netlab import auth, certs, http, tcp, tls, websocket
+from netlab import auth, certs, http, tls, websocket
+from netlab.services import echo, greeting, hello
 from tests.support import WAIT, abort, bounded, connect, python, run, spawn
 from tests.test_wiretap import fields
 
@@ -124,7 +125,7 @@ class TwistdTests(TwistdCase):
         child, [port] = await self.start(
             "netlab-echo", "--listen", LOOPBACK_ANY_PORT, factories=("EchoFactory",)
         )
-        reply = await tcp.echo(f"tcp:127.0.0.1:{port}", b"ping", timeout=WAIT)
+        reply = await echo.echo(f"tcp:127.0.0.1:{port}", b"ping", timeout=WAIT)
         self.assertEqual(reply, b"ping")
         await self.assert_stops_on_sigterm(child, port)
 
@@ -149,13 +150,13 @@ class TwistdTests(TwistdCase):
             self.assertEqual(await bounded(connection.receive()), "Echo: hi")
             await bounded(connection.close())
         response = await http.fetch(f"http://127.0.0.1:{http_port}/", timeout=WAIT)
-        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertEqual((response.code, response.body), (200, hello.HELLO))
         self.assertEqual(
-            await tcp.greet(f"tcp:127.0.0.1:{greeting_port}", timeout=WAIT),
-            tcp.GREETING,
+            await greeting.greet(f"tcp:127.0.0.1:{greeting_port}", timeout=WAIT),
+            greeting.GREETING,
         )
         self.assertEqual(
-            await tcp.echo(f"tcp:127.0.0.1:{echo_port}", b"x" * 100_000, timeout=WAIT),
+            await echo.echo(f"tcp:127.0.0.1:{echo_port}", b"x" * 100_000, timeout=WAIT),
             b"x" * 100_000,
         )
         result_text = child.protocol.out
@@ -180,7 +181,7 @@ class TwistdTests(TwistdCase):
             factories=(r"EchoFactory \(TLS\)", r"HTTPSite \(TLS\)"),
         )
         trusting = tls.ClientTLS(cacert=str(paths.ca))
-        reply = await tcp.echo(
+        reply = await echo.echo(
             f"tls:localhost:{echo_port}", b"x" * 100_000, tls=trusting, timeout=WAIT
         )
         self.assertEqual(reply, b"x" * 100_000)
@@ -201,7 +202,7 @@ class TwistdTests(TwistdCase):
             headers={"Authorization": [f"Bearer {token}"]},
             timeout=WAIT,
         )
-        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertEqual((response.code, response.body), (200, hello.HELLO))
         self.assertNotIn(token.split(".")[2].encode(), child.protocol.out)
         await self.assert_stops_on_sigterm(child, http_port)
 
@@ -247,7 +248,7 @@ class TwistdTests(TwistdCase):
             *("--metrics", LOOPBACK_ANY_PORT, "--listen", LOOPBACK_ANY_PORT),
             factories=("HTTPSite", "EchoFactory"),
         )
-        await tcp.echo(f"tcp:127.0.0.1:{port}", b"counted", timeout=WAIT)
+        await echo.echo(f"tcp:127.0.0.1:{port}", b"counted", timeout=WAIT)
         response = await http.fetch(
             f"http://127.0.0.1:{metrics_port}/metrics", timeout=WAIT
         )
@@ -263,7 +264,7 @@ class TwistdTests(TwistdCase):
             *("--listen", LOOPBACK_ANY_PORT),
             factories=("EchoFactory",),
         )
-        await tcp.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
+        await echo.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
         await self.assert_stops_on_sigterm(child, port)
         records = [json.loads(line) for line in child.protocol.out.splitlines()]
         closed = [r for r in records if r.get("bytes_in") == 6]
@@ -286,14 +287,15 @@ class TwistdTests(TwistdCase):
             *("--listen", LOOPBACK_ANY_PORT),
             factories=("EchoFactory",),
         )
-        await tcp.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
+        await echo.echo(f"tcp:127.0.0.1:{port}", b"logged", timeout=WAIT)
         child.signal("TERM")
         result = await child.ended()
         self.assertEqual(result.signal, signal.SIGTERM, result)
         out = result.out.decode()
         self.assertRegex(
             out,
-            r"\n\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[netlab\.tcp\.Echo#info\] "
+            r"\n\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} "
+            r"\[netlab\.services\.echo\.Echo#info\] "
             r"echo connection from 127\.0\.0\.1:\d+ closed: 6 bytes in, 6 bytes out",
         )
         for line in ("Received SIGTERM", "Stopping factory", "Main loop terminated."):

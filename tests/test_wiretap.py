@@ -18,7 +18,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SkipTest, TestCase
 
-from netlab import certs, http, tcp, tls, websocket
+from netlab import certs, http, tls, websocket
+from netlab.services import echo, greeting, hello, wsecho
 from netlab.wiretap import SEGMENT_SIZE, Wiretap
 from tests.support import WAIT, TwinServer, abort, bounded, connect, run, spawn
 
@@ -73,7 +74,7 @@ class WiretapTests(TestCase):
         return port.getHost().port
 
     async def test_http_and_websocket(self) -> None:
-        port = await self.serve(http.HTTPSite())
+        port = await self.serve(http.HTTPSite(hello.Root()))
         base = f"http://127.0.0.1:{port}"
         await http.fetch(base + "/", timeout=WAIT)
         await http.fetch(base + "/echo", method="POST", data=b"x" * 40_000)
@@ -108,10 +109,10 @@ class WiretapTests(TestCase):
         self.assertEqual(problems, [])
 
     async def test_echo_streams_and_half_close(self) -> None:
-        port = await self.serve(tcp.EchoFactory())
+        port = await self.serve(echo.EchoFactory())
         messages = [b"first " * 1000, b"second"]
         for message in messages:
-            reply = await tcp.echo(f"tcp:127.0.0.1:{port}", message, timeout=WAIT)
+            reply = await echo.echo(f"tcp:127.0.0.1:{port}", message, timeout=WAIT)
             self.assertEqual(reply, message)
         await bounded(self.tap.close())
         for stream, message in enumerate(messages):
@@ -130,11 +131,11 @@ class WiretapTests(TestCase):
         if not socket.has_ipv6:
             raise SkipTest("no IPv6 here")
         try:
-            port = await self.serve(tcp.EchoFactory(), "tcp6:0:interface=\\:\\:1")
+            port = await self.serve(echo.EchoFactory(), "tcp6:0:interface=\\:\\:1")
         except Exception as error:
             raise SkipTest(f"cannot listen on ::1: {error}") from None
         client = TCP6ClientEndpoint(reactor, "::1", port)
-        reply = await tcp.echo(client, b"six", timeout=WAIT)
+        reply = await echo.echo(client, b"six", timeout=WAIT)
         self.assertEqual(reply, b"six")
         await bounded(self.tap.close())
         hosts = await fields(self.capture, "tcp.len > 0", "ipv6.src", "ipv6.dst")
@@ -143,7 +144,7 @@ class WiretapTests(TestCase):
     async def test_tls_plaintext(self) -> None:
         paths = certs.make_certificates(pathlib.Path(self.mktemp()))
         port = await self.serve(
-            http.HTTPSite(),
+            http.HTTPSite(hello.Root()),
             f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}",
         )
         response = await http.fetch(
@@ -161,7 +162,7 @@ class WiretapTests(TestCase):
     async def test_websocket_over_tls(self) -> None:
         paths = certs.make_certificates(pathlib.Path(self.mktemp()))
         port = await self.serve(
-            websocket.EchoFactory(),
+            wsecho.EchoFactory(),
             f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}",
         )
         connection = await websocket.connect(
@@ -177,7 +178,7 @@ class WiretapTests(TestCase):
         )
 
     async def test_reset_mid_stream(self) -> None:
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await self.serve(factory)
 
         def reset() -> None:
@@ -202,13 +203,13 @@ class WiretapTests(TestCase):
     async def test_size_cap_stops_with_one_event(self) -> None:
         capture = pathlib.Path(self.mktemp())
         tap = Wiretap(str(capture), max_bytes=4096)
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             tap.wrap(factory)
         )
         self.addCleanup(port.stopListening)
         with capturedLogs() as events:
-            reply = await tcp.echo(
+            reply = await echo.echo(
                 f"tcp:127.0.0.1:{port.getHost().port}", b"y" * 20_000, timeout=WAIT
             )
             await bounded(factory.drained())
@@ -223,14 +224,14 @@ class WiretapTests(TestCase):
         if not os.path.exists("/dev/full"):
             raise SkipTest("needs /dev/full")
         tap = Wiretap("/dev/full")
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             tap.wrap(factory)
         )
         self.addCleanup(port.stopListening)
         with capturedLogs() as events:
             for _ in range(3):
-                reply = await tcp.echo(
+                reply = await echo.echo(
                     f"tcp:127.0.0.1:{port.getHost().port}", b"z", timeout=WAIT
                 )
                 self.assertEqual(reply, b"z")
@@ -283,7 +284,7 @@ class KeyLogTests(TestCase):
         self.assertEqual(keylog.stat().st_mode & 0o777, 0o600)
 
         paths = certs.make_certificates(pathlib.Path(self.mktemp()))
-        site = http.HTTPSite()
+        site = http.HTTPSite(hello.Root())
         port = await serverFromString(
             reactor,
             f"netlab-ssl:0:privateKey={paths.server_key}:certKey={paths.server}",
@@ -351,11 +352,11 @@ class TwinKeyLogTests(TestCase):
         finally:
             del os.environ["SSLKEYLOGFILE"]
         self.addCleanup(running.stop)
-        reply = await tcp.greet(
+        reply = await greeting.greet(
             f"tls:localhost:{running.port}",
             b"hi",
             tls=tls.ClientTLS(cacert=str(paths.ca)),
             timeout=WAIT,
         )
-        self.assertEqual(reply, tcp.GREETING)
+        self.assertEqual(reply, greeting.GREETING)
         self.assertIn(b"CLIENT_TRAFFIC_SECRET_0", keylog.read_bytes())

@@ -42,9 +42,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from netlab import certs, http, tcp, workers
-from netlab.tap import echo, lab, listening_service
+from netlab import certs, http, workers
+from netlab.services import echo, hello
+from netlab.tap import echo as echo_tap
 from netlab.tap import http as http_tap
+from netlab.tap import lab, listening_service
 from netlab.tls import ClientTLS
 from netlab.transport import FlushingServer
 from tests.support import WAIT, abort, bounded, connect
@@ -58,20 +60,20 @@ LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
 
 class OptionsTests(SynchronousTestCase):
     def test_default_is_one(self) -> None:
-        for options in (echo.Options(), http_tap.Options(), lab.Options()):
+        for options in (echo_tap.Options(), http_tap.Options(), lab.Options()):
             options.parseOptions([])
             self.assertEqual(options["workers"], 1)
             self.assertIn("--workers", options.getUsage())
 
     def test_count(self) -> None:
         for value in ("1", "2", str(workers.MAX_WORKERS)):
-            options = echo.Options()
+            options = echo_tap.Options()
             options.parseOptions(["--workers", value])
             self.assertEqual(options["workers"], int(value))
 
     def test_bad_count_is_one_line(self) -> None:
         for bad in ("0", "-1", "65", "two", "1.5", ""):
-            for options in (echo.Options(), lab.Options()):
+            for options in (echo_tap.Options(), lab.Options()):
                 error = self.assertRaises(
                     usage.UsageError, options.parseOptions, ["--workers", bad]
                 )
@@ -91,10 +93,10 @@ class OptionsTests(SynchronousTestCase):
             ["--listen", "unix:" + self.mktemp()],
         ]
         for arguments in cases:
-            echo.Options().parseOptions(arguments)
+            echo_tap.Options().parseOptions(arguments)
             error = self.assertRaises(
                 usage.UsageError,
-                echo.Options().parseOptions,
+                echo_tap.Options().parseOptions,
                 [*arguments, "--workers", "2"],
             )
             self.assertNotIn("\n", str(error))
@@ -106,7 +108,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--workers shares tcp:, tcp6: and ssl: endpoints", str(error))
 
     def test_arguments_are_kept(self) -> None:
-        options = echo.Options()
+        options = echo_tap.Options()
         arguments = ["--listen", LOOPBACK_ANY_PORT, "--workers", "3"]
         options.parseOptions(arguments)
         self.assertEqual(options.arguments, arguments)
@@ -117,9 +119,9 @@ class OptionsTests(SynchronousTestCase):
         endpoints listen with the global reactor (made to flush replies, see
         netlab.transport), and no supervisor.
         """
-        options = echo.Options()
+        options = echo_tap.Options()
         options.parseOptions(["--listen", LOOPBACK_ANY_PORT])
-        service = echo.makeService(options)
+        service = echo_tap.makeService(options)
         self.assertFalse(
             [s for s in _walk(service) if isinstance(s, workers.Supervisor)]
         )
@@ -383,7 +385,7 @@ class AdoptionTests(TestCase):
             f":certKey={paths.server}:clientCA={paths.ca}"
         )
         sharing = workers._SharingReactor(reactor, 1)
-        supervisor = listening_service([description], tcp.EchoFactory(), None, sharing)
+        supervisor = listening_service([description], echo.EchoFactory(), None, sharing)
         supervisor.privilegedStartService()
         self.addCleanup(supervisor.stopService)
         [shared] = sharing.sockets
@@ -391,7 +393,7 @@ class AdoptionTests(TestCase):
 
         spec = shared.spec(os.dup(shared.socket.fileno()))
         adopting = workers._AdoptingReactor(reactor, [spec])
-        factory = tcp.EchoFactory()
+        factory = echo.EchoFactory()
         worker = listening_service([description], factory, None, adopting)
         worker.privilegedStartService()
         worker.startService()
@@ -400,7 +402,7 @@ class AdoptionTests(TestCase):
         client = ClientTLS(
             cacert=str(paths.ca), cert=str(paths.client), key=str(paths.client_key)
         )
-        reply = await tcp.echo(
+        reply = await echo.echo(
             f"tls:localhost:{port}", b"x" * 50_000, tls=client, timeout=WAIT
         )
         self.assertEqual(reply, b"x" * 50_000)
@@ -409,7 +411,7 @@ class AdoptionTests(TestCase):
         adopted = await listening._waitingForPort
         self.assertIs(adopted.transport, FlushingServer)
         with self.assertRaises(Exception) as caught:
-            await tcp.echo(
+            await echo.echo(
                 f"tls:localhost:{port}",
                 b"no certificate",
                 tls=ClientTLS(cacert=str(paths.ca)),
@@ -431,10 +433,10 @@ class AdoptionTests(TestCase):
             ],
         )
         self.assertRaises(
-            RuntimeError, adopting.listenTCP, 0, tcp.EchoFactory(), 50, "127.0.0.1"
+            RuntimeError, adopting.listenTCP, 0, echo.EchoFactory(), 50, "127.0.0.1"
         )
         self.assertRaises(
-            RuntimeError, adopting.listenTCP, 0, tcp.EchoFactory(), 50, "127.0.0.1"
+            RuntimeError, adopting.listenTCP, 0, echo.EchoFactory(), 50, "127.0.0.1"
         )
 
 
@@ -747,7 +749,7 @@ class WorkerProcessTests(TestCase):
         response = await http.fetch(
             f"http://127.0.0.1:{ports['HTTPSite']}/", timeout=WAIT
         )
-        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertEqual((response.code, response.body), (200, hello.HELLO))
         await self.assert_stops(process, server, ports["EchoFactory"])
 
     async def test_dead_worker_is_started_again(self) -> None:
@@ -815,7 +817,7 @@ class WorkerProcessTests(TestCase):
             cacert=str(paths.ca), cert=str(paths.client), key=str(paths.client_key)
         )
         for _ in range(4):
-            reply = await tcp.echo(
+            reply = await echo.echo(
                 f"tls:localhost:{port}", b"x" * 100_000, tls=client, timeout=WAIT
             )
             self.assertEqual(reply, b"x" * 100_000)
@@ -823,7 +825,7 @@ class WorkerProcessTests(TestCase):
             _worker_line(rb"\d+", rb"echo connection from [^\n]*: TLS, client CN=")
         )
         with self.assertRaises(Exception) as caught:
-            await tcp.echo(
+            await echo.echo(
                 f"tls:localhost:{port}",
                 b"no certificate",
                 tls=ClientTLS(cacert=str(paths.ca)),

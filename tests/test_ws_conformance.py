@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from twisted.internet.error import ConnectionDone
 from twisted.internet.threads import deferToThread
 
-from netlab import certs, http, tls, websocket
+from netlab import certs, tls, websocket
 from netlab.compat import ws_client
 from netlab.limits import Limits
+from netlab.services import hello, wsecho
 from tests import ws_user_echo
 from tests.support import (
     WAIT,
@@ -64,9 +65,9 @@ def user_handler(limits: Limits) -> websocket.WebSocketFactory:
 
 
 SERVERS = {
-    "Standalone": At(TwistedServer(websocket.EchoFactory), "/"),
+    "Standalone": At(TwistedServer(wsecho.EchoFactory), "/"),
     "UserHandler": At(TwistedServer(user_handler), "/"),
-    "Mounted": At(TwistedServer(http.HTTPSite), "/ws"),
+    "Mounted": At(TwistedServer(hello.site), "/ws"),
     "Twin": At(TwinServer("netlab.compat.ws_server"), "/"),
 }
 

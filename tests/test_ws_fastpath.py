@@ -1,5 +1,5 @@
 """
-The WebSocket echo's fast path (:meth:`netlab.websocket.EchoProtocol.dataReceived`)
+The WebSocket echo's fast path (:meth:`netlab.websocket.WebSocketProtocol.dataReceived`)
 at its edges: many frames in one read, frames split across reads at every
 byte, fast and slow frames mixed, the frames it must leave to autobahn (bad
 UTF-8, oversized, unmasked, malformed lengths), and length boundaries.
@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import websocket
 from netlab.limits import Limits
+from netlab.services import wsecho
 from netlab.testing import serve
 from tests.hostile._helpers import open_peer
 from tests.support import WAIT
@@ -100,13 +101,13 @@ def close_code(data: bytes) -> int | None:
 
 class Server:
     """
-    An :class:`~netlab.websocket.EchoProtocol` in memory, past its opening
+    An :class:`~netlab.websocket.WebSocketProtocol` in memory, past its opening
     handshake, with the fast path on or off.
     """
 
     def __init__(self, fast: bool, limits: Limits = LIMITS) -> None:
         self.clock = MemoryReactorClock()
-        factory = websocket.EchoFactory(limits, reactor=self.clock)
+        factory = wsecho.EchoFactory(limits, reactor=self.clock)
         address = IPv4Address("TCP", "127.0.0.1", 50000)
         self.protocol = factory.buildProtocol(address)
         self.transport = StringTransport(IPv4Address("TCP", "127.0.0.1", 8765), address)
@@ -450,7 +451,7 @@ class LoopbackTests(TestCase):
     async def test_back_pressure(self) -> None:
         # A client (not compressing: the fast path's frames) stops reading
         # and sends on: the server stops reading it, and loses nothing.
-        factory = websocket.EchoFactory(LIMITS)
+        factory = wsecho.EchoFactory(LIMITS)
         served = await serve(self, factory)
         ws = RawWebSocket(await open_peer(self, served))
         await ws.open(f"{served.host}:{served.port}", "/")
@@ -473,7 +474,7 @@ class LoopbackTests(TestCase):
         self.assertEqual(await ws.close_code(), 1000)
 
     async def test_many_messages_in_one_write(self) -> None:
-        served = await serve(self, websocket.EchoFactory(LIMITS))
+        served = await serve(self, wsecho.EchoFactory(LIMITS))
         ws = RawWebSocket(await open_peer(self, served))
         await ws.open(f"{served.host}:{served.port}", "/")
         messages = [f"m{n}" if n % 2 else os.urandom(n) for n in range(500)]

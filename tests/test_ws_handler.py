@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import auth, http, metrics, websocket
 from netlab.limits import Limits
+from netlab.services import hello, wsecho
 from netlab.testing import serve
 from netlab.websocket import (
     MAX_INCOMING,
@@ -241,7 +242,7 @@ class ClassHandlerTests(TestCase):
                 super().on_open()
                 self.send(f"{self.path} {self.peer}")
 
-        site = http.HTTPSite(limits=LIMITS)
+        site = http.HTTPSite(hello.Root(), limits=LIMITS)
         factory = WebSocketFactory(Where, limits=LIMITS, tracker=site)
         site.resource.putChild(b"chat", WebSocketMount(factory))
         served = await serve(self, site)
@@ -723,9 +724,9 @@ class FactoryTests(SynchronousTestCase):
             self.assertRaises(ValueError, WebSocketFactory, Dropping, **bad)
 
     def test_echo_factory_keeps_its_signature(self) -> None:
-        factory = websocket.EchoFactory(LIMITS, ["http://a.test"], tracker=None)
+        factory = wsecho.EchoFactory(LIMITS, ["http://a.test"], tracker=None)
         self.assertIsInstance(factory, WebSocketFactory)
-        self.assertIs(factory.handler, websocket.Echo)
+        self.assertIs(factory.handler, wsecho.Echo)
         self.assertEqual(factory.allowed_origins, {"http://a.test"})
 
 

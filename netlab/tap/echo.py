@@ -3,8 +3,8 @@
 """
 
 from netlab.limits import TCP_LIMITS, limit_parameters
+from netlab.services.echo import DEFAULT_ECHO_LISTEN, EchoFactory
 from netlab.tap import ServiceOptions, makeService
-from netlab.tcp import DEFAULT_ECHO_LISTEN, EchoFactory
 
 
 class Options(ServiceOptions):

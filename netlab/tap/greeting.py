@@ -3,8 +3,8 @@
 """
 
 from netlab.limits import TCP_LIMITS, limit_parameters
+from netlab.services.greeting import DEFAULT_GREETING_LISTEN, GreetingFactory
 from netlab.tap import ServiceOptions, makeService
-from netlab.tcp import DEFAULT_GREETING_LISTEN, GreetingFactory
 
 
 class Options(ServiceOptions):

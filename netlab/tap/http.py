@@ -12,6 +12,7 @@ from twisted.web.resource import IResource
 
 from netlab.http import DEFAULT_HTTP_LISTEN, HTTPSite, UserRoot, WSGIApp
 from netlab.limits import HTTP_LIMITS, limit_parameters
+from netlab.services import hello
 from netlab.tap import (
     AuthOptions,
     OriginOptions,
@@ -91,7 +92,6 @@ class Options(AuthOptions, OriginOptions, ServiceOptions):
         ],
     ]
     default_listen = DEFAULT_HTTP_LISTEN
-    factory_class = HTTPSite
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -129,7 +129,7 @@ class Options(AuthOptions, OriginOptions, ServiceOptions):
             # stops once that is done.
             wsgi.run_with(site, drain=False)
             return site
-        return HTTPSite(**arguments)
+        return hello.site(**arguments)
 
 
 __all__ = ["Options", "makeService", "load_resource"]

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.python import usage
 
 from netlab.limits import WS_LIMITS, limit_parameters
+from netlab.services import wsecho
 from netlab.tap import (
     AuthOptions,
     OriginOptions,
@@ -17,12 +18,7 @@ from netlab.tap import (
     import_object,
     makeService,
 )
-from netlab.websocket import (
-    DEFAULT_WS_LISTEN,
-    EchoFactory,
-    WebSocketFactory,
-    check_handler,
-)
+from netlab.websocket import DEFAULT_WS_LISTEN, WebSocketFactory, check_handler
 
 
 class Options(AuthOptions, OriginOptions, ServiceOptions):
@@ -40,7 +36,6 @@ class Options(AuthOptions, OriginOptions, ServiceOptions):
     )
     optParameters = limit_parameters(WS_LIMITS)
     default_listen = DEFAULT_WS_LISTEN
-    factory_class = EchoFactory
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,7 +65,7 @@ class Options(AuthOptions, OriginOptions, ServiceOptions):
         """
         handler = options.get("handler")
         if handler is None:
-            return EchoFactory(**arguments)
+            return wsecho.EchoFactory(**arguments)
         return WebSocketFactory(handler, **arguments)
 
 

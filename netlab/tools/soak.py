@@ -679,14 +679,14 @@ class Mix:
         """
         Echo ``message``, over TLS or not, and check that all of it came back.
         """
-        from netlab import tcp
+        from netlab.services.echo import echo
 
         endpoint = (
             f"tls:{self.host(True)}:{self.ports['echo-tls']}"
             if tls
             else (f"tcp:{LOOPBACK}:{self.ports['echo']}")
         )
-        reply = await tcp.echo(
+        reply = await echo(
             endpoint,
             message,
             reactor=self.reactor,
@@ -697,7 +697,7 @@ class Mix:
             raise Unexpected(_difference("echo", message, reply))
 
     async def greet(self, tls: bool) -> None:
-        from netlab import tcp
+        from netlab.services.greeting import GREETING, greet
 
         # Mostly what a greeting is (up to 1 KiB), sometimes far more.
         roll = self.rng.random()
@@ -713,25 +713,25 @@ class Mix:
             else (f"tcp:{LOOPBACK}:{self.ports['greeting']}")
         )
         note(f"{'TLS' if tls else 'TCP'}, {size} bytes")
-        reply = await tcp.greet(
+        reply = await greet(
             endpoint,
             message,
             reactor=self.reactor,
             timeout=OPERATION_TIMEOUT,
             tls=self.tls if tls else None,
         )
-        if reply != tcp.GREETING:
+        if reply != GREETING:
             raise Unexpected(f"greeting: {reply[:80]!r}")
 
     def _request(self) -> tuple[str, str, bytes | None, Callable[[Any, bytes], None]]:
         """
         :return: a method, a path, a body and what checks the response.
         """
-        from netlab import http
+        from netlab.services.hello import HELLO
 
         roll = self.rng.random()
         if roll < 0.3:
-            return "GET", "/", None, _expect(200, http.HELLO, b"text/plain")
+            return "GET", "/", None, _expect(200, HELLO, b"text/plain")
         if roll < 0.4:
             return "GET", "/healthz", None, _expect_json(200, {"status": "ok"})
         if roll < 0.5:

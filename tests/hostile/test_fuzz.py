@@ -33,8 +33,9 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from netlab import http, tcp, websocket
+from netlab import http, websocket
 from netlab.limits import Limits
+from netlab.services import echo, greeting, hello, wsecho
 
 LIMITS = Limits(
     idle_timeout=5,
@@ -243,7 +244,7 @@ class EchoFuzz(Fuzz, SynchronousTestCase):
     @given(data=st.binary(max_size=5000), cuts=cut_points)
     def test_echo(self, data: bytes, cuts: list[int]) -> None:
         self.clock = task.Clock()
-        factory = tcp.EchoFactory(LIMITS, reactor=self.clock)
+        factory = echo.EchoFactory(LIMITS, reactor=self.clock)
         _, transport = self.connect(factory)
         chunks = pieces(data, cuts)
         self.feed(transport, chunks)
@@ -254,10 +255,10 @@ class EchoFuzz(Fuzz, SynchronousTestCase):
     @given(data=st.binary(max_size=3000), cuts=cut_points)
     def test_greeting(self, data: bytes, cuts: list[int]) -> None:
         self.clock = task.Clock()
-        factory = tcp.GreetingFactory(LIMITS, reactor=self.clock)
+        factory = greeting.GreetingFactory(LIMITS, reactor=self.clock)
         _, transport = self.connect(factory)
         self.feed(transport, pieces(data, cuts))
-        self.assertEqual(transport.value(), tcp.GREETING if data else b"")
+        self.assertEqual(transport.value(), greeting.GREETING if data else b"")
         self.closed_and_clean(transport, factory)
 
 
@@ -265,8 +266,8 @@ def http_site(clock: task.Clock) -> http.HTTPSite:
     """
     netlab's whole site, its WebSocket mount on the same fake clock.
     """
-    site = http.HTTPSite(limits=LIMITS, reactor=clock)
-    echo = websocket.EchoFactory(LIMITS, reactor=clock, tracker=site)
+    site = http.HTTPSite(hello.Root(), limits=LIMITS, reactor=clock)
+    echo = wsecho.EchoFactory(LIMITS, reactor=clock, tracker=site)
     site.resource.putChild(b"ws", websocket.WebSocketMount(echo))
     return site
 
@@ -329,7 +330,7 @@ class WebSocketFuzz(Fuzz, SynchronousTestCase):
     @given(data=ws_streams, cuts=cut_points)
     def test_websocket(self, data: bytes, cuts: list[int]) -> None:
         self.clock = task.Clock()
-        factory = websocket.EchoFactory(LIMITS, reactor=self.clock)
+        factory = wsecho.EchoFactory(LIMITS, reactor=self.clock)
         _, transport = self.connect(factory)
 
         def bounded() -> None:

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from netlab import http
 from netlab.limits import Limits
+from netlab.services import hello
 from netlab.testing import serve
 from tests.hostile._helpers import (
     PROMPT,
@@ -171,7 +172,7 @@ class Hostile:
     timeout = 60
 
     async def setUp(self) -> None:
-        self.served = await serve(self, http.HTTPSite(limits=LIMITS))
+        self.served = await serve(self, http.HTTPSite(hello.Root(), limits=LIMITS))
 
     async def send(self, raw: bytes):
         peer = await open_peer(self, self.served)
@@ -213,13 +214,13 @@ class Hostile:
                 break
             await peer.received_at_least(len(peer.received) + 1)
         self.assertEqual([r.status for r in responses], [status, 200])
-        self.assertEqual((responses[1].body, rest), (http.HELLO, b""))
+        self.assertEqual((responses[1].body, rest), (hello.HELLO, b""))
         await self.assert_serves_normally()
         return response
 
     async def assert_serves_normally(self) -> None:
         response = await http.fetch(self.served.url("/"), timeout=PROMPT * 3)
-        self.assertEqual((response.code, response.body), (200, http.HELLO))
+        self.assertEqual((response.code, response.body), (200, hello.HELLO))
 
 
 def _refusal_test(name: str, raw: bytes, status: int):

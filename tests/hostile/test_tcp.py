@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from netlab import tcp
 from netlab.limits import Limits
+from netlab.services import echo, greeting
 from netlab.testing import Served, serve
 from tests import user_tcp
 from tests.hostile._helpers import PROMPT, observe, open_peer, reset
@@ -52,11 +53,11 @@ class Hostile:
 
 class EchoTests(Hostile, TestCase):
     async def setUp(self) -> None:
-        self.served = await self.start(tcp.EchoFactory(limits=LIMITS))
+        self.served = await self.start(echo.EchoFactory(limits=LIMITS))
 
     async def assert_serves_normally(self) -> None:
         message = random.Random(7).randbytes(100_000)
-        reply = await tcp.echo(self.served.endpoint, message, timeout=PROMPT * 3)
+        reply = await echo.echo(self.served.endpoint, message, timeout=PROMPT * 3)
         self.assertEqual(reply, message)
 
     async def test_reset_mid_message(self) -> None:
@@ -115,11 +116,11 @@ class UserEchoTests(EchoTests):
 
 class GreetingTests(Hostile, TestCase):
     async def setUp(self) -> None:
-        self.served = await self.start(tcp.GreetingFactory(limits=LIMITS))
+        self.served = await self.start(greeting.GreetingFactory(limits=LIMITS))
 
     async def assert_serves_normally(self) -> None:
-        reply = await tcp.greet(self.served.endpoint, timeout=PROMPT * 3)
-        self.assertEqual(reply, tcp.GREETING)
+        reply = await greeting.greet(self.served.endpoint, timeout=PROMPT * 3)
+        self.assertEqual(reply, greeting.GREETING)
 
     async def test_reset_before_saying_anything(self) -> None:
         peer = await open_peer(self, self.served)
@@ -145,7 +146,9 @@ class GreetingTests(Hostile, TestCase):
         """
         peer = await open_peer(self, self.served)
         peer.transport.write(b"Hello from client!")
-        self.assertEqual(await peer.received_at_least(len(tcp.GREETING)), tcp.GREETING)
+        self.assertEqual(
+            await peer.received_at_least(len(greeting.GREETING)), greeting.GREETING
+        )
         if peer.reason is None:
             reset(peer)
         await self.all_forgotten()

@@ -22,8 +22,9 @@ from twisted.internet import defer
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from netlab import http, tcp, websocket
+from netlab import http, websocket
 from netlab.limits import Limits
+from netlab.services import echo, greeting, hello, wsecho
 from netlab.testing import Served, serve
 from tests.hostile._helpers import PROMPT, closed_promptly, open_peer
 from tests.support import bounded, shared_certificates
@@ -64,18 +65,18 @@ GARBAGE = {
 
 
 async def echo_client(served: Served) -> None:
-    reply = await tcp.echo(served.endpoint, b"still there?", tls=served.client_tls)
+    reply = await echo.echo(served.endpoint, b"still there?", tls=served.client_tls)
     assert reply == b"still there?", reply
 
 
 async def greeting_client(served: Served) -> None:
-    reply = await tcp.greet(served.endpoint, tls=served.client_tls)
-    assert reply == tcp.GREETING, reply
+    reply = await greeting.greet(served.endpoint, tls=served.client_tls)
+    assert reply == greeting.GREETING, reply
 
 
 async def http_client(served: Served) -> None:
     response = await http.fetch(served.url("/"), tls=served.client_tls)
-    assert (response.code, response.body) == (200, http.HELLO), response
+    assert (response.code, response.body) == (200, hello.HELLO), response
 
 
 async def ws_client(served: Served) -> None:
@@ -89,10 +90,13 @@ async def ws_client(served: Served) -> None:
 
 
 SERVICES: dict[str, tuple[Callable[[Limits], Any], Callable[[Served], Any]]] = {
-    "Echo": (lambda limits: tcp.EchoFactory(limits=limits), echo_client),
-    "Greeting": (lambda limits: tcp.GreetingFactory(limits=limits), greeting_client),
-    "HTTP": (lambda limits: http.HTTPSite(limits=limits), http_client),
-    "WebSocket": (lambda limits: websocket.EchoFactory(limits), ws_client),
+    "Echo": (lambda limits: echo.EchoFactory(limits=limits), echo_client),
+    "Greeting": (
+        lambda limits: greeting.GreetingFactory(limits=limits),
+        greeting_client,
+    ),
+    "HTTP": (lambda limits: http.HTTPSite(hello.Root(), limits=limits), http_client),
+    "WebSocket": (lambda limits: wsecho.EchoFactory(limits), ws_client),
 }
 
 #: Generous: a prompt drop cannot be a timeout.

@@ -1,6 +1,6 @@
 """
 Hostile WebSocket clients against netlab's echo, standalone
-(:class:`netlab.websocket.EchoFactory`) and mounted at ``/ws`` of
+(:class:`netlab.services.wsecho.EchoFactory`) and mounted at ``/ws`` of
 :class:`netlab.http.HTTPSite`, over loopback with a raw-frame client.
 
 Each case checks the exact answer (HTTP status for a bad opening handshake,
@@ -20,8 +20,9 @@ import struct
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from netlab import http, websocket
+from netlab import http
 from netlab.limits import Limits
+from netlab.services import hello, wsecho
 from netlab.testing import serve
 from tests.hostile._helpers import PROMPT, closed_promptly, open_peer
 from tests.support import bounded
@@ -546,7 +547,7 @@ class StandaloneTests(Hostile, TestCase):
         await self.assert_serves_normally()
 
     def factory(self):
-        return websocket.EchoFactory(LIMITS)
+        return wsecho.EchoFactory(LIMITS)
 
 
 class MountedTests(Hostile, TestCase):
@@ -559,4 +560,4 @@ class MountedTests(Hostile, TestCase):
         await StandaloneTests.test_malformed_request_line_is_400(self)
 
     def factory(self):
-        return http.HTTPSite(limits=LIMITS)
+        return http.HTTPSite(hello.Root(), limits=LIMITS)
