@@ -61,6 +61,7 @@ class WheelTests(TestCase):
             "twisted/plugins/netlab_plugins.py",
             "twisted/plugins/netlab_endpoints.py",
             "netlab/tap/lab.py",
+            "netlab/services/hello.py",
             "netlab/compat/socket_server.py",
             # netlab bench compiles its load generator and C servers from these.
             "netlab/tools/bench/c/loadgen.c",
@@ -101,7 +102,8 @@ class WheelTests(TestCase):
         outside = scratch / "elsewhere"
         outside.mkdir()
         where = await run(
-            [scratch_python, "-c", "import netlab; print(netlab.__file__)"],
+            # -I: not this environment's PYTHONPATH (trial -j sets one).
+            [scratch_python, "-I", "-c", "import netlab; print(netlab.__file__)"],
             cwd=str(outside),
         )
         self.assertTrue(where.out.decode().startswith(str(packages)), where)
@@ -109,6 +111,7 @@ class WheelTests(TestCase):
         listed = await run(
             [
                 scratch_python,
+                "-I",
                 "-c",
                 "from twisted.scripts.twistd import run; run()",
                 "--help",
@@ -119,6 +122,7 @@ class WheelTests(TestCase):
         for name in (
             *(b"netlab ", b"netlab-echo ", b"netlab-greeting ", b"netlab-http "),
             b"netlab-ws ",
+            b"netlab-tcp ",
             b"web ",
         ):
             self.assertIn(b"    " + name, listed.out)

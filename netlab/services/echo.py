@@ -23,13 +23,10 @@ from zope.interface import implementer
 
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import (
-    DEFAULT_CLIENT_TIMEOUT,
-    DEFAULT_MAX_REPLY,
     Backpressure,
     TCPFactory,
     exchange,
 )
-from netlab.tls import ClientTLS
 
 #: Where ``twistd netlab-echo`` listens unless told otherwise.
 DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
@@ -80,29 +77,15 @@ class EchoFactory(TCPFactory):
 
 
 def echo(
-    endpoint: IStreamClientEndpoint | str,
-    message: bytes,
-    *,
-    reactor: Any = None,
-    timeout: float = DEFAULT_CLIENT_TIMEOUT,
-    max_reply: int = DEFAULT_MAX_REPLY,
-    tls: ClientTLS | None = None,
+    endpoint: IStreamClientEndpoint | str, message: bytes, **options: Any
 ) -> defer.Deferred[bytes]:
     """
     Send ``message`` to an echo server and collect what it sends back.
 
-    Takes the arguments of :func:`netlab.tcp.exchange`.
-
+    :param options: ``reactor``, ``timeout``, ``max_reply`` and ``tls``, as
+        :func:`netlab.tcp.exchange` takes them.
     :return: a Deferred that fires with the whole reply once the server
         closes; with :class:`~netlab.tcp.BadReply` if it was not all of
         ``message``.
     """
-    return exchange(
-        endpoint,
-        message,
-        expect_echo=True,
-        reactor=reactor,
-        timeout=timeout,
-        max_reply=max_reply,
-        tls=tls,
-    )
+    return exchange(endpoint, message, expect_echo=True, **options)

@@ -21,13 +21,11 @@ from zope.interface import implementer
 
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import (
-    DEFAULT_CLIENT_TIMEOUT,
-    DEFAULT_MAX_REPLY,
     TCPFactory,
     describe_address,
     exchange,
 )
-from netlab.tls import ClientTLS, is_tls, shut_down_writing
+from netlab.tls import is_tls, shut_down_writing
 
 #: Where ``twistd netlab-greeting`` listens unless told otherwise.
 DEFAULT_GREETING_LISTEN = "tcp:8008:interface=127.0.0.1"
@@ -116,24 +114,13 @@ class GreetingFactory(TCPFactory):
 def greet(
     endpoint: IStreamClientEndpoint | str,
     message: bytes = DEFAULT_CLIENT_MESSAGE,
-    *,
-    reactor: Any = None,
-    timeout: float = DEFAULT_CLIENT_TIMEOUT,
-    max_reply: int = DEFAULT_MAX_REPLY,
-    tls: ClientTLS | None = None,
+    **options: Any,
 ) -> defer.Deferred[bytes]:
     """
     Say ``message`` to a greeting server and collect its answer.
 
-    Takes the arguments of :func:`netlab.tcp.exchange`.
-
+    :param options: ``reactor``, ``timeout``, ``max_reply`` and ``tls``, as
+        :func:`netlab.tcp.exchange` takes them.
     :return: a Deferred that fires with the server's answer once it closes.
     """
-    return exchange(
-        endpoint,
-        message,
-        reactor=reactor,
-        timeout=timeout,
-        max_reply=max_reply,
-        tls=tls,
-    )
+    return exchange(endpoint, message, **options)
