@@ -1010,6 +1010,26 @@ class _BoundedBody(Protocol):
             self.done.errback(reason)
 
 
+def _treq_url(url: str) -> Any:
+    """
+    :return: ``url`` as treq may take it. treq sends every URL through
+        hyperlink's ``to_uri()``, which IDNA-encodes the host and so fails
+        on an IPv6 literal (python-hyper/hyperlink#68): such a URL goes as
+        one that leaves its literal host alone.
+    """
+    from hyperlink import EncodedURL
+    from twisted.internet.abstract import isIPv6Address
+
+    if not isIPv6Address(EncodedURL.from_text(url).host):
+        return url
+
+    class LiteralHostURL(EncodedURL):
+        def to_uri(self) -> EncodedURL:
+            return EncodedURL.to_uri(self.replace(host="")).replace(host=self.host)
+
+    return LiteralHostURL.from_text(url)
+
+
 def fetch(
     url: str,
     *,
@@ -1047,7 +1067,9 @@ def fetch(
     )
 
     async def exchange() -> Response:
-        response = await client.request(method, url, headers=headers, data=data)
+        response = await client.request(
+            method, _treq_url(url), headers=headers, data=data
+        )
         body = _BoundedBody(max_body)
         response.deliverBody(body)
         return Response(

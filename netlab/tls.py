@@ -748,24 +748,60 @@ def client_endpoint(
     return wrapClientTLS(tls.creator(host), HostnameEndpoint(reactor, host, port))
 
 
+#: What a client endpoint string of each common type looks like, to say
+#: when one does not (Twisted's own complaint names a constructor).
+_CLIENT_FORMS = {
+    "tcp": "tcp:HOST:PORT",
+    "tls": "tls:HOST:PORT",
+    "ssl": "ssl:HOST:PORT",
+    "unix": "unix:PATH",
+}
+
+
+def _unbracket(prefix: str, fields: str) -> str:
+    """
+    :return: an endpoint string's ``fields`` (after its type) with a
+        leading ``[IPv6]:`` host, as in URLs, written the way Twisted reads
+        it: ``[::1]:8007`` becomes ``\\:\\:1:8007``.
+    """
+    if not fields.startswith("["):
+        return fields
+    host, bracket, after = fields[1:].partition("]")
+    if not (bracket and isIPv6Address(host) and after.startswith(":")):
+        raise ValueError(f"expected {prefix}:[IPV6-ADDRESS]:PORT")
+    return host.replace(":", "\\:") + after
+
+
 def client_from_string(
     reactor: Any, description: str, tls: ClientTLS | None = None
 ) -> IStreamClientEndpoint:
     """
     Twisted's ``clientFromString``, except that ``tls:HOST:PORT`` gets
     netlab's verification: ``tls`` (system trust when ``None``) checks the
-    server, and its failures say why.
+    server, and its failures say why. An IPv6 host goes in brackets, as in
+    a URL (``tcp:[::1]:8007``), or escaped, as Twisted writes it
+    (``tcp:\\:\\:1:8007``).
 
-    :raise ValueError: for a bad string, or ``tls`` with a string that is not
-        ``tls:``.
+    :raise ValueError: for a bad string, in one line that says what was
+        expected; or for ``tls`` with a string that is not ``tls:``.
     """
     from twisted.internet.endpoints import clientFromString
 
     prefix, _, rest = description.partition(":")
+    if prefix in ("tcp", "ssl", "tls"):
+        rest = _unbracket(prefix, rest)
     if prefix != "tls":
         if tls is not None:
             raise ValueError("TLS options need a tls:HOST:PORT endpoint")
-        return clientFromString(reactor, description)
+        try:
+            return clientFromString(reactor, f"{prefix}:{rest}")
+        except (TypeError, ValueError) as error:
+            form = _CLIENT_FORMS.get(prefix)
+            if form is not None:
+                raise ValueError(f"expected {form}") from None
+            if isinstance(error, TypeError):
+                raise ValueError(f"wrong fields for a {prefix}: endpoint") from None
+            raise
     # Twisted escapes colons (of IPv6 addresses) with a backslash.
     fields = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", rest)]
     if len(fields) != 2 or "=" in "".join(fields):

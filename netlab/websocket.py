@@ -1656,6 +1656,10 @@ def connect(
     factory = WebSocketClientFactory(
         url, origin=origin, headers=headers, reactor=reactor
     )
+    if ":" in factory.host:
+        # autobahn writes the Host header's IPv6 literal bare (::1:8765), which
+        # a server must refuse: give it in brackets, as the URL does.
+        factory.host = f"[{factory.host}]"
     factory.protocol = _ClientProtocol
     factory.setProtocolOptions(
         failByDrop=False,
