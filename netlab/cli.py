@@ -3,14 +3,21 @@ The ``netlab`` command: talk to netlab's services (or any like them) from a shel
 
 Exit status: 0 when the server answered, 1 when the network failed (refused,
 timed out, reset, name not found), 2 for a usage mistake such as a bad
-endpoint string. Every failure is one line on standard error.
+endpoint string, 130 when interrupted (Ctrl-C). Every failure is one line on
+standard error.
+
+Options go anywhere among the arguments, as curl's and GNU tools' do
+(``netlab get URL -H 'X: y'``); ``--`` ends them, so that a message may
+start with ``-`` (``netlab echo ENDPOINT -- -n``).
 """
 
 from __future__ import annotations
 
+import getopt
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,10 +35,11 @@ from netlab import __version__, auth, certs, http, tcp, tls, websocket
 from netlab.deadline import with_deadline
 from netlab.services import echo, greeting
 from netlab.tools import bench
-from netlab.tools.bench.options import BenchOptions
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2
+#: Ctrl-C: 128 + SIGINT, the status a shell reports for it.
+EXIT_INTERRUPTED = 130
 
 #: Where ``netlab get`` and ``netlab ws`` find a bearer token by default.
 TOKEN_VARIABLE = "NETLAB_TOKEN"
@@ -51,10 +59,20 @@ def _finite_float(value: str) -> float:
     return number
 
 
-class _CommandOptions(usage.Options):
+class CommandOptions(usage.Options):
     """
-    What every ``netlab`` command's options share.
+    What every ``netlab`` command's options share: ``--version``, a usage
+    line of the command's own, and options anywhere among the arguments
+    (``netlab get URL -H 'X: y'``), as curl and GNU tools take them; ``--``
+    ends the options, so an argument may start with ``-``.
     """
+
+    #: The usage line(s) ``--help`` starts with.
+    synopsis = "Usage: netlab COMMAND [options] ..."
+
+    def getSynopsis(self) -> str:
+        # Twisted would put the parent's synopsis before a subcommand's.
+        return self.synopsis
 
     def opt_version(self) -> NoReturn:
         """
@@ -63,8 +81,40 @@ class _CommandOptions(usage.Options):
         sys.stdout.write(f"netlab {__version__}\n")
         raise SystemExit(0)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse ``options`` (default: ``sys.argv[1:]``), taking options after
+        the arguments too; a command with subcommands stops at the first
+        argument, its subcommand's name.
+        """
+        args = sys.argv[1:] if options is None else list(options)
+        if not getattr(self, "subCommands", None):
+            args = _options_first(args, self.shortOpt, self.longOpt)
+        super().parseOptions(args)
 
-class _TLSOptions(_CommandOptions):
+
+def _options_first(args: list[str], short: str, long: list[str]) -> list[str]:
+    """
+    :return: ``args`` with every option (and its value) before ``--`` and
+        the arguments, which ``usage.Options`` wants; ``getopt.gnu_getopt``
+        knows from ``short`` and ``long`` which options take a value.
+    """
+    try:
+        found, rest = getopt.gnu_getopt(args, short, long)
+    except getopt.error as error:
+        raise usage.UsageError(str(error)) from None
+    ordered: list[str] = []
+    for option, value in found:
+        takes_value = (
+            option[2:] + "=" in long
+            if option.startswith("--")
+            else option[1] + ":" in short
+        )
+        ordered += [option, value] if takes_value else [option]
+    return [*ordered, "--", *rest]
+
+
+class _TLSOptions(CommandOptions):
     """
     How a client command checks a TLS server, and what it shows of itself.
     """
@@ -92,6 +142,13 @@ class _TLSOptions(_CommandOptions):
             None,
             "Decrypt the client key with the passphrase in this file.",
         ],
+        [
+            "tls-keylog",
+            None,
+            None,
+            "Append the TLS secrets to this file (NSS key log, for Wireshark) "
+            "[default: $SSLKEYLOGFILE, if set].",
+        ],
     ]
 
     #: The scheme (or endpoint prefix) that TLS options go with.
@@ -105,7 +162,10 @@ class _TLSOptions(_CommandOptions):
 
     def postOptions(self) -> None:
         self["tls"] = None
-        files = [self[name] for name in ("cacert", "cert", "key", "passphrase-file")]
+        files = [
+            self[name]
+            for name in ("cacert", "cert", "key", "passphrase-file", "tls-keylog")
+        ]
         if not (self["insecure"] or any(files)):
             return
         if self.scheme() != self.secure_scheme:
@@ -122,11 +182,23 @@ class _TLSOptions(_CommandOptions):
             )
         except tls.TLSConfigError as error:
             raise usage.UsageError(str(error)) from None
+        if self["tls-keylog"]:
+            self._use_keylog(self["tls-keylog"])
         if self["insecure"]:
             sys.stderr.write(
                 f"netlab {self.name}: WARNING: --insecure: the server's certificate "
                 "is NOT verified\n"
             )
+
+    def _use_keylog(self, path: str) -> None:
+        try:
+            tls.use_keylog(path)
+        except OSError as error:
+            raise usage.UsageError(f"--tls-keylog {path}: {error.strerror}") from None
+        sys.stderr.write(
+            f"netlab {self.name}: WARNING: --tls-keylog: the TLS secrets go to "
+            f"{path}; whoever reads it can decrypt this traffic\n"
+        )
 
 
 class _TokenOptions(_TLSOptions):
@@ -224,6 +296,7 @@ class GetOptions(_TokenOptions):
     """
 
     name = "get"
+    synopsis = "Usage: netlab get [options] URL"
     optFlags = [["json", None, "Pretty-print a JSON body."]]
     optParameters = [
         [
@@ -246,9 +319,6 @@ class GetOptions(_TokenOptions):
     def __init__(self) -> None:
         super().__init__()
         self["headers"] = {}
-
-    def getSynopsis(self) -> str:
-        return "Usage: netlab get [options] URL"
 
     def opt_header(self, header: str) -> None:
         """
@@ -293,6 +363,11 @@ class WSOptions(_TokenOptions):
     """
 
     name = "ws"
+    synopsis = (
+        "Usage: netlab ws [options] URL [MESSAGE ...]\n"
+        "Sends each MESSAGE and prints each reply; with none, sends each line\n"
+        "read from standard input until its end."
+    )
     optParameters = [
         [
             "timeout",
@@ -302,13 +377,6 @@ class WSOptions(_TokenOptions):
             _positive_float,
         ],
     ]
-
-    def getSynopsis(self) -> str:
-        return (
-            "Usage: netlab ws [options] URL [MESSAGE ...]\n"
-            "Sends each MESSAGE and prints each reply; with none, sends each line\n"
-            "read from standard input until its end."
-        )
 
     def parseArgs(self, url: str, *messages: str) -> None:
         parts = urlsplit(url)
@@ -330,12 +398,17 @@ class WSOptions(_TokenOptions):
         return self["scheme"]
 
 
-class CertsOptions(_CommandOptions):
+class CertsOptions(CommandOptions):
     """
     ``netlab certs``.
     """
 
     name = "certs"
+    synopsis = (
+        "Usage: netlab certs [options] DIR\n"
+        "Makes a private CA, a server certificate (localhost, 127.0.0.1, ::1\n"
+        "and each --host) and a client certificate in DIR."
+    )
     optParameters = [
         [
             "passphrase-file",
@@ -355,13 +428,6 @@ class CertsOptions(_CommandOptions):
     def __init__(self) -> None:
         super().__init__()
         self["hosts"] = []
-
-    def getSynopsis(self) -> str:
-        return (
-            "Usage: netlab certs [options] DIR\n"
-            "Makes a private CA, a server certificate (localhost, 127.0.0.1, ::1\n"
-            "and each --host) and a client certificate in DIR."
-        )
 
     def opt_host(self, host: str) -> None:
         """
@@ -384,12 +450,13 @@ class CertsOptions(_CommandOptions):
             raise usage.UsageError(str(error)) from None
 
 
-class TokenOptions(_CommandOptions):
+class TokenOptions(CommandOptions):
     """
     ``netlab token``.
     """
 
     name = "token"
+    synopsis = "Usage: netlab token --key FILE --sub NAME [options]"
     optParameters = [
         [
             "key",
@@ -410,21 +477,24 @@ class TokenOptions(_CommandOptions):
         ],
     ]
 
-    def getSynopsis(self) -> str:
-        return "Usage: netlab token --key FILE --sub NAME [options]"
-
     def postOptions(self) -> None:
         for required in ("key", "sub"):
             if not self[required]:
                 raise usage.UsageError(f"--{required} is required")
 
 
-class Options(_CommandOptions):
+def _bench_options() -> usage.Options:
+    # Imported when asked for: netlab bench's options build on CommandOptions.
+    from netlab.tools.bench.options import BenchOptions
+
+    return BenchOptions()
+
+
+class Options(CommandOptions):
     """
     ``netlab``: the top-level command.
     """
 
-    synopsis = "Usage: netlab COMMAND [options] ..."
     subCommands = [
         [
             "echo",
@@ -437,7 +507,7 @@ class Options(_CommandOptions):
         ["ws", None, WSOptions, "Send WebSocket messages, print the replies."],
         ["certs", None, CertsOptions, "Make a private CA and certificates for TLS."],
         ["token", None, TokenOptions, "Mint a bearer token (JWT), for testing."],
-        ["bench", None, BenchOptions, "Measure implementations side by side."],
+        ["bench", None, _bench_options, "Measure implementations side by side."],
     ]
 
     def postOptions(self) -> None:
@@ -600,6 +670,28 @@ def _fail(line: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
+def _stop_on_interrupt(name: str) -> None:
+    """
+    Make Ctrl-C end the command at once, with one line and
+    :data:`EXIT_INTERRUPTED`: an interruption, not a network failure.
+    """
+
+    def interrupted(number: int, frame: Any) -> NoReturn:
+        # At once, not through the reactor: a thread blocked reading the
+        # terminal (netlab ws) cannot be woken, and an exchange cut short
+        # has nothing left to save.
+        try:
+            sys.stdout.flush()
+        except (OSError, RuntimeError, ValueError):  # a write was under way
+            pass
+        sys.stderr.write(f"netlab {name}: interrupted\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    # Twisted leaves a SIGINT handler of the program's own in place.
+    signal.signal(signal.SIGINT, interrupted)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """
     Run the ``netlab`` command with ``argv`` (default: ``sys.argv[1:]``).
@@ -615,6 +707,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if options.subCommand == "bench":
         raise SystemExit(bench.run(options.subOptions))
     command = _COMMANDS[options.subCommand]
+    _stop_on_interrupt(options.subCommand)
     task.react(
         lambda reactor: defer.Deferred.fromCoroutine(
             command(reactor, options.subOptions)

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import getopt
 import importlib.util
 import os
 import sys
-from typing import NoReturn
 
 from twisted.python import usage
 
+from netlab.cli import CommandOptions
 from netlab.tools.bench import implementations, workloads
 
 LONGDESC = """\
@@ -72,9 +71,10 @@ def _longdesc() -> str:
     )
 
 
-class BenchOptions(usage.Options):
+class BenchOptions(CommandOptions):
     """
-    ``netlab bench``.
+    ``netlab bench``: its options go anywhere (``netlab bench tcp-echo
+    --rounds 3``), as every ``netlab`` command's do.
     """
 
     synopsis = "Usage: netlab bench [options] WORKLOAD [WORKLOAD ...]"
@@ -83,15 +83,6 @@ class BenchOptions(usage.Options):
 
     def getUsage(self, width: int | None = None) -> str:
         return super().getUsage(width).rstrip("\n") + "\n\n" + _longdesc()
-
-    def opt_version(self) -> NoReturn:
-        """
-        Print netlab's version and exit.
-        """
-        from netlab import __version__
-
-        sys.stdout.write(f"netlab {__version__}\n")
-        raise SystemExit(0)
 
     optFlags = [
         ["list", "l", "List the implementations and whether each can run here."],
@@ -202,24 +193,11 @@ class BenchOptions(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
-        Parse, taking options after the workloads too
-        (``netlab bench tcp-echo --rounds 3``), as ``getopt`` alone would not.
+        Parse ``options`` (default: ``sys.argv[1:]``), keeping them as given
+        for the report's ``command:`` line.
         """
-        args = sys.argv[1:] if options is None else list(options)
-        try:
-            found, rest = getopt.gnu_getopt(args, self.shortOpt, self.longOpt)
-        except getopt.error as error:
-            raise usage.UsageError(str(error)) from None
-        ordered: list[str] = []
-        for option, value in found:
-            takes = (
-                option[2:] + "=" in self.longOpt
-                if option.startswith("--")
-                else option[1] + ":" in self.shortOpt
-            )
-            ordered += [option, value] if takes else [option]
-        self["argv"] = args
-        super().parseOptions([*ordered, "--", *rest])
+        self["argv"] = sys.argv[1:] if options is None else list(options)
+        super().parseOptions(self["argv"])
 
     def parseArgs(self, *names: str) -> None:
         self["workloads"] = list(names)
