@@ -248,6 +248,23 @@ class HTTPContract:
             },
         )
 
+    async def test_echo_redacts_credentials(self) -> None:
+        [(code, _, reply)] = await self.exchange(
+            get(
+                b"/echo",
+                headers=b"Authorization: Bearer secret.token\r\n"
+                b"Proxy-Authorization: Basic c2VjcmV0\r\n"
+                b"Cookie: session=secret\r\nX-Shown: kept\r\n",
+            )
+        )
+        self.assertEqual(code, 200)
+        headers = json.loads(reply)["headers"]
+        for name in ("authorization", "proxy-authorization", "cookie"):
+            self.assertEqual(headers[name], ["REDACTED"], name)
+        self.assertEqual(headers["x-shown"], ["kept"])
+        self.assertNotIn(b"secret", reply)
+        self.assertNotIn(b"c2VjcmV0", reply)
+
     async def test_echo_binary_and_chunked(self) -> None:
         chunked = b"3\r\n\xff\x00\xfe\r\n0\r\n\r\n"
         [(_, _, reply)] = await self.exchange(

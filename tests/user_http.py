@@ -157,6 +157,13 @@ class _Missing(Resource):
         return _plain(request, 404, b"Not found\n")
 
 
+def _reflected(name: bytes, value: bytes) -> str:
+    # Credentials are not reflected (the contract's /echo redacts them).
+    if name.lower() in (b"authorization", b"proxy-authorization", b"cookie"):
+        return "REDACTED"
+    return value.decode("latin-1")
+
+
 class _Reflect(_Page):
     methods = (b"GET", b"HEAD", b"POST")
 
@@ -174,7 +181,7 @@ class _Reflect(_Page):
                 k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()
             },
             "headers": {
-                name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+                name.decode("latin-1").lower(): [_reflected(name, v) for v in values]
                 for name, values in request.requestHeaders.getAllRawHeaders()
             },
             "body": text,

@@ -38,6 +38,8 @@ MAX_HEADERS = 100  # header fields in one request (431)
 LINGER = 2.0  # seconds to drain a refused client before closing
 
 HELLO = b"Hello, world!"
+# Credentials /echo never reflects: each value becomes REDACTED.
+SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie"}
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 ROUTES = {
@@ -269,6 +271,8 @@ class Handler(BaseHTTPRequestHandler):
             text, encoding = base64.b64encode(body).decode("ascii"), "base64"
         headers = {}
         for name, value in self.fields:
+            if name in SECRET_HEADERS:
+                value = "REDACTED"
             headers.setdefault(name, []).append(value)
         host, port = self.client_address[:2]
         return {

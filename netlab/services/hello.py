@@ -29,6 +29,12 @@ from netlab.websocket import WebSocketMount
 
 #: What ``GET /`` answers.
 HELLO = b"Hello, world!"
+#: Request headers that carry credentials: :class:`Echo` reflects each
+#: with the value :data:`REDACTED`, as the access log redacts
+#: ``access_token``, so that nothing on the page or in a proxy's cache
+#: holds them.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+REDACTED = "REDACTED"
 
 
 class Hello(Fixed):
@@ -45,8 +51,9 @@ class Echo(Route):
 
     The reflection holds ``method``, ``path`` (without the query), ``query``
     (name to list of values), ``headers`` (lower-cased name to list of
-    values), ``body`` (text, or base64 when it is not UTF-8, as
-    ``body_encoding`` says) and the ``client`` address.
+    values; credentials redacted: see :data:`SECRET_HEADERS`), ``body``
+    (text, or base64 when it is not UTF-8, as ``body_encoding`` says) and
+    the ``client`` address.
     """
 
     methods = (b"GET", b"HEAD", b"POST")
@@ -88,8 +95,11 @@ def reflect(request: Request) -> dict[str, Any]:
             for key, vs in _query(request.uri).items()
         },
         "headers": {
-            decode(name).lower(): [decode(value) for value in values]
-            for name, values in request.requestHeaders.getAllRawHeaders()
+            name: [REDACTED if name in SECRET_HEADERS else decode(v) for v in values]
+            for name, values in (
+                (decode(raw).lower(), values)
+                for raw, values in request.requestHeaders.getAllRawHeaders()
+            )
         },
         "body": text,
         "body_encoding": encoding,
