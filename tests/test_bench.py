@@ -10,6 +10,7 @@ import atexit
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -741,6 +742,90 @@ class StatsTests(SynchronousTestCase):
             stats.ratio("bad", summaries, "base", None, True), (None, "failed")
         )
         self.assertEqual(stats.ceiling(summaries), (50.0, "base"))
+
+
+def finished_run(*workloads: str, failed: str = "") -> Any:
+    """
+    :return: a run of ``workloads`` as the runner leaves it, without running
+        anything: a C generator and wrk, and made-up figures for each
+        workload's ceiling server and baseline (``failed``: wrong replies).
+    """
+    from netlab.tools.bench.generators import Generators, Sample
+    from netlab.tools.bench.runner import Result, Row, Run, Settings, choose_rows
+    from netlab.tools.bench.workloads import WORKLOADS
+
+    bench = Run(Settings(list(workloads)))
+    bench.generators = Generators("c", ["loadgen"], "wrk", 1, 1024)
+    for name in workloads:
+        workload = WORKLOADS[name]
+        metrics = workload.metrics(100, (1000,))
+        rows, baseline = choose_rows(workload, bench.settings)
+        measured: list[Row] = []
+        for row, value in zip(rows, (100.0, 50.0, 40.0), strict=False):
+            errors = int(row.name == failed)
+            row.samples = {m.key: [Sample(value, errors)] for m in metrics}
+            measured.append(row)
+        result = Result(workload, metrics, measured, baseline)
+        result.generator = {m.key: bench.generators.name(m) for m in metrics}
+        bench.results.append(result)
+    return bench
+
+
+class ReportTests(SynchronousTestCase):
+    """
+    What the report says of a finished run, without running one.
+    """
+
+    def test_header_names_each_workloads_generator(self) -> None:
+        """
+        The header names the generator each workload really used: wrk for
+        http (when installed), the C generator for the others.
+        """
+        from netlab.tools.bench import report
+
+        bench = finished_run("tcp-echo", "http", "ws")
+        env = report.environment(bench)
+        env["generator"]["spin"] = True
+        (line,) = [
+            line for line in report.header(bench, env) if line.startswith("generator:")
+        ]
+        self.assertEqual(
+            line,
+            "generator: C loadgen for tcp-echo, ws (busy-polling, as the C servers "
+            "do while they have clients); wrk for http",
+        )
+
+    def test_plot_has_a_legend(self) -> None:
+        """
+        Each panel of the chart says what its colours and lines mean.
+        """
+        if importlib.util.find_spec("matplotlib") is None:
+            raise self.skipTest("needs matplotlib (pip install '.[plot]')")
+        import matplotlib.pyplot as plt
+
+        from netlab.tools.bench import report
+
+        bench = finished_run("tcp-echo", failed="bare-echo")
+        drawn = report.figure(bench)
+        self.addCleanup(plt.close, drawn)
+        for axis in drawn.axes:
+            labels = [text.get_text() for text in axis.get_legend().get_texts()]
+            self.assertIn("C server (the generator's ceiling)", labels)
+            self.assertIn("FAILED: wrong replies", labels)
+            self.assertIn("min-max of the rounds", labels)
+            self.assertIn("generator-bound above", labels)
+        path = Path(tempfile.mkdtemp()) / "chart.png"
+        self.addCleanup(shutil.rmtree, path.parent)
+        report.plot(str(path), bench)
+        self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def test_install_hint_matches_readme(self) -> None:
+        """
+        ``--plot``'s install hint is the one README gives.
+        """
+        readme = (Path(__file__).parent.parent / "README.md").read_text()
+        (hint,) = set(re.findall(r"`(pip install '[^`]*\[plot\]')`", readme))
+        self.assertIn(hint, BenchOptions().getUsage(width=200))
 
 
 class ExternalTests(SynchronousTestCase):

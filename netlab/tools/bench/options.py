@@ -160,7 +160,7 @@ class BenchOptions(CommandOptions):
             None,
             None,
             "Also draw a bar chart with min-max error bars in "
-            "this PNG file (needs matplotlib: pip install 'netlab[plot]').",
+            "this PNG file (needs matplotlib: pip install '.[plot]').",
         ],
     ]
 
@@ -244,9 +244,7 @@ class BenchOptions(CommandOptions):
                 f"--generator must be auto, c or python, not {self['generator']!r}"
             )
         if self["plot"] and importlib.util.find_spec("matplotlib") is None:
-            raise usage.UsageError(
-                "--plot needs matplotlib: pip install 'netlab[plot]'"
-            )
+            raise usage.UsageError("--plot needs matplotlib: pip install '.[plot]'")
         for option in ("json", "plot"):
             path = self[option]
             if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):

@@ -69,19 +69,6 @@ def header(run: Run, env: dict[str, Any]) -> list[str]:
         software.append(v["cc"])
     if v["wrk"]:
         software.append(v["wrk"])
-    if g["kind"] == "c":
-        busy = g["spin"] and not idle_only
-        load = "C loadgen" + (
-            " (busy-polling, as the C servers do while they have clients)"
-            if busy
-            else ""
-        )
-    else:
-        load = (
-            f"Python pyloadgen ({g['why_not_c'] or 'asked for'}): "
-            "GENERATOR-BOUND LIKELY, a Python generator cannot keep a Python "
-            "server busy"
-        )
     return [
         f"netlab bench, {started:%Y-%m-%d %H:%M} UTC",
         f"command:   {shlex.join(['netlab', 'bench', *s.command])}",
@@ -95,9 +82,37 @@ def header(run: Run, env: dict[str, Any]) -> list[str]:
             else ""
         ),
         f"rounds:    {rounds}; median [min-max]",
-        f"generator: {load}",
+        f"generator: {_generators(run, g, idle_only)}",
         _load_line(m["load_average"]),
     ]
+
+
+def _generators(run: Run, g: dict[str, Any], idle_only: bool) -> str:
+    """
+    :return: the load generator each workload used (wrk measures http when
+        installed, the C or Python generator the rest), and what to know of it.
+    """
+    used: dict[str, list[str]] = {}
+    for result in run.results:
+        for name in dict.fromkeys(result.generator.values()):
+            used.setdefault(name, []).append(result.workload.name)
+    if not used:  # interrupted before the first workload
+        used = {"C loadgen" if g["kind"] == "c" else "Python pyloadgen": []}
+    about = {
+        "C loadgen": (
+            " (busy-polling, as the C servers do while they have clients)"
+            if g["spin"] and not idle_only
+            else ""
+        ),
+        "Python pyloadgen": (
+            f" ({g['why_not_c'] or 'asked for'}): GENERATOR-BOUND LIKELY, a "
+            "Python generator cannot keep a Python server busy"
+        ),
+    }
+    return "; ".join(
+        name + (f" for {', '.join(names)}" if names else "") + about.get(name, "")
+        for name, names in used.items()
+    )
 
 
 #: A 1-minute load average above this before the run means something else
@@ -362,14 +377,37 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         out.write("\n")
 
 
-def plot(path: str, run: Run) -> None:
+#: What each bar's colour says, in the order the legend lists them.
+BAR_COLOURS = {
+    "tab:blue": "measured",
+    "tab:orange": "baseline",
+    "tab:gray": "C server (the generator's ceiling)",
+    "tab:red": "FAILED: wrong replies",
+}
+
+
+def _colour(name: str, result: Result, summary: Any) -> str:
+    if summary.failed:
+        return "tab:red"
+    if name == result.workload.ceiling:
+        return "tab:gray"
+    if name == result.baseline:
+        return "tab:orange"
+    return "tab:blue"
+
+
+def figure(run: Run) -> Any:
     """
-    Draw every compared figure as bars (medians) with min-max error bars.
+    :return: a matplotlib figure of every compared figure of ``run``: a bar
+        (the median) with min-max error bars per implementation, a panel per
+        metric, each with a legend of what its colours and lines mean.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     panels = []
     for result in run.results:
@@ -381,47 +419,53 @@ def plot(path: str, run: Run) -> None:
             names = [n for n in names if summaries[n].median is not None]
             if names:
                 panels.append((result, metric, names, summaries))
-    if not panels:
-        panels_count = 1
-    else:
-        panels_count = len(panels)
-    figure, axes = plt.subplots(
-        panels_count, 1, figsize=(10, 3.2 * panels_count), squeeze=False
+    drawn, axes = plt.subplots(
+        max(len(panels), 1), 1, figsize=(10, 3.2 * max(len(panels), 1)), squeeze=False
     )
-    for axis, panel in zip(axes[:, 0], panels, strict=False):
-        result, metric, names, summaries = panel
+    for axis, (result, metric, names, summaries) in zip(
+        axes[:, 0], panels, strict=False
+    ):
         medians = [summaries[n].median for n in names]
         below = [summaries[n].median - summaries[n].low for n in names]
         above = [summaries[n].high - summaries[n].median for n in names]
-        colors = [
-            "tab:red"
-            if summaries[n].failed
-            else "tab:gray"
-            if n == result.workload.ceiling
-            else "tab:orange"
-            if n == result.baseline
-            else "tab:blue"
-            for n in names
-        ]
-        axis.bar(names, medians, yerr=[below, above], capsize=4, color=colors)
+        colours = [_colour(n, result, summaries[n]) for n in names]
+        axis.bar(names, medians, yerr=[below, above], capsize=4, color=colours)
         better = "higher" if metric.higher_is_better else "lower"
         axis.set_title(
             f"{result.workload.name}: {metric.label} "
             f"({metric.unit}, {better} is better)"
         )
         axis.tick_params(axis="x", labelrotation=30)
+        handles: list[Any] = [
+            Patch(color=colour, label=label)
+            for colour, label in BAR_COLOURS.items()
+            if colour in colours
+        ]
+        handles.append(Line2D([], [], color="black", label="min-max of the rounds"))
         top, _ = result.ceiling(metric)
         if top:
-            axis.axhline(
-                top * GENERATOR_BOUND,
-                color="tab:gray",
-                linestyle=":",
-                linewidth=1,
-                label="generator-bound above",
+            handles.append(
+                axis.axhline(
+                    top * GENERATOR_BOUND,
+                    color="tab:gray",
+                    linestyle=":",
+                    linewidth=1,
+                    label="generator-bound above",
+                )
             )
-            axis.legend(loc="upper right", fontsize="small")
+        axis.legend(handles=handles, loc="upper right", fontsize="small")
     if not panels:
         axes[0, 0].text(0.5, 0.5, "no figures", ha="center")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    drawn.tight_layout()
+    return drawn
+
+
+def plot(path: str, run: Run) -> None:
+    """
+    Draw :func:`figure` in the PNG file ``path``.
+    """
+    import matplotlib.pyplot as plt
+
+    drawn = figure(run)
+    drawn.savefig(path, dpi=100)
+    plt.close(drawn)
