@@ -4,6 +4,10 @@ Tests of the twistd plugins' options and services, in process.
 
 from __future__ import annotations
 
+import select
+import socket
+import time
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.python import usage
@@ -11,9 +15,18 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import http, websocket
 from netlab.services import hello, wsecho
-from netlab.tap import echo, greeting, lab, ws
+from netlab.tap import (
+    DEFAULT_BACKLOG,
+    echo,
+    greeting,
+    lab,
+    listening_service,
+    with_backlog,
+    ws,
+)
 from netlab.tap import http as http_tap
 from netlab.transport import FlushingPort
+from tests.support import WAIT
 
 
 def listeners(service) -> list[StreamServerEndpointService]:
@@ -196,6 +209,54 @@ class ListeningTests(TestCase):
         [listener] = listeners(service)
         port = await listener._waitingForPort
         self.assertIsInstance(port, FlushingPort)
+
+    async def test_a_burst_of_connects_fits_the_backlog(self) -> None:
+        """
+        300 clients connecting at once, while the service accepts none of
+        them, all complete their handshake: the kernel queues them (with
+        Twisted's backlog of 50, the 52nd waits a second and more for its SYN
+        to be sent again). A backlog named in the string is kept.
+        """
+        service = listening_service(
+            ["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1:backlog=7"],
+            hello.site(),
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        ports = [await listener._waitingForPort for listener in listeners(service)]
+        self.assertEqual([p.backlog for p in ports], [DEFAULT_BACKLOG, 7])
+        port = ports[0]
+        port.stopReading()  # accept nothing: only the kernel's queue holds them
+        clients = []
+        self.addCleanup(lambda: [client.close() for client in clients])
+        for _ in range(300):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port.getHost().port))
+            clients.append(client)
+        pending = set(clients)
+        deadline = time.monotonic() + WAIT
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending), [], 0.1)
+            pending.difference_update(writable)
+        self.assertEqual(len(pending), 0)
+        self.assertFalse(
+            [c for c in clients if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
+        )
+
+    def test_with_backlog(self) -> None:
+        for description, expected in (
+            ("tcp:80", f"tcp:80:backlog={DEFAULT_BACKLOG}"),
+            ("unix:/run/x.sock", f"unix:/run/x.sock:backlog={DEFAULT_BACKLOG}"),
+            ("netlab-ssl:443:backlog=9", "netlab-ssl:443:backlog=9"),
+            # An escaped colon is part of a value, not a new argument.
+            (
+                r"ssl:1:privateKey=a\:backlog=b",
+                rf"ssl:1:privateKey=a\:backlog=b:backlog={DEFAULT_BACKLOG}",
+            ),
+            ("tls:/etc/pem:port=443", "tls:/etc/pem:port=443"),
+        ):
+            self.assertEqual(with_backlog(description), expected)
 
 
 class ImportObjectTests(SynchronousTestCase):

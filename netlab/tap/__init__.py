@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -87,6 +88,29 @@ def import_object(path: str, option: str) -> Any:
     return found
 
 
+#: The listen backlog of every endpoint that takes one and names none:
+#: connections the kernel completes before the service accepts them.
+#: Twisted's default, 50, overflows in a burst of connects (the others wait
+#: for their SYN to be sent again, a second and more later); the kernel
+#: caps the figure at ``net.core.somaxconn`` (4096 on current Linux).
+DEFAULT_BACKLOG = 4096
+# The endpoint types whose parsers take ``backlog=``.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "netlab-ssl", "unix"})
+_NAMES_BACKLOG = re.compile(r"(?<!\\):backlog=")
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    :return: ``description`` asking for ``backlog``, when its endpoint type
+        takes one and it names none itself (``tcp:8080:backlog=128`` keeps
+        its own).
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in _BACKLOG_TYPES or _NAMES_BACKLOG.search(description):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def check_endpoint(description: str) -> str:
     """
     Check a server endpoint string without listening on it.
@@ -156,9 +180,8 @@ def listening_service(
     if tap is not None:
         factory = tap.wrap(factory)
     for description in descriptions:
-        strports.service(hardened(description), factory, reactor).setServiceParent(
-            service
-        )
+        description = with_backlog(hardened(description))
+        strports.service(description, factory, reactor).setServiceParent(service)
     return service
 
 
