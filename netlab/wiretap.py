@@ -23,6 +23,7 @@ leaves the file readable.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import queue
@@ -398,6 +399,18 @@ class Wiretap:
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             waiter.callback(None)
+
+    def discard(self) -> None:
+        """
+        Close the file and remove it: for a service that never started, so
+        that no empty capture is left behind. Only before anything was
+        recorded.
+        """
+        self.recording = False
+        self._done = True
+        self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
     def close(self) -> defer.Deferred[None]:
         """

@@ -371,29 +371,37 @@ class TwistdTests(TwistdCase):
         self.assertNotIn(b"Traceback", result.out + result.err)
 
     async def test_port_in_use_is_one_line(self) -> None:
+        """
+        A plugin that cannot listen says why in one line, exits 1, and
+        leaves neither twistd's pid file nor an empty wiretap capture.
+        """
+        pidfile = os.path.join(self.outside, "twistd.pid")
+        capture = os.path.join(self.outside, "capture.pcapng")
         with socket.socket() as holder:
             holder.bind(("127.0.0.1", 0))
             holder.listen()
             port = holder.getsockname()[1]
-            result = await run(
-                twistd(
-                    "-n",
-                    "--pidfile=",
-                    "netlab-greeting",
-                    "--listen",
-                    f"tcp:{port}:interface=127.0.0.1",
-                ),
-                cwd=self.outside,
-            )
-        self.assertEqual(result.status, 1, result)
-        self.assertNotIn(b"Traceback", result.out + result.err)
-        self.assertTrue(
-            re.search(
-                rb"cannot listen on 127\.0\.0\.1:%d: .*Address already in use" % port,
-                result.out,
-            ),
-            result,
-        )
+            taken = f"tcp:{port}:interface=127.0.0.1"
+            for plugin in (
+                ("netlab-greeting", "--listen", taken),
+                ("netlab", "--echo", taken, "--http", LOOPBACK_ANY_PORT),
+            ):
+                result = await run(
+                    twistd("-n", f"--pidfile={pidfile}", *plugin, "--wiretap", capture),
+                    cwd=self.outside,
+                )
+                self.assertEqual(result.status, 1, result)
+                self.assertNotIn(b"Traceback", result.out + result.err)
+                self.assertTrue(
+                    re.search(
+                        rb"cannot listen on 127\.0\.0\.1:%d: .*Address already in use"
+                        % port,
+                        result.out,
+                    ),
+                    result,
+                )
+                self.assertFalse(os.path.exists(pidfile), plugin)
+                self.assertFalse(os.path.exists(capture), plugin)
 
     async def test_bad_option_is_one_line(self) -> None:
         result = await run(

@@ -7,6 +7,7 @@ function, as in :mod:`twisted.web.tap`. What they share lives here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -137,10 +138,18 @@ class PluginService(MultiService):
     The service a netlab plugin hands to twistd.
 
     A port it cannot listen on ends twistd with one logged line and exit
-    status 1, instead of a traceback.
+    status 1, instead of a traceback, and leaves nothing behind: not
+    twistd's pid file (twistd removes it only after an ``Exception``, and
+    this exit is a ``SystemExit``), nor an empty ``--wiretap`` capture.
+
+    :param pidfile: twistd's pid file, if it writes one.
     """
 
     _log = Logger()
+
+    def __init__(self, pidfile: str | None = None) -> None:
+        super().__init__()
+        self.pidfile = pidfile
 
     def privilegedStartService(self) -> None:
         try:
@@ -152,7 +161,16 @@ class PluginService(MultiService):
                 port=error.port,
                 reason=error.socketError,
             )
+            self._leave_nothing()
             raise SystemExit(1) from None
+
+    def _leave_nothing(self) -> None:
+        for child in self:
+            if isinstance(child, _TapService):
+                child.tap.discard()
+        if self.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(self.pidfile)
 
 
 def listening_service(
@@ -173,7 +191,7 @@ def listening_service(
 
         # Replies leave with the read that made them (netlab.transport).
         reactor = flushing(_reactor)
-    service = PluginService()
+    service = MultiService()
     # First in, so that on stop it is called after every port has begun to
     # close: nothing new comes in while the connections drain.
     _Drain(factory).setServiceParent(service)
@@ -290,6 +308,17 @@ class DebugOptions(usage.Options):
         parent = getattr(self, "parent", None)
         if isinstance(parent, ServerOptions):
             logs.use_under_twistd(parent)
+
+    def root(self) -> PluginService:
+        """
+        :return: the service to hand twistd, told twistd's pid file.
+        """
+        from twisted.application.app import ServerOptions
+
+        parent = getattr(self, "parent", None)
+        if isinstance(parent, ServerOptions):
+            return PluginService(parent.get("pidfile") or None)
+        return PluginService()
 
     def metrics(self, parent: MultiService) -> None:
         """
@@ -494,7 +523,7 @@ def makeService(options: ServiceOptions) -> IService:
 
     def build(reactor: Any) -> MultiService:
         factory = make_factory(options, type(options))
-        service = PluginService()
+        service = options.root()
         options.metrics(service)
         tap = options.wiretap(service)
         listening_service(options["listen"], factory, tap, reactor).setServiceParent(

@@ -110,7 +110,7 @@ def makeService(options: Options) -> IService:
     """
 
     def build(reactor: Any) -> MultiService:
-        lab = MultiService()
+        lab = options.root()
         options.metrics(lab)
         tap = options.wiretap(lab)
         for name, plugin in SERVICES.items():
