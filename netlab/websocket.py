@@ -31,6 +31,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,6 +74,8 @@ from netlab.tracking import ConnectionTracker, Unavailable
 
 #: Where ``twistd netlab-ws`` listens unless told otherwise.
 DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
+#: Why an opening handshake over HTTP/1.0 is refused (``400``).
+NEEDS_HTTP_1_1 = "WebSocket needs HTTP/1.1"
 #: Seconds the client gives connecting plus the opening handshake.
 DEFAULT_CLIENT_TIMEOUT = 10.0
 #: The largest message the client accepts.
@@ -425,6 +428,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def failHandshake(
         self, reason: str, code: int = 400, responseHeaders: Any = None
     ) -> None:
+        if code == 505:
+            # RFC 6455 4.2.2: not an HTTP/1.1 request, so a bad request, as
+            # WebSocketMount answers it (autobahn says 505).
+            code, reason = 400, NEEDS_HTTP_1_1
         if code == 400 and self._unsupported_version():
             # RFC 6455 4.2.2 and 4.4: a version the server does not speak (a
             # number or not) gets 426 and the versions it does speak. autobahn
@@ -439,6 +446,21 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 ("Connection", "Upgrade"),
             ]
         super().failHandshake(reason, code, responseHeaders)
+
+    def sendHttpErrorResponse(
+        self, code: int, reason: str, responseHeaders: Any = None
+    ) -> None:
+        # autobahn puts the reason where the status line's phrase goes and
+        # sends no body; a client shows the body, so say it there.
+        body = reason.encode("utf-8", "replace") + b"\n"
+        extra = b"".join(
+            f"{name}: {value}\r\n".encode() for name, value in responseHeaders or ()
+        )
+        self.sendData(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s"
+            % (code, HTTPStatus(code).phrase.encode(), len(body), extra, body)
+        )
 
     def _unsupported_version(self) -> bool:
         """
@@ -1487,7 +1509,7 @@ class WebSocketMount(WebSocketResource):
         if request.clientproto != b"HTTP/1.1":
             request.setResponseCode(400)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            return b"WebSocket needs HTTP/1.1\n"
+            return NEEDS_HTTP_1_1.encode() + b"\n"
         self.factory_for(request.site)
         channel = request.channel
         transport = channel.transport

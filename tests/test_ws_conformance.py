@@ -15,6 +15,7 @@ A new server joins by one line in ``SERVERS``; a new client in ``CLIENTS``.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import struct
 import zlib
@@ -466,12 +467,20 @@ class WebSocketContract:
         await self.assert_serves_normally()
 
     async def test_http_1_0_upgrade_is_refused(self) -> None:
-        status, _ = await self.handshake_status(
+        """
+        RFC 6455 4.2.2: the handshake is an HTTP/1.1 request; an HTTP/1.0
+        one is a bad request, 400, with a body that says why, standalone or
+        mounted alike.
+        """
+        status, head = await self.handshake_status(
             b"GET %(path)s HTTP/1.0\r\nHost: %(host)s\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY + b"\r\n"
             b"Sec-WebSocket-Version: 13\r\n\r\n"
         )
-        self.assertGreaterEqual(status, 400)
+        self.assertEqual(status, 400, head)
+        length = re.search(rb"(?im)^content-length: *(\d+)\r?$", head)
+        self.assertIsNotNone(length, head)
+        self.assertGreater(int(length.group(1)), 0)
 
     async def test_plain_get_reveals_no_version(self) -> None:
         status, head = await self.handshake_status(

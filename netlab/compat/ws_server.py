@@ -56,7 +56,8 @@ async def echo(connection):
 
 
 def origin_checker(allowed_origins):
-    """A ``process_request`` hook that answers 403 to a foreign browser page.
+    """A ``process_request`` hook that answers 403 to a foreign browser page,
+    and 400 to a handshake over HTTP/1.0 (RFC 6455 4.2.2; websockets says 505).
 
     ``origins=`` cannot say "same origin": that depends on each request's
     Host header. So: no Origin (not a browser), the page's own origin, or
@@ -65,6 +66,10 @@ def origin_checker(allowed_origins):
     allowed = {origin.lower().rstrip("/") for origin in allowed_origins}
 
     def check(connection, request):
+        if getattr(request, "protocol", "HTTP/1.1") != "HTTP/1.1":
+            return connection.respond(
+                http.HTTPStatus.BAD_REQUEST, "WebSocket needs HTTP/1.1\n"
+            )
         origins = request.headers.get_all("Origin")
         if not origins:
             return None
