@@ -14,8 +14,9 @@ never finds a dirty reactor::
             reply = await exchange(served.endpoint, b"hi")
 
 Over TLS with certificates made for the test (``certificates=True``), and
-with every connection recorded for Wireshark (``wiretap=True``: the capture's
-path is in the test log and in :attr:`Served.capture`).
+with every connection recorded for Wireshark (``wiretap=True``: a failing
+test keeps its capture and prints the path on stderr; a passing one's is
+removed).
 
 For unit tests without sockets, :class:`MemoryPair` connects two protocols
 in memory and moves their bytes when told.
@@ -24,6 +25,8 @@ in memory and moves their bytes when told.
 from __future__ import annotations
 
 import pathlib
+import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +95,8 @@ class Served:
     port: int
     #: The certificates the server uses, when it speaks TLS.
     certificates: Certificates | None = None
-    #: The pcapng file the wiretap writes, when there is one.
+    #: The pcapng file the wiretap writes, when there is one; removed when
+    #: the test passes.
     capture: pathlib.Path | None = None
     _stop: Any = None
 
@@ -140,18 +144,23 @@ async def serve(
     wiretap: bool = False,
     reactor: Any = None,
     backlog: int = 1024,
+    port: int = 0,
 ) -> Served:
     """
-    Listen with ``factory`` on 127.0.0.1 and an ephemeral port until the
-    trial test ``case`` ends.
+    Listen with ``factory`` on 127.0.0.1 (on an ephemeral port, unless
+    ``port`` names one) until the trial test ``case`` ends.
 
     :param certificates: speak TLS: with these certificates, or (``True``)
         with new ones from :func:`netlab.certs.make_certificates`.
-    :param wiretap: record every connection in a pcapng file kept after
-        the test (its path is logged and in :attr:`Served.capture`).
+    :param wiretap: record every connection in a pcapng file
+        (:attr:`Served.capture`). When the test ends, the file is removed if
+        the test passed; otherwise it is kept, and its path is printed on
+        stderr and logged, to open in Wireshark beside the failure.
     :param backlog: the listen queue; Twisted's default of 50 overflows
         when a test opens hundreds of connections at once, and the kernel
         then retries their handshakes for seconds.
+    :param port: the port to listen on; ``0``, a free one. Give a stopped
+        server's port to start a server again where its clients reconnect.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -165,25 +174,57 @@ async def serve(
         tap = Wiretap(str(capture), reactor=reactor)
         factory = tap.wrap(factory)
     tracked = _Tracked(factory)
-    description = f"tcp:0:interface=127.0.0.1:backlog={backlog}"
+    description = f"tcp:{port}:interface=127.0.0.1:backlog={backlog}"
     if certificates:
         description = (
-            f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
+            f"netlab-ssl:{port}:privateKey={_escaped(certificates.server_key)}"
             f":certKey={_escaped(certificates.server)}:backlog={backlog}"
         )
     # As netlab's plugins listen: replies leave with the read that made them.
-    port = await serverFromString(flushing(reactor), description).listen(tracked)
+    listening = await serverFromString(flushing(reactor), description).listen(tracked)
 
     async def stop() -> None:
-        await port.stopListening()
+        await listening.stopListening()
         await tracked.close_all().addTimeout(CLEANUP_TIMEOUT, reactor)
         if tap is not None:
             await tap.close()
-            _log.info("wiretap of {test}: {path}", test=case.id(), path=capture)
 
     once = _Once(stop)
-    case.addCleanup(lambda: once())
-    return Served("127.0.0.1", port.getHost().port, certificates or None, capture, once)
+
+    async def cleanup() -> None:
+        passed = False
+        try:
+            await once()
+            passed = _passed(case)
+        finally:
+            if capture is not None and passed:
+                shutil.rmtree(capture.parent, ignore_errors=True)
+            elif capture is not None:
+                _kept(case, capture)
+
+    case.addCleanup(lambda: defer.Deferred.fromCoroutine(cleanup()))
+    bound = listening.getHost().port
+    return Served("127.0.0.1", bound, certificates or None, capture, once)
+
+
+def _passed(case: Any) -> bool:
+    """
+    :return: whether ``case`` has passed so far. trial offers no public way
+        to ask a test its outcome before it reports it; its own ``_passed``
+        is true once the test method returned without failing, and stays
+        false for a failure, an error, a skip or an expected failure. A
+        trial without it keeps every capture: evidence is never lost.
+    """
+    return getattr(case, "_passed", False) is True
+
+
+def _kept(case: Any, capture: pathlib.Path) -> None:
+    # stderr, not only the log: trial shows it in the terminal as the test
+    # runs (under trial -j, in _trial_temp/N/err.log), pytest beside the
+    # failure; the log line is in the test.log next to the test's own.
+    sys.stderr.write(f"{case.id()}: wiretap capture kept: {capture}\n")
+    sys.stderr.flush()
+    _log.info("wiretap capture of {test} kept: {path}", test=case.id(), path=capture)
 
 
 class _Once:

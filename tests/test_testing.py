@@ -5,8 +5,14 @@ and on netlab's services.
 
 from __future__ import annotations
 
+import io
+import pathlib
+import shutil
+import sys
+
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
+from twisted.trial.reporter import TestResult
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import http
@@ -56,6 +62,78 @@ class ServeTests(TestCase):
         await served.stop()
         data = await fields(served.capture, "tcp.len > 0", "tcp.payload")
         self.assertEqual(data, [[b"recorded".hex()]] * 2)
+
+    async def test_again_on_the_same_port(self) -> None:
+        first = await serve(self, echo.EchoFactory())
+        await first.stop()
+        again = await serve(self, echo.EchoFactory(), port=first.port)
+        self.assertEqual(again.port, first.port)
+        reply = await echo.echo(again.endpoint, b"back", timeout=WAIT)
+        self.assertEqual(reply, b"back")
+
+
+def recorded_test(ending: str) -> tuple[TestCase, list[pathlib.Path]]:
+    """
+    A user's test, to run inside one of ours: it records one exchange with
+    ``serve(..., wiretap=True)``, then passes, fails or errors, as ``ending``
+    says. (Made here, not at module level, so that trial does not find it.)
+
+    :return: the test, and the list its capture's path will be put in.
+    """
+    captures: list[pathlib.Path] = []
+
+    class Recorded(TestCase):
+        timeout = 60
+
+        async def test_exchange(self) -> None:
+            served = await serve(self, echo.EchoFactory(), wiretap=True)
+            captures.append(served.capture)
+            await echo.echo(served.endpoint, b"recorded", timeout=WAIT)
+            if ending == "fails":
+                self.fail("as planned")
+            if ending == "errors":
+                raise RuntimeError("as planned")
+
+    return Recorded("test_exchange"), captures
+
+
+class CaptureTests(SynchronousTestCase):
+    """
+    ``serve(..., wiretap=True)`` keeps the capture of a test that failed and
+    says where; a passing test's is removed.
+    """
+
+    def run_recorded(self, ending: str) -> tuple[TestResult, str, pathlib.Path]:
+        """
+        Run a :func:`recorded_test` (its own reactor turns: this test is
+        synchronous) with a fresh result.
+
+        :return: the result, what the test wrote on stderr, its capture.
+        """
+        case, captures = recorded_test(ending)
+        result = TestResult()
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        case.run(result)
+        self.assertEqual(len(captures), 1, result.errors)
+        capture = captures[0]
+        self.addCleanup(shutil.rmtree, capture.parent, ignore_errors=True)
+        return result, stderr.getvalue(), capture
+
+    def test_passing_removes(self) -> None:
+        result, stderr, capture = self.run_recorded("passes")
+        self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
+        self.assertFalse(capture.parent.exists())
+        self.assertEqual(stderr, "")
+
+    def test_failing_keeps_and_says_where(self) -> None:
+        for ending in ("fails", "errors"):
+            result, stderr, capture = self.run_recorded(ending)
+            problems = result.failures if ending == "fails" else result.errors
+            self.assertEqual((len(problems), result.testsRun), (1, 1), ending)
+            self.assertIn(f"wiretap capture kept: {capture}\n", stderr)
+            self.assertIn("Recorded.test_exchange", stderr)
+            self.assertGreater(capture.stat().st_size, 0)
 
 
 class MemoryPairTests(SynchronousTestCase):
