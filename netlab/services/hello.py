@@ -24,7 +24,7 @@ from twisted.web.server import Request
 
 from netlab.http import HEALTH, NOT_FOUND, Fixed, HTTPSite, Route, json_body
 from netlab.services import wsecho
-from netlab.services.console import Console, ConsoleScript
+from netlab.services.console import Console, ConsoleScript, Favicon
 from netlab.websocket import WebSocketMount
 
 #: What ``GET /`` answers.
@@ -115,7 +115,8 @@ class Root(Hello):
     The whole service: :class:`Hello` at ``/``, :class:`Echo` at ``/echo``,
     :class:`~netlab.http.Health` at ``/healthz``, the WebSocket echo
     (:class:`~netlab.services.wsecho.Echo`) at ``/ws``, a page to try it at
-    ``/console`` (:mod:`netlab.services.console`), and
+    ``/console`` with its icon at ``/favicon.svg``
+    (:mod:`netlab.services.console`), and
     :class:`~netlab.http.NotFound` everywhere else.
 
     The WebSocket mount takes its limits, allowed origins and bearer-token
@@ -129,6 +130,7 @@ class Root(Hello):
         self.putChild(b"ws", WebSocketMount(wsecho.Echo))
         self.putChild(b"console", Console())
         self.putChild(b"console.js", ConsoleScript())
+        self.putChild(b"favicon.svg", Favicon())
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"" and not request.postpath:
