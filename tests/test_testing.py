@@ -123,7 +123,9 @@ class CaptureTests(SynchronousTestCase):
     def test_passing_removes(self) -> None:
         result, stderr, capture = self.run_recorded("passes")
         self.assertTrue(result.wasSuccessful(), result.errors + result.failures)
-        self.assertFalse(capture.parent.exists())
+        # netlab.testing asks trial's private TestCase._passed: if a release
+        # drops it, every capture is kept and this fails.
+        self.assertFalse(capture.parent.exists(), "does trial set _passed?")
         self.assertEqual(stderr, "")
 
     def test_failing_keeps_and_says_where(self) -> None:
