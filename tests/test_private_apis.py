@@ -8,7 +8,8 @@ an attribute with a default).
 
 CI runs this with the oldest versions setup.cfg allows and with the newest
 (see .ci/run). Keep the lists in step with netlab/transport.py,
-netlab/http.py, netlab/websocket.py, netlab/workers.py and netlab/logs.py.
+netlab/http.py, netlab/websocket.py, netlab/workers.py, netlab/logs.py
+and netlab/tls.py.
 """
 
 from __future__ import annotations
@@ -128,6 +129,22 @@ class TwistedTests(PrivateAPITestCase):
                 "its connections from its transport attribute, which "
                 "netlab.transport.FlushingPort and flush_port set"
             )
+
+    def test_tls(self) -> None:
+        """
+        netlab.tls: the context CertificateOptions makes, its client side,
+        and the TLS protocol's handshake flag.
+        """
+        user = "netlab.tls (_HardenedOptions, the handshake deadline)"
+        options = self.load("twisted.internet.ssl:CertificateOptions", user)
+        self.assert_has(options, ("_makeContext", "clientConnectionForTLS"), user)
+        if "skipCiphers" not in inspect.signature(options._makeContext).parameters:
+            self.fail(
+                f"{_release('twisted')}: CertificateOptions._makeContext takes no "
+                f"skipCiphers, which {user} passes on"
+            )
+        tls = self.load("twisted.protocols.tls:TLSMemoryBIOProtocol", user)
+        self.assert_has(tls, ("_handshakeDone",), user)
 
     def test_web_channel(self) -> None:
         """
