@@ -183,7 +183,8 @@ class BearerCredentialFactory:
     def decode(self, response: bytes, request: IRequest) -> BearerToken:
         """
         :param response: what follows ``Bearer`` in the header.
-        :raise LoginFailed: if it is empty, too large, or not token68.
+        :raise ~twisted.cred.error.LoginFailed: if it is empty, too large, or
+            not token68.
         """
         # RFC 7235 allows one or more spaces after the scheme.
         token = response.lstrip(b" ")
@@ -691,7 +692,7 @@ class JWKS:
     :param timeout: seconds for each whole fetch.
     :param max_size: the largest key set read, in bytes.
     :param context_factory: an
-        :class:`~twisted.internet.interfaces.IPolicyForHTTPS` for the https
+        :class:`~twisted.web.iweb.IPolicyForHTTPS` for the https
         connection (a private CA, say); by default, the system's trust.
     """
 

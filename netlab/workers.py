@@ -112,7 +112,7 @@ _WORKER_MAIN = (
 def worker_count(value: str) -> int:
     """
     :return: ``value`` as a number of workers.
-    :raise usage.UsageError: with a one-line reason unless it is a whole
+    :raise ~twisted.python.usage.UsageError: with a one-line reason unless it is a whole
         number from 1 to :data:`MAX_WORKERS`.
     """
     count = int(value) if value.isascii() and value.isdigit() else 0
@@ -129,7 +129,8 @@ class WorkerOptions(usage.Options):
     arguments it parsed, for the workers' command lines.
     """
 
-    #: The arguments given to :meth:`parseOptions`.
+    #: The arguments given to
+    #: :meth:`~twisted.python.usage.Options.parseOptions`.
     arguments: list[str]
 
     def __init__(self) -> None:
@@ -158,7 +159,7 @@ class WorkerOptions(usage.Options):
         be shared: every endpoint in ``descriptions``, and no per-process
         file or port (``--wiretap``, ``--metrics``).
 
-        :raise usage.UsageError: with a one-line reason.
+        :raise ~twisted.python.usage.UsageError: with a one-line reason.
         """
         if self["workers"] == 1:
             return

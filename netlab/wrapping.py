@@ -24,7 +24,8 @@ from zope.interface import directlyProvides, implementer, providedBy
 @implementer(IHandshakeListener)
 class Wrapper(ProtocolWrapper):
     """
-    A :class:`ProtocolWrapper` that passes on TLS handshake completion.
+    A :class:`~twisted.protocols.policies.ProtocolWrapper` that passes on TLS
+    handshake completion.
 
     It shows the wrapped protocol every interface of the transport but
     ``ISSLTransport`` (and ``INegotiated``, which extends it): code that sees

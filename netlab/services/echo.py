@@ -36,9 +36,9 @@ DEFAULT_ECHO_LISTEN = "tcp:8007:interface=127.0.0.1"
 class Echo(Protocol):
     """
     Writes back every byte it receives, with flow control
-    (:class:`Backpressure`) and half-close: when the peer shuts down its
-    writing side, everything already received is still echoed before the
-    connection closes.
+    (:class:`~netlab.tcp.Backpressure`) and half-close: when the peer shuts
+    down its writing side, everything already received is still echoed before
+    the connection closes.
     """
 
     backpressure: Backpressure
@@ -65,7 +65,8 @@ class Echo(Protocol):
 
 class EchoFactory(TCPFactory):
     """
-    The echo service: :class:`Echo` connections served by :class:`TCPFactory`.
+    The echo service: :class:`Echo` connections served by
+    :class:`~netlab.tcp.TCPFactory`.
     """
 
     service_name = "echo"

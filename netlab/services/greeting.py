@@ -100,7 +100,7 @@ class Greeting(Protocol):
 class GreetingFactory(TCPFactory):
     """
     The greeting service: :class:`Greeting` connections served by
-    :class:`TCPFactory`.
+    :class:`~netlab.tcp.TCPFactory`.
     """
 
     service_name = "greeting"

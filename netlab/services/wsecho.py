@@ -40,8 +40,8 @@ class Echo(Handler):
 
 class EchoFactory(WebSocketFactory):
     """
-    Serves :class:`Echo`: a :class:`WebSocketFactory` with the arguments it
-    had before the handler API (positional, no handler).
+    Serves :class:`Echo`: a :class:`~netlab.websocket.WebSocketFactory` with
+    the arguments it had before the handler API (positional, no handler).
     """
 
     def __init__(

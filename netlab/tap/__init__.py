@@ -44,8 +44,8 @@ def import_object(path: str, option: str) -> Any:
     (twistd's own ``sys.path`` starts at its script's folder instead).
 
     :param option: the option's name, for the error (``--resource``).
-    :raise usage.UsageError: with a one-line reason when the module cannot be
-        imported or has no such name.
+    :raise ~twisted.python.usage.UsageError: with a one-line reason when the
+        module cannot be imported or has no such name.
     """
     module_name, colon, name = path.partition(":")
     if not colon:
@@ -121,7 +121,8 @@ def check_endpoint(description: str) -> str:
 
     :return: the string to listen on: a Twisted ``ssl:`` string becomes
         netlab's hardened ``netlab-ssl:``.
-    :raise usage.UsageError: with a one-line reason when it cannot be used.
+    :raise ~twisted.python.usage.UsageError: with a one-line reason when it
+        cannot be used.
     """
     from twisted.internet import reactor
 
@@ -353,7 +354,10 @@ class ServiceOptions(workers.WorkerOptions, DebugOptions, LimitOptions):
     service's factory, which takes ``limits=``.
     """
 
+    #: The endpoint string ``--listen`` defaults to.
     default_listen: str = ""
+    #: The service's factory class, called with ``limits=`` and the
+    #: service's other arguments.
     factory_class: type
 
     @classmethod

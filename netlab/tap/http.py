@@ -30,7 +30,7 @@ def load_resource(path: str) -> IResource:
     :return: the resource ``--resource path`` names: a resource itself, or
         a class or zero-argument callable that returns one (as
         ``twistd web --class`` takes it).
-    :raise usage.UsageError: with one line when it names anything else.
+    :raise ~twisted.python.usage.UsageError: with one line when it names anything else.
     """
     found = import_object(path, "--resource")
     if not IResource.providedBy(found) and callable(found):

@@ -25,7 +25,7 @@ def protocol_factory(found: Any, option: str, path: str) -> Any:
         ``--factory`` named: a protocol factory, a ``Factory`` subclass
         (made with no arguments, as ``twistd web --class`` makes its
         resource) or a ``Protocol`` subclass.
-    :raise usage.UsageError: for anything else, in one line.
+    :raise ~twisted.python.usage.UsageError: for anything else, in one line.
     """
     if IProtocolFactory.providedBy(found):
         return found
