@@ -34,6 +34,7 @@ HELLO = b"Hello, world!"
 #: ``access_token``, so that nothing on the page or in a proxy's cache
 #: holds them.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: What :class:`Echo` shows instead of a credential's value.
 REDACTED = "REDACTED"
 
 
