@@ -13,7 +13,6 @@ start with ``-`` (``netlab echo ENDPOINT -- -n``).
 
 from __future__ import annotations
 
-import getopt
 import json
 import math
 import os
@@ -31,10 +30,12 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from netlab import __version__, auth, certs, http, tcp, tls, websocket
+from netlab import auth, certs, http, tcp, tls, websocket
+from netlab.commandline import CommandOptions
 from netlab.deadline import with_deadline
 from netlab.services import echo, greeting
 from netlab.tools import bench
+from netlab.tools.bench.options import BenchOptions
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2
@@ -57,61 +58,6 @@ def _finite_float(value: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"must be a number, not {value}")
     return number
-
-
-class CommandOptions(usage.Options):
-    """
-    What every ``netlab`` command's options share: ``--version``, a usage
-    line of the command's own, and options anywhere among the arguments
-    (``netlab get URL -H 'X: y'``), as curl and GNU tools take them; ``--``
-    ends the options, so an argument may start with ``-``.
-    """
-
-    #: The usage line(s) ``--help`` starts with.
-    synopsis = "Usage: netlab COMMAND [options] ..."
-
-    def getSynopsis(self) -> str:
-        # Twisted would put the parent's synopsis before a subcommand's.
-        return self.synopsis
-
-    def opt_version(self) -> NoReturn:
-        """
-        Print netlab's version and exit.
-        """
-        sys.stdout.write(f"netlab {__version__}\n")
-        raise SystemExit(0)
-
-    def parseOptions(self, options: list[str] | None = None) -> None:
-        """
-        Parse ``options`` (default: ``sys.argv[1:]``), taking options after
-        the arguments too; a command with subcommands stops at the first
-        argument, its subcommand's name.
-        """
-        args = sys.argv[1:] if options is None else list(options)
-        if not getattr(self, "subCommands", None):
-            args = _options_first(args, self.shortOpt, self.longOpt)
-        super().parseOptions(args)
-
-
-def _options_first(args: list[str], short: str, long: list[str]) -> list[str]:
-    """
-    :return: ``args`` with every option (and its value) before ``--`` and
-        the arguments, which ``usage.Options`` wants; ``getopt.gnu_getopt``
-        knows from ``short`` and ``long`` which options take a value.
-    """
-    try:
-        found, rest = getopt.gnu_getopt(args, short, long)
-    except getopt.error as error:
-        raise usage.UsageError(str(error)) from None
-    ordered: list[str] = []
-    for option, value in found:
-        takes_value = (
-            option[2:] + "=" in long
-            if option.startswith("--")
-            else option[1] + ":" in short
-        )
-        ordered += [option, value] if takes_value else [option]
-    return [*ordered, "--", *rest]
 
 
 class _TLSOptions(CommandOptions):
@@ -483,13 +429,6 @@ class TokenOptions(CommandOptions):
                 raise usage.UsageError(f"--{required} is required")
 
 
-def _bench_options() -> usage.Options:
-    # Imported when asked for: netlab bench's options build on CommandOptions.
-    from netlab.tools.bench.options import BenchOptions
-
-    return BenchOptions()
-
-
 class Options(CommandOptions):
     """
     ``netlab``: the top-level command.
@@ -507,7 +446,7 @@ class Options(CommandOptions):
         ["ws", None, WSOptions, "Send WebSocket messages, print the replies."],
         ["certs", None, CertsOptions, "Make a private CA and certificates for TLS."],
         ["token", None, TokenOptions, "Mint a bearer token (JWT), for testing."],
-        ["bench", None, _bench_options, "Measure implementations side by side."],
+        ["bench", None, BenchOptions, "Measure implementations side by side."],
     ]
 
     def postOptions(self) -> None:

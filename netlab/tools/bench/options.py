@@ -10,7 +10,7 @@ import sys
 
 from twisted.python import usage
 
-from netlab.cli import CommandOptions
+from netlab.commandline import CommandOptions
 from netlab.tools.bench import implementations, workloads
 
 LONGDESC = """\
