@@ -515,6 +515,10 @@ _NOT_SIMPLE = frozenset(
 )
 
 
+# Not looked up yet (None is a client without a certificate).
+_UNKNOWN = object()
+
+
 class LimitedRequest(Request):
     """
     A request that keeps within :class:`~netlab.limits.Limits` and serves
@@ -534,7 +538,8 @@ class LimitedRequest(Request):
         # as long as "Server".)
         if len(name) == 6 and name.lower() in (b"server", "server"):
             value = SERVER
-        super().setHeader(name, value)
+        # What twisted.web's setHeader does, without its call.
+        self.responseHeaders.setRawHeaders(name, [value])
 
     def handleContentChunk(self, data: bytes) -> None:
         self.body_size += len(data)
@@ -622,6 +627,9 @@ class LimitedChannel(HTTPChannel):
     _last_byte = b""
     _linger: Any = None
     _blank_line_seen = False
+    _peer_address: Any = None
+    _host_address: Any = None
+    _client: Any = _UNKNOWN
     #: Whether simple heads of any target get their request made at once
     #: (see _request_from_head): with netlab's own request class.
     _fast_requests = False
@@ -911,6 +919,31 @@ class LimitedChannel(HTTPChannel):
         else:
             self.loseConnection()
 
+    def getPeer(self) -> Any:
+        # Every Request asks for both addresses (twisted.web keeps them on
+        # it), and getHost is a system call: a connection's addresses do
+        # not change, so each is asked of the transport once.
+        peer = self._peer_address
+        if peer is None:
+            peer = self._peer_address = self.transport.getPeer()
+        return peer
+
+    def getHost(self) -> Any:
+        host = self._host_address
+        if host is None:
+            host = self._host_address = self.transport.getHost()
+        return host
+
+    def client_identity(self) -> str | None:
+        """
+        :return: the subject of the client's certificate, as
+            :func:`~netlab.tls.client_identity` says it, looked up once per
+            connection (the first request comes after the TLS handshake).
+        """
+        if self._client is _UNKNOWN:
+            self._client = client_identity(self.transport)
+        return self._client
+
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         if self.factory.draining:
             # A request that came while the service stops: answer, then close.
@@ -1121,7 +1154,7 @@ class HTTPSite(ConnectionTracker, Site):
                 "duration": duration,
                 "peer": peer,
                 "connection": getattr(channel, "connection_id", None),
-                "client": client_identity(channel.transport),
+                "client": channel.client_identity(),
             }
         )
 
