@@ -817,16 +817,22 @@ class LimitedChannel(HTTPChannel):
         request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
         add = request.requestHeaders.addRawHeader
+        cookies = False
         for name, value in headers:
             add(name, value)
-        request.parseCookies()
+            cookies = cookies or name.lower() == b"cookie"
+        if cookies:
+            request.parseCookies()
         request.gotLength(0)
         # What allContentReceived sets, but the idle timer: a request answered
         # before this returns leaves it running (no reactor turn can fire
         # it meanwhile), sparing a cancel and a new timer per request.
         self._handlingRequest = True
         self.setRawMode()
-        request.requestReceived(method, target, b"HTTP/1.1")
+        # LimitedRequest.requestReceived's checks (the target, one valid
+        # Host) are _simple_head's: go on to twisted.web's.
+        request.started = self.factory.reactor.seconds()
+        Request.requestReceived(request, method, target, b"HTTP/1.1")
         if self._handlingRequest and self.timeOut:
             # Answered later: no idle timeout while it is under way, as on
             # twisted.web's path (requestDone sets it again).
@@ -1126,8 +1132,7 @@ class HTTPSite(ConnectionTracker, Site):
         path = redact(uri).decode("latin-1")
         peer = channel.peer
         access = self._access_log
-        metrics.http_request(self.service_name, method, code, duration)
-        metrics.transferred(self.service_name, received, sent)
+        metrics.http_request(self.service_name, method, code, duration, received, sent)
         if code == 401:
             metrics.auth_failed("http")
         if _unobserved(access.observer):
