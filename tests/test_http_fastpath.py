@@ -30,6 +30,28 @@ _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
 _ACCESS_FIELDS = ("method", "path", "status", "bytes", "peer", "connection", "client")
 
 
+def refused_heads(path: bytes) -> list[tuple[bytes, bytes]]:
+    """
+    :return: heads for ``path`` that break a rule or one of
+        ``SMALL_LIMITS``, each with the status netlab refuses it with.
+    """
+    line = b"GET %s HTTP/1.1\r\n" % path
+    many = b"".join(b"X-%d: v\r\n" % i for i in range(5))
+    large = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(4))
+    return [
+        (line + b"\r\n", b"400"),
+        (line + b"Host: a\r\nHost: b\r\n\r\n", b"400"),
+        (line + b"Host: a/b\r\n\r\n", b"400"),
+        (line + b"Host: x\r\n: v\r\n\r\n", b"400"),
+        (b"GET %s\x7f HTTP/1.1\r\nHost: x\r\n\r\n" % path, b"400"),
+        (line + b"Host: x\r\nBad Name: v\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (line + b"Host: x\r\nX-Long: " + b"v" * 195 + b"\r\n\r\n", b"431"),
+        (line + b"Host: x\r\n" + many + b"\r\n", b"431"),
+        (line + b"Host: x\r\n" + large + b"\r\n", b"431"),
+    ]
+
+
 class Probe(http.Fixed):
     """
     A fixed route that counts how often twisted.web rendered it.
@@ -148,27 +170,7 @@ class FastPathTests(SynchronousTestCase):
         A head that breaks a rule or a limit is refused as netlab refuses it
         on twisted.web's path, however it arrives.
         """
-        many = b"".join(b"X-%d: v\r\n" % i for i in range(5))
-        for raw, status in (
-            (b"GET / HTTP/1.1\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", b"400"),
-            (b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", b"400"),
-            (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
-            (
-                b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 195 + b"\r\n\r\n",
-                b"431",
-            ),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n", b"431"),
-            (
-                b"GET / HTTP/1.1\r\nHost: x\r\n"
-                + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(4))
-                + b"\r\n",
-                b"431",
-            ),
-        ):
+        for raw, status in refused_heads(b"/"):
             out = self.assert_same(raw)
             self.assertEqual(out.split(b" ", 2)[1], status, raw)
 
@@ -418,31 +420,13 @@ class UserTreeTests(SynchronousTestCase):
         A head the fast path does not take is parsed line by line, with
         netlab's checks and refusals.
         """
-        many = b"".join(b"X-%d: v\r\n" % i for i in range(5))
-        for raw, status in (
+        for raw, status in [
             (b"GET /hello HTTP/1.0\r\n\r\n", b"200"),
             (b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"200"),
             (b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"405"),
-            (b"GET /hello HTTP/1.1\r\n\r\n", b"400"),
-            (b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
-            (b"GET /hello HTTP/1.1\r\nHost: a/b\r\n\r\n", b"400"),
-            (b"GET /hello\x7f HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
             (b"GET http://x/hello HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
-            (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
-            (
-                b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Long: "
-                + b"v" * 195
-                + b"\r\n\r\n",
-                b"431",
-            ),
-            (b"GET /hello HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n", b"431"),
-            (
-                b"GET /hello HTTP/1.1\r\nHost: x\r\n"
-                + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(4))
-                + b"\r\n",
-                b"431",
-            ),
-        ):
+            *refused_heads(b"/hello"),
+        ]:
             out = self.assert_same(raw, fast=False)
             self.assertEqual(out.split(b" ", 2)[1], status, raw)
         # A header block one byte over its limit (its lines and the empty
