@@ -56,6 +56,11 @@ class PrivateAttributesTests(SynchronousTestCase):
             ("_handlingRequest", "_transferDecoder"),
             "netlab.http.LimitedChannel",
         )
+        self.assert_has(
+            HTTPChannel,
+            ("_savedTimeOut",),
+            "netlab.http.LimitedChannel._request_from_head (the idle timer)",
+        )
 
     def test_twisted_logger(self) -> None:
         from twisted.logger import globalLogBeginner, globalLogPublisher
