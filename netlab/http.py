@@ -392,6 +392,10 @@ _NOT_SIMPLE = frozenset(
 )
 
 
+# Not looked up yet (None is a client without a certificate).
+_UNKNOWN = object()
+
+
 class LimitedRequest(Request):
     """
     A request that keeps within :class:`~netlab.limits.Limits` and serves
@@ -411,7 +415,8 @@ class LimitedRequest(Request):
         # as long as "Server".)
         if len(name) == 6 and name.lower() in (b"server", "server"):
             value = SERVER
-        super().setHeader(name, value)
+        # What twisted.web's setHeader does, without its call.
+        self.responseHeaders.setRawHeaders(name, [value])
 
     def handleContentChunk(self, data: bytes) -> None:
         self.body_size += len(data)
@@ -498,6 +503,13 @@ class LimitedChannel(HTTPChannel):
     _max_headers = DEFAULT_LIMITS.max_headers
     _last_byte = b""
     _linger: Any = None
+    _blank_line_seen = False
+    _peer_address: Any = None
+    _host_address: Any = None
+    _client: Any = _UNKNOWN
+    #: Whether simple heads of any target get their request made at once
+    #: (see _request_from_head): with netlab's own request class.
+    _fast_requests = False
     peer = "?"
 
     def connectionMade(self) -> None:
@@ -514,16 +526,19 @@ class LimitedChannel(HTTPChannel):
             self.limits.max_request_line + 2 + self.limits.max_header_block
         )
         self.peer = describe_address(self.transport.getPeer())
+        self._fast_requests = isinstance(self.requestFactory, type) and issubclass(
+            self.requestFactory, LimitedRequest
+        )
         super().connectionMade()
         self.factory.track(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
             return
-        if self.factory._fixed_route is not None and self._between_requests():
-            data = self._answer_fixed(data)
-            if not data:
-                self.resetTimeout()
+        if self._between_requests():
+            self.resetTimeout()
+            data = self._serve_simple_heads(data)
+            if not data or self.refused:
                 return
         if self._awaiting_request_line and _TLS_HELLO.match(data) and not self.requests:
             # A TLS client on a plain port: nothing here can answer it, so
@@ -563,79 +578,142 @@ class LimitedChannel(HTTPChannel):
             and not (self._handlingRequest or self._in_body)
             and self.line_mode
             and self.persistent
+            # twisted.web has eaten the one empty line it allows before a
+            # request line, and forgets it only once a request is parsed.
+            and not self._blank_line_seen
             and not self.factory.draining
         )
 
-    def _answer_fixed(self, data: bytes) -> bytes:
+    def _serve_simple_heads(self, data: bytes) -> bytes:
         """
-        Answer each whole, simple request head at the start of ``data`` whose
-        target is a :class:`Fixed` route, as twisted.web would, with its
-        access-log event and metrics.
+        Serve each whole, simple request head (see :meth:`_simple_head`) at
+        the start of ``data``, a read that starts a request, without
+        twisted.web's line-by-line parser: a :class:`Fixed` route is answered
+        straight from the head, any other target gets its ``Request`` made at
+        once (:meth:`_request_from_head`). Either way the bytes on the wire,
+        the access-log event and the metrics are twisted.web's path's.
 
-        :return: the rest of ``data``, from the first head that is not one
-            of those, for twisted.web.
+        :return: the rest of ``data``, from the first head that is not a
+            simple one (or that arrived while a request is still being
+            answered), for twisted.web's path.
         """
-        limits = self.limits
         site = self.factory
         heads = site._fixed_heads
-        while data:
-            if heads is not None and not data.startswith(heads):
-                # No fixed route is named: not worth parsing the head twice.
+        while data and self._between_requests():
+            # The fixed routes' heads are known (UserRoot's): look one up
+            # only for those.
+            fixed = site._fixed_route is not None and (
+                heads is None or data.startswith(heads)
+            )
+            if not (fixed or self._fast_requests):
                 return data
-            head = _SIMPLE_HEAD.match(data, 0, self._longest_head)
+            head = self._simple_head(data)
             if head is None:
                 return data
-            method, target, block = head.groups()
-            route = site.fixed_route(target.split(b"?", 1)[0])
-            if (
-                route is None
-                # Past a limit: twisted.web's path refuses it with the status.
-                or head.start(3) - 2 > limits.max_request_line
-                or len(block) + 2 > limits.max_header_block
-                or (
-                    # Each header line is held to the request line's limit.
-                    len(block) > limits.max_request_line
-                    and max(map(len, block.split(b"\r\n"))) > limits.max_request_line
-                )
-                or not self._simple_headers(block)
-            ):
+            end, method, target, headers = head
+            route = site.fixed_route(target.split(b"?", 1)[0]) if fixed else None
+            if route is not None:
+                self._answer_fixed(route, method, target)
+            elif self._fast_requests:
+                self._request_from_head(method, target, headers)
+            else:
                 return data
-            started = site.reactor.seconds()
-            is_head = method == b"HEAD"
-            self.transport.write(route.response(_http_date(time.time()), is_head))
-            site.access(
-                method,
-                target,
-                200,
-                0 if is_head else len(route.body),
-                0,
-                started,
-                self,
-            )
-            data = data[head.end() :]
+            # The head ended with CRLF (see _bare_lf_request_line).
+            self._last_byte = b"\n"
+            data = data[end:]
         return data
 
-    def _simple_headers(self, block: bytes) -> bool:
+    def _simple_head(
+        self, data: bytes
+    ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]] | None:
         """
-        :return: whether the header lines in ``block`` are within the limits,
-            hold exactly one valid ``Host``, and nothing a fixed answer would
-            ignore (see ``_NOT_SIMPLE``).
+        :return: where the request head at the start of ``data`` ends, its
+            method, target and header lines (name and value), when it is
+            whole and simple: ``GET`` or ``HEAD`` of an origin-form target
+            over HTTP/1.1 (``_SIMPLE_HEAD``), within every limit, with
+            exactly one valid ``Host`` and nothing about a body, an upgrade,
+            an expectation or closing (``_NOT_SIMPLE``); otherwise ``None``,
+            and twisted.web's path parses it, or refuses it with netlab's
+            status.
         """
+        limits = self.limits
+        head = _SIMPLE_HEAD.match(data, 0, self._longest_head)
+        if head is None:
+            return None
+        block = head.group(3)
+        if (
+            head.start(3) - 2 > limits.max_request_line
+            or len(block) + 2 > limits.max_header_block
+            or (
+                # Each header line is held to the request line's limit.
+                len(block) > limits.max_request_line
+                and max(map(len, block.split(b"\r\n"))) > limits.max_request_line
+            )
+        ):
+            return None
         headers = _HEADER_LINE.findall(block)
-        if len(headers) > self.limits.max_headers:
-            return False
+        if len(headers) > limits.max_headers:
+            return None
         host = None
         for name, value in headers:
             name = name.lower()
             if name == b"host":
                 if host is not None:
-                    return False
+                    return None
                 host = value
             elif name in _NOT_SIMPLE and not (
                 name == b"connection" and value.lower() == b"keep-alive"
             ):
-                return False
-        return host is not None and _HOST.fullmatch(host) is not None
+                return None
+        if host is None or _HOST.fullmatch(host) is None:
+            return None
+        return head.end(), head.group(1), head.group(2), headers
+
+    def _answer_fixed(self, route: Fixed, method: bytes, target: bytes) -> None:
+        """
+        Answer a simple head for the :class:`Fixed` ``route`` as twisted.web
+        would, with its access-log event and metrics, without a ``Request``.
+        """
+        site = self.factory
+        started = site.reactor.seconds()
+        is_head = method == b"HEAD"
+        self.transport.write(route.response(_http_date(time.time()), is_head))
+        site.access(
+            method, target, 200, 0 if is_head else len(route.body), 0, started, self
+        )
+
+    def _request_from_head(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """
+        Make and serve the request of a simple head, as twisted.web's
+        ``lineReceived``, ``headerReceived``, ``allHeadersReceived`` and
+        ``allContentReceived`` would for it (no body, kept alive: see
+        :meth:`_simple_head`), in one go.
+        """
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        add = request.requestHeaders.addRawHeader
+        cookies = False
+        for name, value in headers:
+            add(name, value)
+            cookies = cookies or name.lower() == b"cookie"
+        if cookies:
+            request.parseCookies()
+        request.gotLength(0)
+        # What allContentReceived sets, but the idle timer: a request answered
+        # before this returns leaves it running (no reactor turn can fire
+        # it meanwhile), sparing a cancel and a new timer per request.
+        self._handlingRequest = True
+        self.setRawMode()
+        # LimitedRequest.requestReceived's checks (the target, one valid
+        # Host) are _simple_head's: go on to twisted.web's.
+        request.started = self.factory.reactor.seconds()
+        Request.requestReceived(request, method, target, b"HTTP/1.1")
+        if self._handlingRequest and self.timeOut:
+            # Answered later: no idle timeout while it is under way, as on
+            # twisted.web's path (requestDone sets it again).
+            self._savedTimeOut = self.setTimeout(None)
 
     def _announced_chunk_too_large(self) -> bool:
         """
@@ -669,6 +747,8 @@ class LimitedChannel(HTTPChannel):
             if line:
                 self._awaiting_request_line = False
                 self._head_size = self._header_count = 0
+            else:
+                self._blank_line_seen = True
         else:
             # Every line of every head passes here: the limits are read from
             # the channel's own attributes, and Twisted's method called
@@ -697,6 +777,7 @@ class LimitedChannel(HTTPChannel):
             return
         self._in_body = False
         self._awaiting_request_line = True
+        self._blank_line_seen = False
         super().allContentReceived()
 
     def _send100Continue(self) -> None:
@@ -720,6 +801,31 @@ class LimitedChannel(HTTPChannel):
                     request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         else:
             self.loseConnection()
+
+    def getPeer(self) -> Any:
+        # Every Request asks for both addresses (twisted.web keeps them on
+        # it), and getHost is a system call: a connection's addresses do
+        # not change, so each is asked of the transport once.
+        peer = self._peer_address
+        if peer is None:
+            peer = self._peer_address = self.transport.getPeer()
+        return peer
+
+    def getHost(self) -> Any:
+        host = self._host_address
+        if host is None:
+            host = self._host_address = self.transport.getHost()
+        return host
+
+    def client_identity(self) -> str | None:
+        """
+        :return: the subject of the client's certificate, as
+            :func:`~netlab.tls.client_identity` says it, looked up once per
+            connection (the first request comes after the TLS handshake).
+        """
+        if self._client is _UNKNOWN:
+            self._client = client_identity(self.transport)
+        return self._client
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         if self.factory.draining:
@@ -902,8 +1008,7 @@ class HTTPSite(ConnectionTracker, Site):
         path = redact(uri).decode("latin-1")
         peer = channel.peer
         access = self._access_log
-        metrics.http_request(self.service_name, method, code, duration)
-        metrics.transferred(self.service_name, received, sent)
+        metrics.http_request(self.service_name, method, code, duration, received, sent)
         if code == 401:
             metrics.auth_failed("http")
         if _unobserved(access.observer):
@@ -930,7 +1035,7 @@ class HTTPSite(ConnectionTracker, Site):
                 "duration": duration,
                 "peer": peer,
                 "connection": getattr(channel, "connection_id", None),
-                "client": client_identity(channel.transport),
+                "client": channel.client_identity(),
             }
         )
 

@@ -212,13 +212,25 @@ def transferred(service: str, received: int, sent: int) -> None:
         BYTES_SENT.values[(service,)] += sent
 
 
-def http_request(service: str, method: str, status: int, seconds: float) -> None:
+def http_request(
+    service: str,
+    method: str,
+    status: int,
+    seconds: float,
+    received: int = 0,
+    sent: int = 0,
+) -> None:
     """
-    Count one HTTP request that ``service`` answered.
+    Count one HTTP request that ``service`` answered, and its body bytes
+    (as :func:`transferred` would: one call a request).
     """
     method = method if method in _METHODS else "other"
     HTTP_REQUESTS.values[(service, method, str(status))] += 1
     HTTP_DURATION.observe((service, method), seconds)
+    if received:
+        BYTES_RECEIVED.values[(service,)] += received
+    if sent:
+        BYTES_SENT.values[(service,)] += sent
 
 
 def echoed_message(service: str, received: int, sent: int) -> None:

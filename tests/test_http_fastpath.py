@@ -14,17 +14,43 @@ from __future__ import annotations
 
 import pathlib
 import re
+from typing import Any
 
 from twisted.internet import task
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from netlab import auth, http, metrics
 from netlab.services import hello
+from netlab.tools.bench import userapp
 from tests.test_http import SMALL_LIMITS, Connection, head_and_body
 
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+_ACCESS_FIELDS = ("method", "path", "status", "bytes", "peer", "connection", "client")
+
+
+def refused_heads(path: bytes) -> list[tuple[bytes, bytes]]:
+    """
+    :return: heads for ``path`` that break a rule or one of
+        ``SMALL_LIMITS``, each with the status netlab refuses it with.
+    """
+    line = b"GET %s HTTP/1.1\r\n" % path
+    many = b"".join(b"X-%d: v\r\n" % i for i in range(5))
+    large = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(4))
+    return [
+        (line + b"\r\n", b"400"),
+        (line + b"Host: a\r\nHost: b\r\n\r\n", b"400"),
+        (line + b"Host: a/b\r\n\r\n", b"400"),
+        (line + b"Host: x\r\n: v\r\n\r\n", b"400"),
+        (b"GET %s\x7f HTTP/1.1\r\nHost: x\r\n\r\n" % path, b"400"),
+        (line + b"Host: x\r\nBad Name: v\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (line + b"Host: x\r\nX-Long: " + b"v" * 195 + b"\r\n\r\n", b"431"),
+        (line + b"Host: x\r\n" + many + b"\r\n", b"431"),
+        (line + b"Host: x\r\n" + large + b"\r\n", b"431"),
+    ]
 
 
 class Probe(http.Fixed):
@@ -145,27 +171,7 @@ class FastPathTests(SynchronousTestCase):
         A head that breaks a rule or a limit is refused as netlab refuses it
         on twisted.web's path, however it arrives.
         """
-        many = b"".join(b"X-%d: v\r\n" % i for i in range(5))
-        for raw, status in (
-            (b"GET / HTTP/1.1\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", b"400"),
-            (b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
-            (b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", b"400"),
-            (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
-            (
-                b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 195 + b"\r\n\r\n",
-                b"431",
-            ),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n", b"431"),
-            (
-                b"GET / HTTP/1.1\r\nHost: x\r\n"
-                + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(4))
-                + b"\r\n",
-                b"431",
-            ),
-        ):
+        for raw, status in refused_heads(b"/"):
             out = self.assert_same(raw)
             self.assertEqual(out.split(b" ", 2)[1], status, raw)
 
@@ -267,3 +273,227 @@ class FastPathTests(SynchronousTestCase):
         out = Connection(site).send(b"GET /probe HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(out.endswith(b"probe body\n"), out)
         self.assertEqual(probe.rendered, 1)
+
+
+class CountingChannel(http.LimitedChannel):
+    """
+    Counts the requests made at once from their heads, and the lines
+    twisted.web's parser was given.
+    """
+
+    made = lines = 0
+
+    def lineReceived(self, line: bytes) -> None:
+        CountingChannel.lines += 1
+        super().lineReceived(line)
+
+    def _request_from_head(self, *args: Any) -> None:
+        CountingChannel.made += 1
+        super()._request_from_head(*args)
+
+
+class Reflect(Resource):
+    """
+    A user's resource answering with what twisted.web's ``Request`` holds.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: http.Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain")
+        seen = {
+            "method": request.method,
+            "uri": request.uri,
+            "path": request.path,
+            "args": sorted(request.args.items()),
+            "headers": sorted(request.requestHeaders.getAllRawHeaders()),
+            "cookies": sorted(request.received_cookies.items()),
+            "client": request.getClientAddress(),
+            "host": request.getHost(),
+            "proto": request.clientproto,
+            "prepath": request.prepath,
+            "postpath": request.postpath,
+            "content": request.content.read(),
+        }
+        return repr(seen).encode()
+
+
+class Later(Resource):
+    """
+    Answers once the test says so (``NOT_DONE_YET``).
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[http.Request] = []
+
+    def render_GET(self, request: http.Request) -> Any:
+        self.waiting.append(request)
+        return NOT_DONE_YET
+
+
+class UserTreeTests(SynchronousTestCase):
+    """
+    A simple head of a user's tree gets its ``Request`` made at once; the
+    request, response and access event are those of twisted.web's path.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        tree = Resource()
+        tree.putChild(b"hello", userapp.Hello())
+        tree.putChild(b"reflect", Reflect())
+        self.later = Later()
+        tree.putChild(b"later", self.later)
+        self.site = http.HTTPSite(
+            http.UserRoot(tree), limits=SMALL_LIMITS, reactor=self.clock
+        )
+        self.site.protocol = CountingChannel
+
+    def exchange(self, raw: bytes, whole: bool) -> tuple[bytes, list[dict], int]:
+        """
+        :return: what came back to ``raw`` (Date blanked), its access-log
+            events, and how many requests were made at once.
+        """
+        connection = Connection(self.site)
+        CountingChannel.made = 0
+        out = b""
+        with capturedLogs() as events:
+            for part in [raw] if whole else [raw[i : i + 1] for i in range(len(raw))]:
+                out += connection.send(part)
+        access = [
+            {key: event[key] for key in _ACCESS_FIELDS}
+            for event in events
+            if "status" in event and "duration" in event
+        ]
+        for event in access:
+            self.assertEqual(event.pop("connection"), connection.channel.connection_id)
+        return _DATE.sub(b"\r\nDate: -\r\n", out), access, CountingChannel.made
+
+    def assert_same(self, raw: bytes, fast: bool = True) -> bytes:
+        """
+        ``raw`` gets the same answer and log whole as byte by byte (always
+        twisted.web's parser); whole, it took the fast path if ``fast``.
+
+        :return: the answer.
+        """
+        out, access, made = self.exchange(raw, whole=True)
+        slow_out, slow_access, slow_made = self.exchange(raw, whole=False)
+        self.assertEqual((out, access), (slow_out, slow_access), raw)
+        self.assertEqual((made, slow_made), (int(fast), 0), raw)
+        return out
+
+    def test_same_request_answer_and_log(self) -> None:
+        """
+        Made at once, the request holds what twisted.web's parser puts in
+        it (headers, arguments, cookies, addresses, an empty body), and the
+        answer and access event are byte for byte and field for field the
+        same.
+        """
+        for raw in (
+            b"GET /hello?name=bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+            b"HEAD /hello?name=x HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /reflect/a%20b/?x=1&x=2&y=%41;z HTTP/1.1\r\nhost: [::1]:8\r\n"
+            b"Cookie: a=1; b=2\r\nX-Two: 1\r\nx-two: \t2 \r\nAccept: */*\r\n\r\n",
+            b"GET /reflect?access_token=secret HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /reflect HTTP/1.1\r\nHost: x\r\nX-Empty:\r\n\r\n",
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            out = self.assert_same(raw)
+            self.assertTrue(out.startswith(b"HTTP/1.1 "), out)
+        out = self.assert_same(
+            b"GET /reflect/a%20b/?x=1&x=2&y=%41;z HTTP/1.1\r\nHost: x\r\n"
+            b"Cookie: a=1; b=2\r\nX-Two: 1\r\nx-two: 2\r\n\r\n"
+        )
+        self.assertIn(b"(b'X-Two', [b'1', b'2'])", out)
+        self.assertIn(b"(b'a', b'1'), (b'b', b'2')", out)
+        self.assertIn(b"'postpath': [b'a b', b'']", out)
+        _, [access], _ = self.exchange(
+            b"GET /reflect?access_token=secret HTTP/1.1\r\nHost: x\r\n\r\n", True
+        )
+        self.assertEqual(access["path"], "/reflect?access_token=REDACTED")
+
+    def test_other_heads_and_limits_take_twisted_webs_path(self) -> None:
+        """
+        A head the fast path does not take is parsed line by line, with
+        netlab's checks and refusals.
+        """
+        for raw, status in [
+            (b"GET /hello HTTP/1.0\r\n\r\n", b"200"),
+            (b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"200"),
+            (b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"405"),
+            (b"GET http://x/hello HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+            *refused_heads(b"/hello"),
+        ]:
+            out = self.assert_same(raw, fast=False)
+            self.assertEqual(out.split(b" ", 2)[1], status, raw)
+        # A header block one byte over its limit (its lines and the empty
+        # one that ends it), then one exactly at it.
+        for filler, status, fast in (
+            (b"v" * 9, b"431", False),
+            (b"v" * 8, b"200", True),
+        ):
+            block = (
+                b"Host: x\r\nX-A: "
+                + b"v" * 180
+                + b"\r\nX-B: "
+                + b"v" * 180
+                + b"\r\nX-C: "
+                + filler
+                + b"\r\n"
+            )
+            out = self.assert_same(b"GET /hello HTTP/1.1\r\n" + block + b"\r\n", fast)
+            self.assertEqual(out.split(b" ", 2)[1], status, len(block))
+        # Just within every limit: still the fast path.
+        within = (
+            b"GET /hello HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 80) for i in range(4))
+            + b"\r\n"
+        )
+        self.assertLessEqual(len(within) - len(b"GET /hello HTTP/1.1\r\n"), 400)
+        self.assertTrue(self.assert_same(within).startswith(b"HTTP/1.1 200 "))
+
+    def test_answer_later_pipelined_and_idle_timer(self) -> None:
+        """
+        A request answered later holds the requests pipelined behind it and
+        stops the idle timeout until it is answered; one answered at once
+        leaves the idle timer running.
+        """
+        connection = Connection(self.site)
+        out = connection.send(
+            b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /hello?name=b HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(out, b"")
+        self.clock.advance(SMALL_LIMITS.idle_timeout * 2)
+        self.assertFalse(connection.transport.disconnecting)
+        [request] = self.later.waiting
+        request.write(b"done")
+        request.finish()
+        out = connection.transport.value()
+        self.assertEqual(out.count(b"HTTP/1.1 200 OK"), 2, out)
+        self.assertTrue(out.endswith(b"Hello, b!"), out)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(SMALL_LIMITS.idle_timeout + 1)
+        self.assertTrue(connection.transport.disconnecting)
+
+    def test_blank_line_before_a_request(self) -> None:
+        """
+        twisted.web eats one empty line before a request line; the next
+        request after it is parsed as twisted.web would, then the fast path
+        serves again.
+        """
+        connection = Connection(self.site)
+        simple = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+        connection.send(b"\r\n")
+        CountingChannel.lines = 0
+        self.assertIn(b"200 OK", connection.send(simple))
+        self.assertGreater(CountingChannel.lines, 0)
+        CountingChannel.lines = 0
+        self.assertIn(b"200 OK", connection.send(simple))
+        self.assertEqual(CountingChannel.lines, 0)
+        out = connection.send(b"\r\n" + simple)
+        self.assertIn(b"200 OK", out)

@@ -160,6 +160,11 @@ class TwistedTests(PrivateAPITestCase):
             f"{user} (it overrides them)",
         )
         self.assert_has(
+            http.HTTPChannel,
+            ("_savedTimeOut",),
+            f"{user}._request_from_head (the idle timer)",
+        )
+        self.assert_has(
             http.HTTPChannel(),
             (
                 "_handlingRequest",

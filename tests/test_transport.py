@@ -13,21 +13,21 @@ import socket
 import struct
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from netlab.certs import make_certificates
 from netlab.services.echo import echo
 from netlab.testing import _escaped
 from netlab.tls import ClientTLS
-from netlab.transport import FlushingServer, flushing
+from netlab.transport import FlushingPort, FlushingServer, flushing
 from tests.support import Peer, bounded, connect
 
 
@@ -103,8 +103,9 @@ class FlushingTests(TestCase):
 
     async def test_reply_leaves_with_the_read(self) -> None:
         """
-        The reply is on the wire when the read is done: the transport is not
-        left watching for writability, as Twisted's own transport is.
+        The reply is on the wire by the end of the read's reactor turn: the
+        transport is not left watching for writability, as Twisted's own
+        transport is.
         """
         plain = await self.watched_after_read(reactor)
         if not isinstance(reactor, AsyncioSelectorReactor):
@@ -397,6 +398,45 @@ class FlushingTests(TestCase):
     def test_flushing_twice_is_once(self) -> None:
         once = flushing(reactor)
         self.assertIs(flushing(once), once)
+
+
+class _Flushed:
+    """
+    Stands for a connection whose read wrote a reply: notes its flush.
+    """
+
+    def __init__(self, name: str, flushed: list[str]) -> None:
+        self.name = name
+        self.flushed = flushed
+
+    def _flush(self) -> None:
+        self.flushed.append(self.name)
+
+
+class TurnFlushTests(SynchronousTestCase):
+    def test_busy_turns_flush_together_lone_reads_at_once(self) -> None:
+        """
+        Replies of one reactor turn's reads leave together at its end, in
+        order; after a turn with a single one, the next ``quiet_reads``
+        reads send at once (the caller flushes), then a turn is tried again.
+        """
+        clock = task.Clock()
+        port = FlushingPort(0, protocol.Factory(), reactor=clock)
+        flushed: list[str] = []
+        a, b = _Flushed("a", flushed), _Flushed("b", flushed)
+        self.assertTrue(port.flush_later(a))
+        self.assertTrue(port.flush_later(b))
+        self.assertEqual(flushed, [])
+        clock.advance(0)
+        self.assertEqual(flushed, ["a", "b"])
+        self.assertTrue(port.flush_later(a))
+        clock.advance(0)
+        self.assertEqual(flushed, ["a", "b", "a"])
+        for _ in range(port.quiet_reads):
+            self.assertFalse(port.flush_later(a))
+        self.assertTrue(port.flush_later(a))
+        clock.advance(0)
+        self.assertEqual(flushed, ["a", "b", "a", "a"])
 
 
 async def _turn() -> None:
