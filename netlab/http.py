@@ -497,8 +497,8 @@ class LimitedChannel(HTTPChannel):
     _in_body = False
     _head_size = 0
     _header_count = 0
-    _head_timer: Any = None
-    _head_deadline: float | None = None
+    _deadline_timer: Any = None
+    _deadline: float | None = None
     _max_header_block = DEFAULT_LIMITS.max_header_block
     _max_headers = DEFAULT_LIMITS.max_headers
     _last_byte = b""
@@ -555,13 +555,8 @@ class LimitedChannel(HTTPChannel):
             self.refuse(400, b"Bad request: lines end with CRLF\n")
             return
         self._last_byte = data[-1:]
-        if self._head_deadline is None and not (self._handlingRequest or self._in_body):
-            # One timer per connection, moved on rather than cancelled and
-            # made anew for each request of a kept-alive connection.
-            timeout = self.limits.head_timeout
-            self._head_deadline = self.factory.reactor.seconds() + timeout
-            if self._head_timer is None:
-                self._head_timer = self.callLater(timeout, self._head_timed_out)
+        if self._deadline is None and not (self._handlingRequest or self._in_body):
+            self._set_deadline(self.limits.head_timeout)
         super().dataReceived(data)
         if self._announced_chunk_too_large():
             self.refuse(413, b"Content too large\n")
@@ -768,13 +763,19 @@ class LimitedChannel(HTTPChannel):
             self.refuse(431, b"Request header fields too large\n")
 
     def allHeadersReceived(self) -> None:
-        self._head_done()
+        self._deadline_met()
         self._in_body = True
         super().allHeadersReceived()
+        if self.length != 0 and not self.refused:
+            # A body follows (a length, or chunks): it has a deadline of its
+            # own, else a client sending a byte now and then, each within
+            # the idle timeout, would hold the connection for ever.
+            self._set_deadline(self.limits.body_timeout)
 
     def allContentReceived(self) -> None:
         if self.refused:
             return
+        self._deadline_met()
         self._in_body = False
         self._awaiting_request_line = True
         self._blank_line_seen = False
@@ -834,26 +835,40 @@ class LimitedChannel(HTTPChannel):
             return False
         return super().checkPersistence(request, version)
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._head_deadline is None:
-            return  # no head under way: the next one sets a timer again
-        left = self._head_deadline - self.factory.reactor.seconds()
+    def _set_deadline(self, seconds: float) -> None:
+        """
+        The head, or the body, must be in within ``seconds`` (``408`` after).
+        One timer per connection, moved on rather than cancelled and made
+        anew for each request of a kept-alive connection.
+        """
+        self._deadline = deadline = self.factory.reactor.seconds() + seconds
+        timer = self._deadline_timer
+        if timer is None:
+            self._deadline_timer = self.callLater(seconds, self._deadline_passed)
+        elif timer.getTime() > deadline:
+            # A body deadline sooner than the head's.
+            timer.reset(seconds)
+
+    def _deadline_passed(self) -> None:
+        self._deadline_timer = None
+        if self._deadline is None:
+            return  # no head or body under way: the next sets a timer again
+        left = self._deadline - self.factory.reactor.seconds()
         if left > 0:
-            self._head_timer = self.callLater(left, self._head_timed_out)
+            self._deadline_timer = self.callLater(left, self._deadline_passed)
         else:
             self.refuse(408, b"Request timeout\n")
 
-    def _head_done(self) -> None:
-        # The timer stays: it finds no deadline, or the next head's.
-        self._head_deadline = None
+    def _deadline_met(self) -> None:
+        # The timer stays: it finds no deadline, or the next one.
+        self._deadline = None
 
-    def _stop_head_timer(self) -> None:
-        self._head_deadline = None
-        if self._head_timer is not None:
-            if self._head_timer.active():
-                self._head_timer.cancel()
-            self._head_timer = None
+    def _stop_deadline_timer(self) -> None:
+        self._deadline = None
+        if self._deadline_timer is not None:
+            if self._deadline_timer.active():
+                self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     def refuse(self, code: int, text: bytes) -> None:
         """
@@ -862,7 +877,7 @@ class LimitedChannel(HTTPChannel):
         if self.refused or self.transport is None:
             return
         self.refused = True
-        self._stop_head_timer()
+        self._stop_deadline_timer()
         self._log.info(
             "refused a request from {peer}: {status} {reason}",
             peer=self.peer,
@@ -881,7 +896,7 @@ class LimitedChannel(HTTPChannel):
         shut_down_writing(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._stop_head_timer()
+        self._stop_deadline_timer()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)
@@ -947,7 +962,7 @@ class HTTPSite(ConnectionTracker, Site):
     def forget(self, protocol: Any, reason: Failure | None = None) -> None:
         # Also when a WebSocket takes the connection over (the channel never
         # hears of its end): its head timer must not outlive it.
-        stop = getattr(protocol, "_stop_head_timer", None)
+        stop = getattr(protocol, "_stop_deadline_timer", None)
         if stop is not None:
             stop()
         super().forget(protocol, reason)

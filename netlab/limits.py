@@ -26,6 +26,11 @@ class Limits:
         kept-alive connection waits for its next request.
     :ivar head_timeout: seconds an HTTP client has, from the start of a
         request, to send the whole request line and headers (``408`` after).
+    :ivar body_timeout: seconds an HTTP client has, once the head is in, to
+        send the whole request body: a deadline for the body, not a gap
+        between reads, so a client trickling a byte at a time is cut off
+        (``408`` after). 60 s is 1 MiB (the default ``max_body``) at about
+        140 kbit/s.
     :ivar max_body: the largest HTTP request body, in bytes (``413`` above).
     :ivar max_request_line: the longest HTTP request line, in bytes (``414``).
     :ivar max_header_block: the most bytes of HTTP headers in one request, and
@@ -49,6 +54,7 @@ class Limits:
 
     idle_timeout: float = 60.0
     head_timeout: float = 10.0
+    body_timeout: float = 60.0
     max_body: int = 1024 * 1024
     max_request_line: int = 8192
     max_header_block: int = 16384
@@ -93,6 +99,11 @@ _OPTIONS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "head_timeout": (
         "head-timeout",
         "Seconds a client has to send a whole HTTP request head.",
+        _positive(float),
+    ),
+    "body_timeout": (
+        "body-timeout",
+        "Seconds a client has, once the head is in, to send a whole HTTP request body.",
         _positive(float),
     ),
     "max_body": ("max-body", "Largest HTTP request body, in bytes.", _positive(int)),

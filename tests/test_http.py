@@ -41,6 +41,7 @@ def head_and_body(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
 SMALL_LIMITS = Limits(
     idle_timeout=30,
     head_timeout=5,
+    body_timeout=8,
     max_body=1000,
     max_request_line=200,
     max_header_block=400,
@@ -309,6 +310,36 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(self.connection.send(b"X-A: 1\r\n"), b"")
         self.clock.advance(0.3)
         self.assert_refused(b"", b"408")
+
+    def test_slow_body_is_cut_off(self) -> None:
+        """
+        A body trickled a byte at a time, each within the idle timeout, is
+        cut off with 408 once the body deadline passes (8 s after the head,
+        whatever the head took), with a length or in chunks.
+        """
+        for framing, piece in (
+            (b"Content-Length: 500\r\n", b"x"),
+            (b"Transfer-Encoding: chunked\r\n", b"1\r\nx\r\n"),
+        ):
+            self.setUp()
+            self.connection.send(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+            self.clock.advance(4)  # the head took 4 of its 5 s
+            self.assertEqual(self.connection.send(framing + b"\r\n"), b"")
+            for _ in range(79):  # 7.9 s of the body's 8
+                self.assertEqual(self.connection.send(piece), b"")
+                self.clock.advance(0.1)
+            self.assertFalse(self.connection.transport.disconnecting)
+            self.clock.advance(0.2)  # past it, whatever the sums' rounding
+            self.assert_refused(b"", b"408")
+
+    def test_body_in_time_is_answered(self) -> None:
+        self.connection.send(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+        self.connection.send(b"Content-Length: 2\r\n\r\nh")
+        self.clock.advance(7.9)
+        status, _, body = self.request(b"i")
+        self.assertEqual((status, json.loads(body)["body"]), (b"HTTP/1.1 200 OK", "hi"))
+        self.clock.advance(20)  # no body deadline left to fire on the next wait
+        self.assertFalse(self.connection.transport.disconnecting)
 
     def test_head_deadline_restarts_per_request(self) -> None:
         self.request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -354,6 +354,30 @@ class HTTPContract:
         self.assertEqual((code, headers[b"connection"]), (408, [b"close"]))
         await self.assert_serves_normally()
 
+    async def test_slow_body_is_cut_off(self) -> None:
+        """
+        A client trickling its request body, a byte well within the idle
+        timeout each, gets 408 once the body deadline passes: it cannot hold
+        a connection slot for as long as it likes.
+        """
+        await self.start(idle_timeout=5.0, head_timeout=5.0, body_timeout=1.0)
+        for framing, byte in (
+            (b"Content-Length: 1000\r\n", b"x"),
+            (b"Transfer-Encoding: chunked\r\n", b"1\r\nx\r\n"),
+        ):
+            peer = await self.connect()
+            peer.transport.write(b"POST /echo HTTP/1.1\r\nHost: h\r\n" + framing)
+            peer.transport.write(b"\r\n")
+            for _ in range(40):  # 0.1 s apart: 4 s at most, the deadline is 1 s
+                if peer.reason is not None:
+                    break
+                peer.transport.write(byte)
+                await task.deferLater(reactor, 0.1)
+            await bounded(peer.closed)
+            [(code, headers, _)] = parse_responses(bytes(peer.received), [b"POST"])
+            self.assertEqual((code, headers[b"connection"]), (408, [b"close"]))
+        await self.assert_serves_normally()
+
     async def test_smuggling_is_400(self) -> None:
         """
         Both Content-Length and Transfer-Encoding: refused, not guessed at.

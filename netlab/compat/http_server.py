@@ -10,6 +10,9 @@ lines, answers 501 to unknown methods, and ignores chunked bodies.
 Routes: ``/`` (GET, HEAD), ``/echo`` (GET, HEAD, POST: the request reflected
 as JSON) and ``/healthz`` (GET, HEAD); anything else is 404.
 
+A request head must arrive whole within --head-timeout seconds of its first
+byte, and its body within --body-timeout seconds after the head (408 after).
+
 With ``--cert FILE --key FILE`` it serves HTTPS (stdlib ``ssl``): the
 listening socket hands out connections wrapped without a handshake, and
 each connection's thread does the handshake within --head-timeout seconds,
@@ -104,8 +107,11 @@ class Handler(BaseHTTPRequestHandler):
             if not self.rfile.peek(1):
                 return
             try:
-                if self.read_head_in_time() and not self.late:
-                    self.route(self.read_body())
+                head_timeout = self.server.head_timeout
+                if self.in_time(head_timeout, self.read_head) and not self.late:
+                    body = self.in_time(self.server.body_timeout, self.read_body)
+                    if not self.late:
+                        self.route(body)
             except Refused as refusal:
                 if not self.late:
                     self.refuse(refusal.status)
@@ -113,29 +119,30 @@ class Handler(BaseHTTPRequestHandler):
             log.info("connection from %s closed: %s", self.peer, error)
             self.close_connection = True
 
-    def read_head_in_time(self):
-        """read_head(), within --head-timeout of the head's first byte.
+    def in_time(self, seconds, read):
+        """read(), within seconds: the head from its first byte
+        (--head-timeout), then the body (--body-timeout).
 
-        The socket timeout bounds each read, not the whole head: a client
-        sending a byte a second would never be cut off. So a timer answers
-        408 and shuts the socket, which ends the blocked read. Over TLS the
-        timer only shuts the socket: an OpenSSL connection must not be
-        written in one thread while another reads it.
+        The socket timeout bounds each read, not the whole head or body: a
+        client sending a byte a second would never be cut off. So a timer
+        answers 408 and shuts the socket, which ends the blocked read. Over
+        TLS the timer only shuts the socket: an OpenSSL connection must not
+        be written in one thread while another reads it.
         """
-        self.late = self.head_read = False
-        self.head_lock = threading.Lock()
-        timer = threading.Timer(self.server.head_timeout, self.head_too_late)
+        self.late = self.read_done = False
+        self.deadline_lock = threading.Lock()
+        timer = threading.Timer(seconds, self.too_late)
         timer.start()
         try:
-            return self.read_head()
+            return read()
         finally:
-            with self.head_lock:
+            with self.deadline_lock:
                 timer.cancel()
-                self.head_read = True
+                self.read_done = True
 
-    def head_too_late(self):
-        with self.head_lock:
-            if self.head_read:
+    def too_late(self):
+        with self.deadline_lock:
+            if self.read_done:
                 return
             self.late = True
             self.close_connection = True
@@ -356,6 +363,7 @@ def serve(args):
         server.context = args.ssl
         server.idle_timeout = args.idle_timeout
         server.head_timeout = args.head_timeout
+        server.body_timeout = args.body_timeout
         host, port = server.server_address[:2]
         log.info("listening on %s port %d", host, port)
         server.serve_forever()
@@ -363,7 +371,8 @@ def serve(args):
 
 def main(argv=None):
     head = ("head-timeout", 10.0, "seconds to send a whole request head")
-    return run(serve, parse_args(__doc__, 8080, argv, timeouts=[head]))
+    body = ("body-timeout", 60.0, "seconds to send a whole request body")
+    return run(serve, parse_args(__doc__, 8080, argv, timeouts=[head, body]))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from tests.hostile._helpers import (
 LIMITS = Limits(
     idle_timeout=10,
     head_timeout=10,
+    body_timeout=1,
     max_body=4096,
     max_request_line=1024,
     max_header_block=4096,
@@ -283,6 +284,17 @@ class RefusalTests(Hostile, TestCase):
         response = await next_response(peer)
         self.assertIn(response.status, (200, 400))
         await self.assert_serves_normally()
+
+    async def test_body_that_stops_coming(self) -> None:
+        """
+        A body that stops short (a slow-loris upload) is cut off with 408
+        once its deadline passes, long before the idle timeout would.
+        """
+        for framing, start in (
+            (b"Content-Length: 100\r\n", b"abc"),
+            (CHUNKED, b"64\r\nabc"),
+        ):
+            await self.refused(post(framing, start), 408)
 
     async def test_del_in_target(self) -> None:
         """
