@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,7 +43,7 @@ from twisted.web.client import (
     PotentialDataLoss,
     ResponseDone,
 )
-from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString
+from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -382,6 +383,8 @@ _SIMPLE_HEAD = re.compile(
     rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*(?:[!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*\r\n)*)"
     rb"\r\n"
 )
+# Control bytes a header line must not hold (HTAB is whitespace).
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # A header line starting with one of these continues the one before.
 _FOLDING = b" \t"
 _HEADER_LINE = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
@@ -754,6 +757,11 @@ class LimitedChannel(HTTPChannel):
             if size > self._max_header_block or self._header_count > self._max_headers:
                 self.refuse(431, b"Request header fields too large\n")
                 return
+            if _CONTROL_BYTE.search(line):
+                # RFC 9110 5.5 lets a recipient refuse them; kept, they
+                # would reach the access log and the app (terminal escapes).
+                self.refuse(400, b"Bad request: control byte in a header\n")
+                return
         HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -887,7 +895,7 @@ class LimitedChannel(HTTPChannel):
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s"
-            % (code, RESPONSES.get(code, b"Error"), TEXT, len(text), text)
+            % (code, HTTPStatus(code).phrase.encode(), TEXT, len(text), text)
         )
         # Keep reading (and dropping) for a moment, then close for good.
         self.transport.resumeProducing()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
@@ -172,6 +173,9 @@ class HTTPContract:
         await bounded(peer.closed)
         [(code, headers, body)] = parse_responses(bytes(peer.received), [b"GET"])
         self.assertEqual(code, status, body)
+        # Each status with its own reason phrase (not "431 Error").
+        line = b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+        self.assertTrue(peer.received.startswith(line), bytes(peer.received[:80]))
         self.assertEqual(headers[b"connection"], [b"close"])
         self.assertEqual(headers[b"content-type"], [b"text/plain; charset=utf-8"])
         await self.assert_serves_normally()
@@ -331,6 +335,13 @@ class HTTPContract:
         await self.refused(
             b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431
         )
+
+    async def test_control_byte_in_header_is_400(self) -> None:
+        """
+        RFC 9110 5.5: a recipient may refuse control bytes in a field value;
+        every server does, so none reaches a log (a terminal escape) or an app.
+        """
+        await self.refused(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: \x1b[2J\r\n\r\n", 400)
 
     async def test_too_many_headers_is_431(self) -> None:
         headers = b"".join(b"X-%d: v\r\n" % (i,) for i in range(101))

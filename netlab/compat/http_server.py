@@ -61,6 +61,7 @@ ABSOLUTE_FORM = re.compile(r"(?i)https?://")
 # RFC 3986 host (a name, IPv4, or an IP literal in brackets) and optional port.
 HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+CONTROL_BYTE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 log = logging.getLogger("http_server")
 
@@ -199,6 +200,9 @@ class Handler(BaseHTTPRequestHandler):
             name, colon, value = line.decode("latin-1").partition(":")
             # No name, space before the colon, or a folded line: not guessed at.
             if not colon or not name or name != name.strip():
+                raise Refused(400)
+            # Nor control bytes (RFC 9110 5.5): they would reach the log.
+            if CONTROL_BYTE.search(value.rstrip("\r\n")):
                 raise Refused(400)
             fields.append((name.lower(), value.strip()))
 
