@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^]]*\])?\s*(?:>=\s*([^,;\s]+))?")
-_EXTRAS = ("compat", "test")
+_EXTRAS = ("compat", "plot", "test")
 _ALSO = ("pyopenssl", "txaio")
 
 

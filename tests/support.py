@@ -334,23 +334,33 @@ def spawn(
     stdin: bytes | None = None,
     watch: bytes | None = None,
     cwd: str | None = None,
+    without: tuple[str, ...] = (),
 ) -> Child:
     """
-    Start ``args`` with this environment; ``watch`` is a regex to wait for.
+    Start ``args`` with this environment, less the variables named in
+    ``without``; ``watch`` is a regex to wait for.
     """
     child = _Child(stdin, re.compile(watch) if watch else None)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for name in without:
+        env.pop(name, None)
     process = reactor.spawnProcess(child, args[0], args, env=env, path=cwd)
     return Child(process, child)
 
 
-async def run(args: list[str], stdin: bytes = b"", cwd: str | None = None):
+async def run(
+    args: list[str],
+    stdin: bytes = b"",
+    cwd: str | None = None,
+    without: tuple[str, ...] = (),
+):
     """
-    Run ``args`` to completion, feeding it ``stdin``.
+    Run ``args`` to completion, feeding it ``stdin`` (with the environment
+    of :func:`spawn`).
 
     :return: its :class:`ProcessResult`.
     """
-    return await spawn(args, stdin=stdin, cwd=cwd).ended()
+    return await spawn(args, stdin=stdin, cwd=cwd, without=without).ended()
 
 
 def python(*args: str) -> list[str]:

@@ -31,6 +31,12 @@ SKIP = shutil.ignore_patterns(
 )
 
 
+# trial -j sets PYTHONPATH to its own sys.path, the checkout included: pip
+# would find the checkout's netlab.egg-info and call netlab installed, and
+# the scratch venv's Python would import the checkout.
+_DEVELOPMENT = ("PYTHONPATH",)
+
+
 class WheelTests(TestCase):
     timeout = 300
 
@@ -42,7 +48,8 @@ class WheelTests(TestCase):
         source = scratch / "source"
         shutil.copytree(ROOT, source, ignore=SKIP)
         result = await run(
-            python(
+            without=_DEVELOPMENT,
+            args=python(
                 "-m",
                 "pip",
                 "wheel",
@@ -51,7 +58,7 @@ class WheelTests(TestCase):
                 "--wheel-dir",
                 str(scratch / "dist"),
                 str(source),
-            )
+            ),
         )
         self.assertEqual(result.status, 0, result)
         [wheel] = (scratch / "dist").glob("netlab-*.whl")
@@ -79,11 +86,14 @@ class WheelTests(TestCase):
         # does not run this environment's own .pth files, so the development
         # install of netlab stays out of sight).
         venv = scratch / "venv"
-        result = await run(python("-m", "venv", "--without-pip", str(venv)))
+        result = await run(
+            without=_DEVELOPMENT, args=python("-m", "venv", "--without-pip", str(venv))
+        )
         self.assertEqual(result.status, 0, result)
         scratch_python = str(venv / "bin" / "python")
         result = await run(
-            python(
+            without=_DEVELOPMENT,
+            args=python(
                 "-m",
                 "pip",
                 "--python",
@@ -92,7 +102,7 @@ class WheelTests(TestCase):
                 "--no-deps",
                 "--no-index",
                 str(wheel),
-            )
+            ),
         )
         self.assertEqual(result.status, 0, result)
         [packages] = venv.glob("lib/python*/site-packages")
@@ -102,16 +112,16 @@ class WheelTests(TestCase):
         outside = scratch / "elsewhere"
         outside.mkdir()
         where = await run(
-            # -I: not this environment's PYTHONPATH (trial -j sets one).
-            [scratch_python, "-I", "-c", "import netlab; print(netlab.__file__)"],
+            without=_DEVELOPMENT,
+            args=[scratch_python, "-c", "import netlab; print(netlab.__file__)"],
             cwd=str(outside),
         )
         self.assertTrue(where.out.decode().startswith(str(packages)), where)
 
         listed = await run(
-            [
+            without=_DEVELOPMENT,
+            args=[
                 scratch_python,
-                "-I",
                 "-c",
                 "from twisted.scripts.twistd import run; run()",
                 "--help",
