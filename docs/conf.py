@@ -42,16 +42,7 @@ intersphinx_mapping = {
 intersphinx_timeout = 5
 
 # References Sphinx cannot resolve, each with its reason.
-nitpick_ignore = [
-    # TODO: fix in the module's docstrings (netlab/http.py: attributes the
-    # class docstrings name but that carry no doc comment of their own).
-    ("py:attr", "methods"),
-    ("py:attr", "content_type"),
-    ("py:attr", "body"),
-    # TODO: fix in the module's docstrings (netlab/websocket.py:
-    # Handler.overflow names an attribute that is not documented).
-    ("py:attr", "dropped"),
-]
+nitpick_ignore: list[tuple[str, str]] = []
 
 # Document members in the order the source defines them, and only what netlab
 # itself documents: an override such as Echo.connectionMade should not inherit

@@ -133,6 +133,7 @@ class Route(Resource):
     ``501``). It has no children: anything below it is :class:`NotFound`.
     """
 
+    #: The methods the route answers.
     methods: tuple[bytes, ...] = (b"GET", b"HEAD")
 
     def render(self, request: Request) -> bytes:
@@ -156,7 +157,9 @@ class Fixed(Route):
     twisted.web ``Request``: most of a small response's cost is that object.
     """
 
+    #: The answer's ``Content-Type``.
     content_type: bytes = TEXT
+    #: The answer's body.
     body: bytes = b""
 
     def render_GET(self, request: Request) -> bytes:

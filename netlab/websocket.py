@@ -1166,7 +1166,7 @@ class Handler(_ConnectionInfo):
     max_queue: int = DEFAULT_MAX_QUEUE
     #: What happens when the queue would overflow: ``"close"`` (close with
     #: :attr:`overflow_code`) or ``"drop"`` (drop the new message, counted
-    #: in :attr:`dropped`).
+    #: in the connection's ``dropped``).
     overflow: str = "close"
     #: The close code of the ``"close"`` policy: 1008 (policy violation) or
     #: 1013 (try again later).
