@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,7 +55,7 @@ from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.logs import PerSecond
 from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_identity, shut_down_writing
-from netlab.tracking import ConnectionTracker, Unavailable
+from netlab.tracking import ConnectionTracker, Unavailable, refusal
 from netlab.tracking import drain as drain_trackers
 from netlab.websocket import WebSocketMount
 
@@ -895,11 +894,7 @@ class LimitedChannel(HTTPChannel):
             status=code,
             reason=text.decode().strip(),
         )
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s"
-            % (code, HTTPStatus(code).phrase.encode(), TEXT, len(text), text)
-        )
+        self.transport.write(refusal(code, text))
         # Keep reading (and dropping) for a moment, then close for good.
         self.transport.resumeProducing()
         self.setTimeout(None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from twisted.internet import defer
@@ -184,6 +185,20 @@ class Closed(Protocol):
         self.transport.abortConnection()
 
 
+def refusal(code: int, text: bytes, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """
+    :return: a whole HTTP/1.1 response refusing a request: ``code`` with its
+        own reason phrase, ``headers``, ``text`` as a plain body, and
+        ``Connection: close``.
+    """
+    extra = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)
+    return (
+        b"HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (code, HTTPStatus(code).phrase.encode(), extra, len(text), text)
+    )
+
+
 class Unavailable(Protocol):
     """
     Answers ``503 Service Unavailable`` with ``Retry-After`` and closes: what
@@ -196,11 +211,12 @@ class Unavailable(Protocol):
         self._reactor = reactor
 
     def connectionMade(self) -> None:
-        body = b"Service unavailable: too many connections\n"
         self.transport.write(
-            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (RETRY_AFTER, len(body), body)
+            refusal(
+                503,
+                b"Service unavailable: too many connections\n",
+                [("Retry-After", str(RETRY_AFTER))],
+            )
         )
         self._linger = self._reactor.callLater(
             _LINGER_SECONDS, self.transport.abortConnection

@@ -31,7 +31,6 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,7 +69,7 @@ from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
 from netlab.tcp import describe_address
 from netlab.tls import ClientTLS, client_endpoint, describe_tls_error
-from netlab.tracking import ConnectionTracker, Unavailable
+from netlab.tracking import ConnectionTracker, Unavailable, refusal
 
 #: Where ``twistd netlab-ws`` listens unless told otherwise.
 DEFAULT_WS_LISTEN = "tcp:8765:interface=127.0.0.1"
@@ -453,14 +452,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         # autobahn puts the reason where the status line's phrase goes and
         # sends no body; a client shows the body, so say it there.
         body = reason.encode("utf-8", "replace") + b"\n"
-        extra = b"".join(
-            f"{name}: {value}\r\n".encode() for name, value in responseHeaders or ()
-        )
-        self.sendData(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s"
-            % (code, HTTPStatus(code).phrase.encode(), len(body), extra, body)
-        )
+        self.sendData(refusal(code, body, responseHeaders or ()))
 
     def _unsupported_version(self) -> bool:
         """
