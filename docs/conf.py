@@ -21,9 +21,9 @@ exclude_patterns = ["_build"]
 # name that moved, fails the build instead of rendering as plain text.
 nitpicky = True
 
-# Links out to Python's, Twisted's and treq's documentation. The inventories
-# are vendored in _inventories/ (see its README) so that a build never needs
-# the network: CI may run where the docs sites cannot be reached.
+# Links out to Python's, Twisted's, treq's and autobahn's documentation. The
+# inventories are vendored in _inventories/ (see its README) so that a build
+# never needs the network: CI may run where the docs sites cannot be reached.
 _INVENTORIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_inventories")
 intersphinx_mapping = {
     "python": (
@@ -37,6 +37,10 @@ intersphinx_mapping = {
     "treq": (
         "https://treq.readthedocs.io/en/stable/",
         os.path.join(_INVENTORIES, "treq.inv"),
+    ),
+    "autobahn": (
+        "https://autobahn.readthedocs.io/en/latest/",
+        os.path.join(_INVENTORIES, "autobahn.inv"),
     ),
 }
 intersphinx_timeout = 5

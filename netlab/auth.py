@@ -902,7 +902,8 @@ def token_from_websocket(
 ) -> str | None:
     """
     Find the bearer token in a WebSocket opening handshake: pass an autobahn
-    ``ConnectionRequest``'s ``headers``, ``params`` and ``protocols``.
+    :class:`~autobahn.websocket.types.ConnectionRequest`'s ``headers``,
+    ``params`` and ``protocols``.
 
     Looked for, in order: an ``Authorization: Bearer <token>`` header; a
     subprotocol ``bearer.<token>`` (browsers cannot set headers on a

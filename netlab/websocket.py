@@ -858,8 +858,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
         ``--max-message`` bounds what the client sends, not what the handler
         sends (the echo of a message of the largest size is longer):
-        autobahn's ``sendMessage`` would refuse it with an exception, and
-        the connection would be lost.
+        autobahn's
+        :meth:`~autobahn.websocket.protocol.WebSocketProtocol.sendMessage`
+        would refuse it with an exception, and the connection would be lost.
         """
         size = len(payload)
         _MESSAGES[_OUT] += 1
@@ -1463,8 +1464,9 @@ class WebSocketMount(WebSocketResource):
 
             root.putChild(b"chat", WebSocketMount(ChatHandler))
 
-    An upgrade over HTTP/1.0 is refused (``WebSocketResource`` would replay it
-    as HTTP/1.1 and accept it).
+    An upgrade over HTTP/1.0 is refused
+    (:class:`~autobahn.twisted.resource.WebSocketResource` would replay it as
+    HTTP/1.1 and accept it).
     """
 
     #: The factory that serves the upgrades: given, or made from the first

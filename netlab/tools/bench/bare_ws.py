@@ -1,6 +1,7 @@
 """
-The bare autobahn baseline: a ``WebSocketServerProtocol`` that answers a text
-message ``m`` with ``Echo: m`` (and a binary one with its bytes, as netlab's
+The bare autobahn baseline: a
+:class:`~autobahn.twisted.websocket.WebSocketServerProtocol` that answers a
+text message ``m`` with ``Echo: m`` (and a binary one with its bytes, as netlab's
 service does), with autobahn's default settings.
 
 ``python -m netlab.tools.bench.bare_ws --port PORT``
