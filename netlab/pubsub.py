@@ -466,6 +466,7 @@ class _LinkFactory(Factory):
         )
         protocol.factory = self
         protocol.link = self.link
+        self.link.building = protocol
         return protocol
 
     def stopTrying(self) -> None:
@@ -554,6 +555,8 @@ class _Link:
         self.protocol_class = _protocols()[kind]
         #: The connection, while it is up.
         self.protocol: Any = None
+        #: The connection being made.
+        self.building: Any = None
         self.connections = 0
         from twisted.application.internet import ClientService
 
@@ -566,9 +569,10 @@ class _Link:
         )
 
     async def _prepare(self, proxy: Any) -> None:
-        # ClientService hands over a proxy; ready gives the protocol itself,
-        # which is what tells of its loss.
-        protocol = await proxy.ready
+        # ClientService hands over a proxy of the protocol, which is the last
+        # one built (one attempt at a time): the protocol itself is what
+        # tells of its loss.
+        protocol = await self.building.ready
         self.connections += 1
         self.protocol = protocol
         self.broker.link_up(self)
