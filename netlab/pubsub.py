@@ -633,11 +633,15 @@ class Broker:
             address = BrokerAddress.parse(address)
         if reactor is None:
             from twisted.internet import reactor
+        #: Where Redis is.
         self.address = address
         self.password = password
         self.tls = tls
+        #: Seconds to connect, and to wait for each answer.
         self.timeout = timeout
+        #: The most bytes of publishes that may await Redis's answers.
         self.max_pending = max_pending
+        #: The first and longest wait between connection attempts.
         self.backoff = backoff
         self.reactor = reactor
         #: What Redis channel names start with (see the class docstring).
