@@ -40,10 +40,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from netlab import metrics
 from netlab.deadline import with_deadline
@@ -61,6 +63,9 @@ DEFAULT_MAX_PENDING = 4 * 1024 * 1024
 DEFAULT_BROKER_TIMEOUT = 5.0
 #: The first and the longest wait before connecting to the broker again.
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+#: A broker connection up this long counts as good: the waits between
+#: attempts start over once it is lost.
+STABLE_SECONDS = 10.0
 #: Where a ``redis://`` URL without a port connects.
 REDIS_PORT = 6379
 
@@ -466,7 +471,6 @@ class _LinkFactory(Factory):
         )
         protocol.factory = self
         protocol.link = self.link
-        self.link.building = protocol
         return protocol
 
     def stopTrying(self) -> None:
@@ -495,10 +499,12 @@ def _protocols() -> dict[str, type]:
         return _PROTOCOLS
     import txredisapi
 
+    @implementer(IHandshakeListener)
     class Bounded:
         """
-        Readiness as a Deferred, the link told of the loss, and no bulk
-        reply larger than the hub takes (txredisapi would buffer any size).
+        Readiness (and over TLS, the handshake) as a Deferred, the link told
+        of the loss, and no bulk reply larger than the hub takes (txredisapi
+        would buffer any size).
         """
 
         link: _Link
@@ -506,7 +512,11 @@ def _protocols() -> dict[str, type]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.ready: defer.Deferred[Any] = defer.Deferred()
+            self.handshake: defer.Deferred[None] = defer.Deferred()
             self.whenConnected().addCallback(self._now_ready)
+
+        def handshakeCompleted(self) -> None:
+            self.handshake.callback(None)
 
         def _now_ready(self, _: object) -> None:
             if not self.ready.called:
@@ -528,8 +538,12 @@ def _protocols() -> dict[str, type]:
 
         def connectionLost(self, reason: Failure) -> None:
             super().connectionLost(reason)
-            if not self.ready.called:
-                self.ready.errback(reason)
+            for waiting in (self.handshake, self.ready):
+                if not waiting.called:
+                    waiting.errback(reason)
+                    # Awaited, or never will be (no TLS, or the handshake
+                    # failed first): not an unhandled error.
+                    waiting.addErrback(_ignore)
             self.link.lost(self, reason)
 
     class Publisher(Bounded, txredisapi.RedisProtocol):
@@ -545,8 +559,12 @@ def _protocols() -> dict[str, type]:
 
 class _Link:
     """
-    One connection to the broker, kept up by a ``ClientService`` with
-    :func:`backoff` between attempts.
+    One connection to the broker, made again after :func:`backoff` each time
+    it fails or is lost, until stopped.
+
+    (Not Twisted's ``ClientService``: a connection lost while its
+    ``prepareConnection`` waits, as when Redis refuses ``AUTH``, is an
+    unhandled transition there.)
     """
 
     def __init__(self, broker: Broker, kind: str) -> None:
@@ -555,32 +573,116 @@ class _Link:
         self.protocol_class = _protocols()[kind]
         #: The connection, while it is up.
         self.protocol: Any = None
-        #: The connection being made.
-        self.building: Any = None
         self.connections = 0
-        from twisted.application.internet import ClientService
+        self._stopped = False
+        self._waiting: defer.Deferred[Any] | None = None
+        # The latest connection, ready or not.
+        self._current: Any = None
+        self._running: defer.Deferred[None] | None = None
 
-        self.service = ClientService(
-            broker.endpoint(),
-            _LinkFactory(self),
-            retryPolicy=lambda attempt: backoff(attempt, *broker.backoff),
-            clock=broker.reactor,
-            prepareConnection=self._prepare,
+    def start(self) -> None:
+        self._running = defer.Deferred.fromCoroutine(self._keep_up())
+
+    async def _keep_up(self) -> None:
+        broker = self.broker
+        attempt = 0
+        while not self._stopped:
+            started = broker.reactor.seconds()
+            try:
+                await self._connect()
+            except Exception as error:
+                if self._stopped:
+                    return
+                attempt += 1
+                self._log_failure(attempt, error)
+            else:
+                # A connection that stays up a while starts the waits over;
+                # one dropped at once (Redis full, say) does not.
+                lasted = broker.reactor.seconds() - started
+                attempt = 1 if lasted > STABLE_SECONDS else attempt + 1
+            if self._stopped:
+                return
+            self._waiting = task.deferLater(
+                broker.reactor, backoff(attempt, *broker.backoff), lambda: None
+            )
+            try:
+                await self._waiting
+            except defer.CancelledError:
+                return
+            finally:
+                self._waiting = None
+
+    async def _connect(self) -> None:
+        """
+        Connect, wait until ready (``AUTH`` done), and then until lost.
+        """
+        broker = self.broker
+        self._waiting = with_deadline(
+            broker.endpoint().connect(_LinkFactory(self)),
+            broker.timeout,
+            broker.reactor,
         )
-
-    async def _prepare(self, proxy: Any) -> None:
-        # ClientService hands over a proxy of the protocol, which is the last
-        # one built (one attempt at a time): the protocol itself is what
-        # tells of its loss.
-        protocol = await self.building.ready
+        try:
+            protocol = await self._waiting
+        finally:
+            self._waiting = None
+        self._current = protocol
+        try:
+            protocol.gone = defer.Deferred()
+            if self._stopped:
+                raise defer.CancelledError()
+            if broker.address.tls:
+                # Not ready until the server is verified.
+                await with_deadline(protocol.handshake, broker.timeout, broker.reactor)
+            await with_deadline(protocol.ready, broker.timeout, broker.reactor)
+            if protocol.gone.called:
+                raise ConnectionError("lost while it was made ready")
+        except BaseException:
+            protocol.transport.abortConnection()
+            raise
         self.connections += 1
         self.protocol = protocol
-        self.broker.link_up(self)
+        broker.link_up(self)
+        await protocol.gone
+
+    def _log_failure(self, attempt: int, error: Exception) -> None:
+        # Each failure in a row at debug, the first one of an outage louder.
+        self.broker._log.emit(
+            LogLevel.info if attempt == 1 else LogLevel.debug,
+            "broker {broker}: {connection} connection failed: {reason} "
+            "(attempt {attempt})",
+            broker=str(self.broker.address),
+            connection=self.kind,
+            reason=_describe(error),
+            attempt=attempt,
+        )
 
     def lost(self, protocol: Any, reason: Failure) -> None:
         if protocol is self.protocol:
             self.protocol = None
             self.broker.link_down(self, reason)
+        gone = getattr(protocol, "gone", None)
+        if gone is not None and not gone.called:
+            gone.callback(None)
+
+    def stop(self) -> defer.Deferred[None]:
+        """
+        Stop connecting, and close the connection.
+
+        :return: a Deferred that fires once it is closed.
+        """
+        self._stopped = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+        current = self._current
+        if current is not None and current.transport is not None:
+            current.transport.loseConnection()
+        return self._running or defer.succeed(None)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _ignore(failure: Failure) -> None:
@@ -689,7 +791,7 @@ class Broker:
             "connecting to broker {broker}", broker=str(self.address), state="down"
         )
         for link in self._links:
-            link.service.startService()
+            link.start()
 
     def stop(self) -> defer.Deferred[Any]:
         """
@@ -701,7 +803,7 @@ class Broker:
         links, self._links = self._links, []
         self._up = False
         stopping = defer.gatherResults(
-            [defer.maybeDeferred(link.service.stopService) for link in links],
+            [link.stop() for link in links],
             consumeErrors=True,
         )
         return with_deadline(stopping, self.timeout, self.reactor).addErrback(

@@ -1090,8 +1090,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 timer.cancel()
             setattr(self, name, None)
         self._discard_queue()
-        if self._subscriptions:
-            self._end_subscriptions()
         waiting, self._waiting_send = self._waiting_send, None
         if waiting is not None:
             waiting[0].errback(ConnectionClosed(*self._closing_with()))

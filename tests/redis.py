@@ -64,14 +64,16 @@ class RedisServer:
 
     async def start(self, *more: str) -> RedisServer:
         """
-        Start it (again, on the same port, after :meth:`stop`), and wait
-        until it accepts connections.
+        Start it with ``more`` arguments (again, on the same port and with
+        the same arguments, after :meth:`stop`), and wait until it accepts
+        connections.
         """
+        self.more = more or getattr(self, "more", ())
         args = [
             shutil.which("redis-server") or "redis-server",
             *("--port", str(self.port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--daemonize", "no"),
-            *more,
+            *self.more,
         ]
         self.child = spawn(args, watch=READY)
         await bounded(self.child.protocol.seen)

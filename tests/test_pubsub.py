@@ -367,6 +367,107 @@ class InProcessTests(TestCase):
         self.assertEqual(code, 1013)
 
 
+class BrokerTests(TestCase):
+    """
+    :class:`~netlab.pubsub.Broker` in this process against a real
+    redis-server: two hubs, each with its own broker connections, stand for
+    two processes.
+    """
+
+    timeout = 60
+
+    async def bridge(self, url: str, max_message: int = 1000, **options) -> tuple:
+        """
+        :return: a hub bridged to ``url``, and its broker (stopped in
+            cleanup).
+        """
+        hub = pubsub.Hub(max_message=max_message)
+        broker = pubsub.Broker(url, backoff=(0.05, 0.2), **options)
+        service = pubsub.BrokerService(broker, hub)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return hub, broker
+
+    async def test_delivery_and_a_message_too_large_to_read(self) -> None:
+        """
+        A message over the hub's limit on a subscribed channel (from any
+        Redis client) is not read: the connection is dropped and made
+        again, and delivery goes on.
+        """
+        redis = await RedisServer(self).start()
+        peek = await redis.client()
+        here, here_broker = await self.bridge(redis.url)
+        there, there_broker = await self.bridge(redis.url)
+        await until(lambda: here_broker.state == there_broker.state == "up")
+        got: list = []
+        there.subscribe("c", got.append)
+        await until(lambda: numsub(peek, "c"))
+        here.publish("c", "across")
+        await until(lambda: got == ["across"])
+
+        too_large = metrics.PUBSUB_DROPPED.values[("too_large",)]
+        await bounded(peek.publish("netlab:0:c", "x" * 5000))
+        await until(lambda: there_broker.reconnects == 1)
+        self.assertEqual(metrics.PUBSUB_DROPPED.values[("too_large",)], too_large + 1)
+        await until(lambda: there_broker.state == "up")
+        await until(lambda: numsub(peek, "c"))
+        here.publish("c", "still")
+        await until(lambda: got == ["across", "still"])
+
+    async def test_password(self) -> None:
+        redis = await RedisServer(self).start("--requirepass", "s3cret")
+        with capturedLogs() as events:
+            _, wrong = await self.bridge(redis.url, password="wrong")
+            await until(
+                lambda: any("could not auth" in str(e.get("why")) for e in events)
+            )
+        self.assertEqual(wrong.state, "down")
+        self.assertNotIn("wrong", repr([e.get("log_format") for e in events]))
+        hub, right = await self.bridge(redis.url, password="s3cret")
+        await until(lambda: right.state == "up")
+        got: list = []
+        hub.subscribe("c", got.append)
+        self.assertEqual(hub.publish("c", "m"), 1)
+
+    async def test_rediss_is_verified(self) -> None:
+        """
+        ``rediss://``: TLS, with the server checked against the given CA
+        (the system's trusted CAs do not know this test's own).
+        """
+        from netlab import certs, tls
+
+        made = certs.make_certificates(pathlib.Path(self.mktemp()).resolve())
+        redis = RedisServer(self)
+        await redis.start(
+            *("--port", "0", "--tls-port", str(redis.port)),
+            *("--tls-cert-file", str(made.server)),
+            *("--tls-key-file", str(made.server_key)),
+            *("--tls-ca-cert-file", str(made.ca), "--tls-auth-clients", "no"),
+        )
+        url = f"rediss://localhost:{redis.port}/0"
+        with capturedLogs() as events:
+            _, untrusted = await self.bridge(url)
+            await until(
+                lambda: (
+                    sum("connection failed" in e.get("log_format", "") for e in events)
+                    >= 4
+                )
+            )
+        self.assertEqual(untrusted.state, "down")
+        here, here_broker = await self.bridge(
+            url, tls=tls.ClientTLS(cacert=str(made.ca))
+        )
+        there, there_broker = await self.bridge(
+            url, tls=tls.ClientTLS(cacert=str(made.ca))
+        )
+        await until(lambda: here_broker.state == there_broker.state == "up")
+        got: list = []
+        there.subscribe("c", got.append)
+        # No plain client to ask Redis who listens: publish until it arrives.
+        await until(lambda: here.publish("c", "over TLS") == 0 and got)
+        self.assertEqual(set(got), {"over TLS"})
+
+
 # Across processes, through a real redis-server.
 
 
