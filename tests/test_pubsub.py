@@ -14,10 +14,12 @@ import os
 import pathlib
 import random
 import re
+import signal
 from string import ascii_letters
 
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessExitedAlready
 from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -414,6 +416,34 @@ class BrokerTests(TestCase):
         here.publish("c", "still")
         await until(lambda: got == ["across", "still"])
 
+    async def test_a_stalled_redis_buffers_a_bounded_amount(self) -> None:
+        """
+        Redis stops answering (SIGSTOP): publishes awaiting its answers stay
+        under ``max_pending`` bytes (the rest are dropped and counted), the
+        answer timeout drops the connection, and once Redis answers again
+        the broker comes back.
+        """
+        redis = await RedisServer(self).start()
+        hub, broker = await self.bridge(redis.url, timeout=1.0, max_pending=20_000)
+        await until(lambda: broker.state == "up")
+        busy = metrics.PUBSUB_DROPPED.values[("broker_busy",)]
+        stopped = redis.child.process
+        stopped.signalProcess(signal.SIGSTOP)
+        self.addCleanup(resume, stopped)
+        got: list = []
+        hub.subscribe("c", got.append)
+        for n in range(100):
+            hub.publish("c", f"{n:04}" + "x" * 996)
+            self.assertLessEqual(broker._pending, 20_000)
+        # Every one delivered here; 19 or 20 sent, the rest dropped.
+        self.assertEqual(len(got), 100)
+        self.assertGreaterEqual(
+            metrics.PUBSUB_DROPPED.values[("broker_busy",)] - busy, 80
+        )
+        await until(lambda: broker.state == "down")
+        stopped.signalProcess(signal.SIGCONT)
+        await until(lambda: broker.state == "up")
+
     async def test_password(self) -> None:
         redis = await RedisServer(self).start("--requirepass", "s3cret")
         with capturedLogs() as events:
@@ -466,6 +496,16 @@ class BrokerTests(TestCase):
         # No plain client to ask Redis who listens: publish until it arrives.
         await until(lambda: here.publish("c", "over TLS") == 0 and got)
         self.assertEqual(set(got), {"over TLS"})
+
+
+def resume(process) -> None:
+    """
+    Let a stopped process go on (so that it can be stopped for good).
+    """
+    try:
+        process.signalProcess(signal.SIGCONT)
+    except ProcessExitedAlready:
+        pass
 
 
 # Across processes, through a real redis-server.
