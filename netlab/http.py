@@ -48,7 +48,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
-from netlab import metrics
+from netlab import metrics, pubsub
 from netlab.auth import Protection, protect
 from netlab.deadline import with_deadline
 from netlab.limits import DEFAULT_LIMITS, Limits
@@ -187,10 +187,30 @@ class Fixed(Route):
 class Health(Fixed):
     """
     ``GET /healthz``: ``{"status": "ok"}``, for load balancers and orchestrators.
+
+    With a pub/sub broker (``--broker``), its state too:
+    ``{"status": "ok", "broker": "up"}``, or ``{"status": "degraded",
+    "broker": "down"}`` while it is unreachable, still with ``200``: the
+    service goes on serving, delivering in the process, and a load balancer
+    that took every instance out when Redis blips would take the whole
+    service down (see :meth:`netlab.pubsub.Hub.health`).
     """
 
     content_type = JSON
-    body = json.dumps({"status": "ok"}).encode() + b"\n"
+    _bodies: dict[str, bytes] = {}
+
+    @property  # type: ignore[override]
+    def body(self) -> bytes:
+        """
+        The answer, as the process-wide hub's health says.
+        """
+        broker = pubsub.hub.broker
+        state = "" if broker is None else broker.state
+        body = self._bodies.get(state)
+        if body is None:
+            body = json.dumps(pubsub.hub.health()).encode() + b"\n"
+            self._bodies[state] = body
+        return body
 
 
 class Guarded(Resource):

@@ -125,6 +125,32 @@ AUTH_FAILURES = _Family(
     "Requests refused for a missing or bad token.",
     ("via",),
 )
+PUBSUB_MESSAGES = _Family(
+    CounterMetricFamily,
+    "netlab_pubsub_messages",
+    "Publish/subscribe messages: published here, delivered to subscribers "
+    "here, sent to the broker, and received from it (from other processes).",
+    ("event",),
+)
+PUBSUB_DROPPED = _Family(
+    CounterMetricFamily,
+    "netlab_pubsub_dropped",
+    "Messages that did not cross the broker: it was down (broker_down), too "
+    "many bytes awaited its answers (broker_busy), or too large (too_large).",
+    ("reason",),
+)
+BROKER_UP = _Family(
+    GaugeMetricFamily,
+    "netlab_broker_up",
+    "1 while the pub/sub broker (Redis) is connected, 0 while it is not.",
+    (),
+)
+BROKER_RECONNECTS = _Family(
+    CounterMetricFamily,
+    "netlab_broker_reconnects",
+    "Connections to the pub/sub broker made again after one was lost.",
+    (),
+)
 
 
 class _Durations:

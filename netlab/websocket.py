@@ -386,6 +386,30 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _on_close: Callable[[int | None, str | None], Any] | None = None
     #: How the connection closed: ``(code, reason)``, once it has.
     closed_with: tuple[int | None, str | None] | None = None
+    #: The connection's :mod:`netlab.pubsub` subscriptions (made on first
+    #: use), ended as it closes.
+    _subscriptions: dict[Any, None] | None = None
+
+    def add_subscription(self, subscription: Any) -> None:
+        """
+        Hold ``subscription`` (a :class:`netlab.pubsub.Subscription`) until
+        the connection closes, then end it.
+        """
+        if self._subscriptions is None:
+            self._subscriptions = {}
+        self._subscriptions[subscription] = None
+
+    def discard_subscription(self, subscription: Any) -> None:
+        """
+        Forget ``subscription``: it has ended.
+        """
+        if self._subscriptions is not None:
+            self._subscriptions.pop(subscription, None)
+
+    def _end_subscriptions(self) -> None:
+        subscriptions, self._subscriptions = self._subscriptions, None
+        for subscription in subscriptions or ():
+            subscription.cancel()
 
     @property
     def peer_text(self) -> str:
@@ -1028,6 +1052,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
             local = self.localCloseReason
             code, reason = self.localCloseCode, local.decode("utf-8") if local else None
         self.closed_with = (code, reason)
+        # Before the handler hears of it: nothing more is delivered.
+        self._end_subscriptions()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             try:
@@ -1125,6 +1151,20 @@ class _ConnectionInfo:
         ``(code, reason)`` once the connection has closed, else ``None``.
         """
         return self._protocol.closed_with
+
+    def subscribe(self, channel: str, hub: Any = None) -> Any:
+        """
+        Get each message published to ``channel`` (see :mod:`netlab.pubsub`)
+        through :meth:`send`'s queue and overflow policy, until the
+        connection closes or the subscription is cancelled.
+
+        :param hub: a :class:`netlab.pubsub.Hub`; by default the
+            process-wide one, which ``--broker`` spans processes with.
+        :return: the :class:`netlab.pubsub.Subscription`.
+        """
+        from netlab import pubsub
+
+        return (hub or pubsub.hub).subscribe(channel, self)
 
 
 class Handler(_ConnectionInfo):

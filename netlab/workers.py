@@ -211,6 +211,16 @@ def serve(options: Any, build: Callable[[Any], MultiService]) -> IService:
     return service
 
 
+def supervising(reactor: Any) -> bool:
+    """
+    :return: whether ``reactor`` is what :func:`serve` hands the build
+        function in a supervisor (which listens for its workers and serves
+        nothing), so that per-process clients (a broker's) are left to the
+        workers.
+    """
+    return isinstance(reactor, _SharingReactor)
+
+
 def _plugin_name(options: Any) -> str:
     """
     :return: the twistd plugin whose options ``options`` are.

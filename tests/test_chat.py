@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from examples.chat import chat
 from netlab import auth, http, websocket
+from tests.redis import RedisServer, until
 from tests.support import WAIT, bounded
 from tests.test_twistd import LOOPBACK_ANY_PORT, TwistdCase
 
@@ -277,3 +278,91 @@ class RunAsDocumentedTests(TwistdCase):
         script = (CHAT / "run.sh").read_text()
         self.assertIn("netlab-http --resource chat:root", script)
         self.assertIn("--protect /ws --jwt-secret", script)
+
+
+class AcrossProcessesTests(TwistdCase):
+    """
+    Two chat processes on different ports sharing one real redis-server
+    (``--broker``): a room's messages and presence reach its members on
+    the other, and history is per process.
+    """
+
+    async def test_two_processes_one_room(self) -> None:
+        redis = await RedisServer(self).start()
+        peek = await redis.client()
+        secret = pathlib.Path(self.mktemp()).resolve()
+        secret.write_bytes(os.urandom(32).hex().encode())
+        self.outside = str(CHAT)
+        ports = []
+        for _ in range(2):
+            _, [port] = await self.start(
+                "netlab-http",
+                *("--resource", "chat:root", "--listen", LOOPBACK_ANY_PORT),
+                *("--protect", "/ws", "--jwt-secret", str(secret)),
+                *("--broker", redis.url),
+                factories=("HTTPSite",),
+            )
+            ports.append(port)
+
+        async def subscribed(count: int) -> bool:
+            answer = await peek.execute_command(
+                "PUBSUB", "NUMSUB", "netlab:0:chat:lobby"
+            )
+            return int(answer[1]) == count
+
+        async def client(port: int, name: str) -> Client:
+            connection = await websocket.connect(
+                f"ws://127.0.0.1:{port}/ws",
+                headers={"Authorization": f"Bearer {auth.mint(secret, name)}"},
+                timeout=WAIT,
+            )
+            self.addCleanup(_close, connection)
+            return Client(connection)
+
+        # Connected as soon as each process says its broker is up.
+        for port in ports:
+            await until(lambda port=port: _broker_up(port))
+        alice = await client(ports[0], "alice")
+        alice.send(join="lobby")
+        await alice.next_of("joined")
+        await until(lambda: subscribed(1))
+        bob = await client(ports[1], "bob")
+        bob.send(join="lobby")
+        joined = await bob.next_of("joined")
+        # Who is here, in this process.
+        self.assertEqual(joined["who"], ["bob"])
+        self.assertEqual((await alice.next_of("presence"))["who"], "alice")
+        presence = await alice.next_of("presence")
+        self.assertEqual((presence["who"], presence["event"]), ("bob", "join"))
+
+        alice.send(say="hi bob", room="lobby")
+        bob.send(say="hi alice", room="lobby")
+        for reader in (alice, bob):
+            said = [await reader.next_of("message") for _ in range(2)]
+            self.assertEqual(
+                sorted((m["from"], m["text"]) for m in said),
+                [("alice", "hi bob"), ("bob", "hi alice")],
+            )
+        # Each process keeps what was said while it had members in the room.
+        carol = await client(ports[1], "carol")
+        carol.send(join="lobby")
+        history = (await carol.next_of("joined"))["history"]
+        self.assertEqual(sorted(m["text"] for m in history), ["hi alice", "hi bob"])
+
+        bob.send(leave="lobby")
+        carol.send(leave="lobby")
+        heard = await alice.next_of("presence")
+        self.assertEqual((heard["who"], heard["event"]), ("carol", "join"))
+        # Two connections: their leaves come in either order.
+        left = [await alice.next_of("presence") for _ in range(2)]
+        self.assertEqual(
+            sorted((e["who"], e["event"]) for e in left),
+            [("bob", "leave"), ("carol", "leave")],
+        )
+        # No member left there: that process unsubscribes.
+        await until(lambda: subscribed(1))
+
+
+async def _broker_up(port: int) -> bool:
+    response = await http.fetch(f"http://127.0.0.1:{port}/healthz", timeout=WAIT)
+    return json.loads(response.body).get("broker") == "up"

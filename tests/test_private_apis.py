@@ -8,8 +8,8 @@ an attribute with a default).
 
 CI runs this with the oldest versions setup.cfg allows and with the newest
 (see .ci/run). Keep the lists in step with netlab/transport.py,
-netlab/http.py, netlab/websocket.py, netlab/workers.py, netlab/logs.py
-and netlab/tls.py.
+netlab/http.py, netlab/websocket.py, netlab/workers.py, netlab/logs.py,
+netlab/tls.py and (txredisapi) netlab/pubsub.py.
 """
 
 from __future__ import annotations
@@ -368,3 +368,41 @@ class UnobservedTests(TestCase):
         result = await run(python("-c", script))
         self.assertEqual(result.status, 0, result)
         self.assertEqual(result.out.split(), [b"True", b"False"], sys.version)
+
+
+class TxRedisAPITests(PrivateAPITestCase):
+    def test_pubsub(self) -> None:
+        """
+        netlab.pubsub builds txredisapi's protocols itself (not through
+        its factories), bounds the bulk replies in ``lineReceived``, and
+        stands in for the factory that ``connectionMade`` calls when
+        ``AUTH`` fails.
+        """
+        user = "netlab.pubsub"
+        base = self.load("txredisapi:BaseRedisProtocol", user)
+        parameters = inspect.signature(base.__init__).parameters
+        for name in (
+            "charset",
+            "replyTimeout",
+            "password",
+            "dbid",
+            "convertNumbers",
+            "username",
+        ):
+            if name not in parameters:
+                self.fail(
+                    f"{_release('txredisapi')}: BaseRedisProtocol takes no "
+                    f"{name}=, which {user} passes"
+                )
+        self.assert_has(base, ("lineReceived", "whenConnected"), user)
+        self.assert_has(
+            self.load("txredisapi:SubscriberProtocol", user),
+            ("messageReceived", "subscribe", "unsubscribe"),
+            user,
+        )
+        self.assert_has(self.load("txredisapi:RedisProtocol", user), ("publish",), user)
+        self.assert_mentions(
+            self.load("txredisapi", user),
+            ("factory.stopTrying()", "factory.connectionError(", "factory.isLazy"),
+            user,
+        )

@@ -18,6 +18,14 @@ A mistake gets ``{"type": "error", "error": "..."}``; a binary message or one
 that is not JSON closes the connection with 1003 or 1007. Who you are is the
 ``sub`` of your token.
 
+Rooms publish through :mod:`netlab.pubsub`: served with ``--broker
+redis://HOST:PORT/DB``, every chat process sharing that Redis delivers a
+room's messages and presence to the room's members wherever they are
+connected (``BROKER=redis://127.0.0.1:6379/0 bash run.sh`` in two terminals,
+with different ``PORT``). History and the ``who`` list are per process: a
+process keeps what was said in a room while it had members there, and lists
+the members connected to it.
+
 Everything is bounded: a room keeps :data:`HISTORY` messages, a message is at
 most :data:`MAX_TEXT` characters, a client joins at most
 :data:`MAX_JOINED` rooms, there are at most :data:`MAX_ROOMS` rooms, and each
@@ -39,7 +47,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import Data
 
-from netlab.websocket import Handler, WebSocketMount, broadcast
+from netlab import pubsub
+from netlab.websocket import Handler, WebSocketMount
 
 #: Messages each room remembers for those who join it.
 HISTORY = 20
@@ -57,30 +66,61 @@ _guests = itertools.count(1)
 
 class Room:
     """
-    A room's members and the last :data:`HISTORY` things said in it.
+    A room's members here and the last :data:`HISTORY` things said in it
+    while it had members here, from any process.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, hub: pubsub.Hub) -> None:
         self.name = name
+        self.hub = hub
+        #: The room's channel on the hub.
+        self.channel = f"chat:{name}"
         self.members: set[ChatClient] = set()
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._recording = hub.subscribe(self.channel, self._record)
+
+    def _record(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except ValueError:
+            return  # not from a chat: some other client of the broker
+        if isinstance(event, dict) and event.get("type") == "message":
+            self.history.append(event)
 
     def tell(self, event: dict[str, Any]) -> None:
         """
-        Send ``event`` to every member: encoded once, and no member's slow
-        reading holds up the others (see :func:`netlab.websocket.broadcast`).
+        Send ``event`` to every member, here and in every process sharing
+        the broker: encoded once, and no member's slow reading holds up the
+        others (each gets it through its own queue: see
+        :mod:`netlab.pubsub`).
         """
-        # A copy: a member whose queue overflows may leave meanwhile.
-        broadcast(list(self.members), json.dumps(event))
+        self.hub.publish(self.channel, json.dumps(event))
+
+    def close(self) -> None:
+        """
+        The last member here has left: stop listening.
+        """
+        self._recording.cancel()
 
 
 class Rooms:
     """
     Every room of one chat service; a room goes when its last member leaves.
+
+    :param hub: where rooms publish; by default the process-wide hub, which
+        ``--broker`` bridges to other processes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hub: pubsub.Hub | None = None) -> None:
         self.rooms: dict[str, Room] = {}
+        self._hub = hub
+
+    @property
+    def hub(self) -> pubsub.Hub:
+        """
+        The hub the rooms publish through.
+        """
+        return self._hub or pubsub.hub
 
     def join(self, client: ChatClient, name: str) -> str | None:
         """
@@ -98,9 +138,9 @@ class Rooms:
         if room is None:
             if len(self.rooms) >= MAX_ROOMS:
                 return "too many rooms: try an existing one"
-            room = self.rooms[name] = Room(name)
+            room = self.rooms[name] = Room(name, self.hub)
         room.members.add(client)
-        client.joined.add(name)
+        client.joined[name] = client.subscribe(room.channel, room.hub)
         client.send(
             json.dumps(
                 {
@@ -124,10 +164,11 @@ class Rooms:
         if room is None or client not in room.members:
             return f"not in {name}"
         room.members.discard(client)
-        client.joined.discard(name)
-        if room.members:
-            room.tell(_presence(name, client, "leave"))
-        else:
+        client.joined.pop(name).cancel()
+        # Members in other processes hear it even when none is left here.
+        room.tell(_presence(name, client, "leave"))
+        if not room.members:
+            room.close()
             del self.rooms[name]
         return None
 
@@ -142,15 +183,15 @@ class Rooms:
             return f"join {name} first"
         if not text or len(text) > MAX_TEXT:
             return f"a message is 1 to {MAX_TEXT} characters"
-        event = {
-            "type": "message",
-            "room": name,
-            "from": client.name,
-            "text": text,
-            "time": round(time.time(), 3),
-        }
-        room.history.append(event)
-        room.tell(event)
+        room.tell(
+            {
+                "type": "message",
+                "room": name,
+                "from": client.name,
+                "text": text,
+                "time": round(time.time(), 3),
+            }
+        )
         return None
 
 
@@ -175,7 +216,8 @@ class ChatClient(Handler):
 
     def on_open(self) -> None:
         self.name = self.subject or f"guest-{next(_guests)}"
-        self.joined: set[str] = set()
+        #: The rooms this client is in, and its subscription to each.
+        self.joined: dict[str, pubsub.Subscription] = {}
 
     def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -231,12 +273,13 @@ def _read(name: str) -> bytes:
     return (Path(__file__).parent / name).read_bytes()
 
 
-def make_root() -> Resource:
+def make_root(hub: pubsub.Hub | None = None) -> Resource:
     """
+    :param hub: where the rooms publish (by default the process-wide hub).
     :return: the chat's site: the page at ``/``, its script at
         ``/chat.js`` and the WebSocket at ``/ws``, with rooms of its own.
     """
-    handler = type("ChatClient", (ChatClient,), {"rooms": Rooms()})
+    handler = type("ChatClient", (ChatClient,), {"rooms": Rooms(hub)})
     root = Resource()
     root.putChild(b"", Document(_read("index.html"), "text/html; charset=utf-8"))
     root.putChild(

@@ -7,6 +7,13 @@
 # the bearer tokens, prints a link with a token for alice and one for bob
 # (open each in its own tab), and serves the chat on 127.0.0.1:8090 (PORT=
 # to change it) until Ctrl-C.
+#
+# Rooms across processes: start a Redis, then run this twice with the same
+# BROKER and different ports; a room's members on either process hear each
+# other (the password, if Redis needs one, in BROKER_PASSWORD_FILE):
+#
+#     BROKER=redis://127.0.0.1:6379/0 PORT=8090 bash examples/chat/run.sh
+#     BROKER=redis://127.0.0.1:6379/0 PORT=8091 bash examples/chat/run.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -25,6 +32,14 @@ for name in alice bob; do
     token=$("$venv/bin/netlab" token --key "$secret" --sub "$name" --ttl 86400)
     echo "$name: http://127.0.0.1:$port/#token=$token"
 done
+broker=()
+if [ -n "${BROKER:-}" ]; then
+    broker=(--broker "$BROKER")
+    if [ -n "${BROKER_PASSWORD_FILE:-}" ]; then
+        broker+=(--broker-password-file "$BROKER_PASSWORD_FILE")
+    fi
+fi
 cd "$here"
 exec "$venv/bin/twistd" -n --pidfile= netlab-http --resource chat:root \
-    --listen "tcp:$port:interface=127.0.0.1" --protect /ws --jwt-secret "$secret"
+    --listen "tcp:$port:interface=127.0.0.1" --protect /ws --jwt-secret "$secret" \
+    "${broker[@]}"

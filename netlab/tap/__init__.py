@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
 
-from netlab import auth, metrics, workers
+from netlab import auth, metrics, pubsub, workers
 from netlab.http import HTTPSite
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened, use_keylog
@@ -394,6 +394,79 @@ class ServiceOptions(workers.WorkerOptions, DebugOptions, LimitOptions):
         self.check_workers(self["listen"])
 
 
+class BrokerOptions(usage.Options):
+    """
+    ``--broker redis://HOST:PORT/DB``: publish/subscribe across processes
+    and hosts (see :mod:`netlab.pubsub`), with the password and the CA in
+    files.
+    """
+
+    optParameters = [
+        [
+            "broker",
+            None,
+            None,
+            "Bridge publish/subscribe to the Redis at this URL: "
+            "redis://HOST[:PORT][/DB], or rediss:// over TLS. "
+            "[default: none, delivery within the process]",
+        ],
+        [
+            "broker-password-file",
+            None,
+            None,
+            "The broker's password: the first line of this file.",
+        ],
+        [
+            "broker-ca",
+            None,
+            None,
+            "Verify a rediss:// broker with the CA certificates in this PEM "
+            "file instead of the system's.",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["broker_config"] = None
+        url = self["broker"]
+        if url is None:
+            for name in ("broker-password-file", "broker-ca"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --broker")
+            return
+        try:
+            address = pubsub.BrokerAddress.parse(url)
+            password = None
+            if self["broker-password-file"]:
+                password = pubsub.read_password(self["broker-password-file"])
+        except ValueError as error:
+            raise usage.UsageError(f"--broker: {error}") from None
+        client_tls = None
+        if self["broker-ca"]:
+            if not address.tls:
+                raise usage.UsageError("--broker-ca needs a rediss:// broker")
+            try:
+                client_tls = ClientTLS(cacert=self["broker-ca"])
+            except Exception as error:
+                raise usage.UsageError(f"--broker-ca: {error}") from None
+        self["broker_config"] = {
+            "address": address,
+            "password": password,
+            "tls": client_tls,
+        }
+
+    def broker(self, parent: MultiService, reactor: Any) -> None:
+        """
+        Add to ``parent`` the bridge to the broker the options name, if
+        any, unless this process is a ``--workers`` supervisor, which serves
+        nothing (each worker connects on its own).
+        """
+        config = self.get("broker_config")
+        if config is None or workers.supervising(reactor):
+            return
+        pubsub.BrokerService(pubsub.Broker(**config)).setServiceParent(parent)
+
+
 class OriginOptions(usage.Options):
     """
     ``--allowed-origin``, for plugins that serve WebSocket to browsers.
@@ -530,6 +603,8 @@ def makeService(options: ServiceOptions) -> IService:
         service = options.root()
         options.metrics(service)
         tap = options.wiretap(service)
+        if isinstance(options, BrokerOptions):
+            options.broker(service, reactor)
         listening_service(options["listen"], factory, tap, reactor).setServiceParent(
             service
         )

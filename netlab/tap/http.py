@@ -15,6 +15,7 @@ from netlab.limits import HTTP_LIMITS, limit_parameters
 from netlab.services import hello
 from netlab.tap import (
     AuthOptions,
+    BrokerOptions,
     OriginOptions,
     ServiceOptions,
     import_object,
@@ -48,7 +49,7 @@ def load_resource(path: str) -> IResource:
     return found
 
 
-class Options(AuthOptions, OriginOptions, ServiceOptions):
+class Options(BrokerOptions, AuthOptions, OriginOptions, ServiceOptions):
     """
     Options for ``twistd netlab-http``.
     """

@@ -16,6 +16,7 @@ from netlab import workers
 from netlab.limits import HTTP_LIMITS, LimitOptions, limit_parameters
 from netlab.tap import (
     AuthOptions,
+    BrokerOptions,
     DebugOptions,
     OriginOptions,
     ServiceOptions,
@@ -40,7 +41,12 @@ OFF = "off"
 
 
 class Options(
-    AuthOptions, OriginOptions, workers.WorkerOptions, DebugOptions, LimitOptions
+    BrokerOptions,
+    AuthOptions,
+    OriginOptions,
+    workers.WorkerOptions,
+    DebugOptions,
+    LimitOptions,
 ):
     """
     Options for ``twistd netlab``.
@@ -113,6 +119,7 @@ def makeService(options: Options) -> IService:
         lab = options.root()
         options.metrics(lab)
         tap = options.wiretap(lab)
+        options.broker(lab, reactor)
         for name, plugin in SERVICES.items():
             places = options["listen"][name]
             if places:

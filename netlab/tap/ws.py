@@ -13,6 +13,7 @@ from netlab.limits import WS_LIMITS, limit_parameters
 from netlab.services import wsecho
 from netlab.tap import (
     AuthOptions,
+    BrokerOptions,
     OriginOptions,
     ServiceOptions,
     import_object,
@@ -21,7 +22,7 @@ from netlab.tap import (
 from netlab.websocket import DEFAULT_WS_LISTEN, WebSocketFactory, check_handler
 
 
-class Options(AuthOptions, OriginOptions, ServiceOptions):
+class Options(BrokerOptions, AuthOptions, OriginOptions, ServiceOptions):
     """
     Options for ``twistd netlab-ws``.
     """
