@@ -1,0 +1,353 @@
+"""
+Tests of :mod:`netlab.proxy`: the ``haproxy:`` endpoint, in memory, through
+the same endpoint wrapping the plugins listen with.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import socket
+import struct
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from netlab import auth, metrics, proxy
+from netlab.limits import Limits
+from netlab.services import echo, hello
+
+#: Where HAProxy connects from.
+PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 60000)
+#: The client HAProxy speaks for.
+CLIENT = ("203.0.113.7", 51234)
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def v1(source: tuple[str, int] = CLIENT, family: str = "TCP4") -> bytes:
+    """
+    :return: a PROXY v1 header for a connection from ``source`` to port 8080.
+    """
+    destination = "127.0.0.1" if family == "TCP4" else "::1"
+    return f"PROXY {family} {source[0]} {destination} {source[1]} 8080\r\n".encode()
+
+
+def v2(source: tuple[str, int] = CLIENT, command: int = 0x1) -> bytes:
+    """
+    :return: a PROXY v2 header (PROXY command, TCP over IPv4 or IPv6 as
+        ``source`` is) for a connection from ``source``; ``command=0`` makes
+        a LOCAL one (a proxy's health check), which names no address.
+    """
+    signature = proxy._V2_SIGNATURE
+    if command == 0x0:
+        return signature + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    if ":" in source[0]:
+        packed = socket.inet_pton(socket.AF_INET6, source[0])
+        packed += socket.inet_pton(socket.AF_INET6, "::1")
+        family = 0x21
+    else:
+        packed = socket.inet_aton(source[0]) + socket.inet_aton("127.0.0.1")
+        family = 0x11
+    body = packed + struct.pack("!HH", source[1], 8080)
+    return (
+        signature
+        + bytes([0x20 | command, family])
+        + struct.pack("!H", len(body))
+        + body
+    )
+
+
+class Proxied:
+    """
+    A factory listening on ``haproxy:tcp:8080`` with a memory reactor: each
+    :meth:`connect` is a connection from HAProxy.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self.reactor = MemoryReactorClock()
+        endpoint = proxy.server_endpoint(
+            self.reactor, "haproxy:tcp:8080:interface=127.0.0.1"
+        )
+        endpoint.listen(factory)
+        [(port, self.wrapping, _, interface)] = self.reactor.tcpServers
+        assert (port, interface) == (8080, "127.0.0.1")
+
+    def connect(self) -> tuple[Any, StringTransport]:
+        protocol = self.wrapping.buildProtocol(PROXY_ADDRESS)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=PROXY_ADDRESS,
+        )
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+
+def response(transport: StringTransport) -> tuple[bytes, bytes]:
+    """
+    :return: the status line and the body of what ``transport`` was sent.
+    """
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body
+
+
+def access_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if "status" in e and "peer" in e]
+
+
+class HTTPBehindProxyTests(SynchronousTestCase):
+    """
+    ``netlab-http`` behind ``haproxy:``: the access log, ``/echo`` and the
+    per-address limit see the client the header names.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.site = hello.site(reactor=self.clock)
+        self.proxied = Proxied(self.site)
+
+    def test_v1_access_log_and_echo(self) -> None:
+        protocol, transport = self.proxied.connect()
+        with capturedLogs() as events:
+            protocol.dataReceived(v1() + b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, body = response(transport)
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(
+            json.loads(body)["client"], {"host": "203.0.113.7", "port": 51234}
+        )
+        [access] = access_events(events)
+        self.assertEqual(access["peer"], "203.0.113.7:51234")
+
+    def test_v2(self) -> None:
+        for source, expected in (
+            (CLIENT, "203.0.113.7:51234"),
+            (("2001:db8::5", 4433), "[2001:db8::5]:4433"),
+        ):
+            protocol, transport = self.proxied.connect()
+            with capturedLogs() as events:
+                protocol.dataReceived(v2(source) + GET)
+            self.assertEqual(
+                response(transport), (b"HTTP/1.1 200 OK", b"Hello, world!")
+            )
+            [access] = access_events(events)
+            self.assertEqual(access["peer"], expected)
+
+    def test_header_in_pieces(self) -> None:
+        """
+        A header that arrives a byte at a time is read whole (Twisted's own
+        wrapper drops a connection whose first read is shorter than 8 or 16
+        bytes).
+        """
+        for header in (v1(), v2()):
+            protocol, transport = self.proxied.connect()
+            with capturedLogs() as events:
+                for index in range(len(header)):
+                    protocol.dataReceived(header[index : index + 1])
+                protocol.dataReceived(GET)
+            self.assertEqual(response(transport)[0], b"HTTP/1.1 200 OK")
+            [access] = access_events(events)
+            self.assertEqual(access["peer"], "203.0.113.7:51234")
+
+    def test_local_header_is_the_proxy(self) -> None:
+        """
+        A LOCAL header (HAProxy's health checks with ``check-send-proxy``)
+        names no client: the proxy's own address stands.
+        """
+        protocol, transport = self.proxied.connect()
+        with capturedLogs() as events:
+            protocol.dataReceived(
+                v2(command=0) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+        self.assertEqual(response(transport)[0], b"HTTP/1.1 200 OK")
+        [access] = access_events(events)
+        self.assertEqual(access["peer"], "127.0.0.1:60000")
+
+    def test_max_per_ip_counts_the_client(self) -> None:
+        """
+        Every connection comes from HAProxy's one address, but the limit
+        counts the clients the headers name: one client's second
+        connection is refused, another client is served.
+        """
+        site = hello.site(limits=Limits(max_per_ip=1), reactor=self.clock)
+        proxied = Proxied(site)
+        first, first_transport = proxied.connect()
+        first.dataReceived(v1(("198.51.100.1", 1000)))
+        other, other_transport = proxied.connect()
+        other.dataReceived(v2(("198.51.100.2", 1000)) + GET)
+        self.assertEqual(response(other_transport)[0], b"HTTP/1.1 200 OK")
+        again, again_transport = proxied.connect()
+        before = metrics.CONNECTIONS_REFUSED.values[("http", "max-per-ip")]
+        with capturedLogs() as events:
+            again.dataReceived(v1(("198.51.100.1", 1001)) + GET)
+        self.assertEqual(
+            response(again_transport)[0], b"HTTP/1.1 503 Service Unavailable"
+        )
+        [refusal] = [e for e in events if e.get("reason") == "max-per-ip"]
+        self.assertEqual(refusal["host"], "198.51.100.1")
+        self.assertEqual(
+            metrics.CONNECTIONS_REFUSED.values[("http", "max-per-ip")], before + 1
+        )
+        self.assertEqual(
+            sorted(site._per_host.items()), [("198.51.100.1", 1), ("198.51.100.2", 1)]
+        )
+        self.assertEqual(len(site.connections), 2)
+
+    def test_no_header_holds_no_slot_and_times_out(self) -> None:
+        """
+        A connection that never sends its header is not counted by the
+        service (its per-address slot stays free for the client) and is
+        dropped after :data:`~netlab.proxy.HEADER_TIMEOUT`, with one line.
+        """
+        site = hello.site(limits=Limits(max_per_ip=1), reactor=self.clock)
+        proxied = Proxied(site)
+        _, silent = proxied.connect()
+        self.assertEqual(len(site.connections), 0)
+        client, client_transport = proxied.connect()
+        client.dataReceived(v1(("127.0.0.1", 1234)) + GET)
+        self.assertEqual(response(client_transport)[0], b"HTTP/1.1 200 OK")
+        self.assertEqual(proxied.wrapping.waiting, 1)
+        before = metrics.CONNECTIONS_REFUSED.values[("http", "proxy-header-timeout")]
+        with capturedLogs() as events:
+            proxied.reactor.advance(proxy.HEADER_TIMEOUT - 0.1)
+            self.assertFalse(silent.disconnecting)
+            proxied.reactor.advance(0.1)
+        self.assertTrue(silent.disconnecting)
+        [dropped] = [e for e in events if e.get("reason") == "proxy-header-timeout"]
+        self.assertEqual(dropped["peer"], "127.0.0.1:60000")
+        self.assertEqual(
+            metrics.CONNECTIONS_REFUSED.values[("http", "proxy-header-timeout")],
+            before + 1,
+        )
+        self.assertEqual(proxied.wrapping.waiting, 0)
+
+    def test_header_timer_cancelled(self) -> None:
+        """
+        Once the header is in, the service's own timeouts take over: the
+        header's timer is gone, and a closed connection leaves none either.
+        """
+        protocol, transport = self.proxied.connect()
+        protocol.dataReceived(v1())
+        self.assertFalse(
+            [c for c in self.proxied.reactor.getDelayedCalls() if c.active()]
+        )
+        other, _ = self.proxied.connect()
+        other.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(
+            [c for c in self.proxied.reactor.getDelayedCalls() if c.active()]
+        )
+        self.assertEqual(self.proxied.wrapping.waiting, 0)
+
+    def test_malformed_headers_are_dropped(self) -> None:
+        """
+        Each malformed header drops the connection at once, with one log
+        line and one count, and never reaches the service.
+        """
+        bad = [
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"PROXY TCP4 1.2.3.4 127.0.0.1 notaport 8080\r\n",
+            b"PROXY TCP4 \x1b[31mevil 127.0.0.1 1 8080\r\n",
+            b"PROXY TCP4 2001:db8::1 127.0.0.1 1 8080\r\n",
+            b"PROXY TCP4 1.2.3.4 127.0.0.1 70000 8080\r\n",
+            b"PROXY TCP6 fe80::1%\x1b[31m ::1 1 8080\r\n",
+            b"PROXY TCP4 1.2.3.4 \xff\xfe 1 8080\r\n",
+            b"PROXY SCTP 1.2.3.4 127.0.0.1 1 8080\r\n",
+            b"PROXY TCP4 1.2.3.4" + b" " * 200,
+            proxy._V2_SIGNATURE + b"\x30\x11\x00\x0c" + b"\x00" * 12,
+            proxy._V2_SIGNATURE + b"\x21\x11\x00\x02" + b"\x00" * 2,
+            b"\r\n\r\n\x00\x0dX" + b"\x00" * 20,
+        ]
+        for header in bad:
+            before = metrics.CONNECTIONS_REFUSED.values[
+                ("http", "proxy-header-malformed")
+            ]
+            protocol, transport = self.proxied.connect()
+            with capturedLogs() as events:
+                protocol.dataReceived(header + GET)
+                protocol.dataReceived(GET)
+            self.assertTrue(transport.disconnecting, header)
+            self.assertEqual(transport.value(), b"", header)
+            self.assertEqual(
+                [e["reason"] for e in events], ["proxy-header-malformed"], header
+            )
+            self.assertEqual(
+                metrics.CONNECTIONS_REFUSED.values[("http", "proxy-header-malformed")],
+                before + 1,
+            )
+            self.assertEqual(len(self.site.connections), 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_too_many_waiting(self) -> None:
+        """
+        Connections still waiting for their header are bounded by the
+        service's ``max_connections``.
+        """
+        site = hello.site(limits=Limits(max_connections=2), reactor=self.clock)
+        proxied = Proxied(site)
+        proxied.connect()
+        proxied.connect()
+        with capturedLogs() as events:
+            self.assertIsNone(proxied.wrapping.buildProtocol(PROXY_ADDRESS))
+        self.assertEqual(len(events), 1)
+
+    def test_bearer_token_log(self) -> None:
+        """
+        The WebSocket's token line names the client from the header.
+        """
+        secret = pathlib.Path(self.mktemp())
+        secret.write_bytes(b"s" * 32)
+        checker = auth.JWTChecker(auth.secret_from_file(secret))
+        site = hello.site(
+            reactor=self.clock, protection=auth.Protection(checker, ("/ws",))
+        )
+        proxied = Proxied(site)
+        protocol, transport = proxied.connect()
+        token = auth.mint(secret, "alice")
+        handshake = (
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        with capturedLogs() as events:
+            protocol.dataReceived(v2() + handshake)
+        self.assertEqual(
+            response(transport)[0],
+            b"HTTP/1.1 101 Switching Protocols",
+            transport.value(),
+        )
+        [line] = [e for e in events if e.get("subject") == "alice" and "peer" in e]
+        self.assertEqual(line["peer"], "tcp4:203.0.113.7:51234")
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class TCPBehindProxyTests(SynchronousTestCase):
+    def test_echo(self) -> None:
+        """
+        The echo service logs the client, echoes what follows the header,
+        and keeps its half-close behind the wrapper.
+        """
+        factory = echo.EchoFactory(reactor=MemoryReactorClock())
+        proxied = Proxied(factory)
+        protocol, transport = proxied.connect()
+        self.assertFalse(IHalfCloseableProtocol.providedBy(protocol))
+        with capturedLogs() as events:
+            protocol.dataReceived(v1(("2001:db8::9", 7), "TCP6") + b"hello")
+        self.assertEqual(transport.value(), b"hello")
+        self.assertIn("[2001:db8::9]:7", [e.get("peer") for e in events])
+        self.assertEqual(protocol.getPeer(), IPv6Address("TCP", "2001:db8::9", 7))
+        self.assertEqual(protocol.getHost(), IPv6Address("TCP", "::1", 8080))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([c.peer for c in factory.connections], ["[2001:db8::9]:7"])
+
+
+class SplitTests(SynchronousTestCase):
+    def test_split(self) -> None:
+        self.assertEqual(proxy.split("haproxy:tcp:80"), ("tcp:80", True))
+        self.assertEqual(proxy.split("tcp:80"), ("tcp:80", False))
+        self.assertEqual(proxy.split("haproxy"), ("haproxy", False))
