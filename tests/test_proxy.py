@@ -11,17 +11,27 @@ import socket
 import struct
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
+from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab import auth, metrics, proxy
 from netlab.limits import Limits
 from netlab.services import echo, hello
+from netlab.tap import echo as echo_tap
+from netlab.tap import greeting as greeting_tap
+from netlab.tap import http as http_tap
+from netlab.tap import lab
+from netlab.tap import tcp as tcp_tap
+from netlab.tap import ws as ws_tap
+from tests.support import LOOPBACK, abort, connect
+from tests.test_tap import listeners
 
 #: Where HAProxy connects from.
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 60000)
@@ -351,3 +361,129 @@ class SplitTests(SynchronousTestCase):
         self.assertEqual(proxy.split("haproxy:tcp:80"), ("tcp:80", True))
         self.assertEqual(proxy.split("tcp:80"), ("tcp:80", False))
         self.assertEqual(proxy.split("haproxy"), ("haproxy", False))
+
+
+def ws_text(message: bytes) -> bytes:
+    """
+    :return: one masked WebSocket text frame (as a client sends it).
+    """
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(message))
+    return b"\x81" + bytes([0x80 | len(message)]) + mask + masked
+
+
+_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+_ECHOED = b"\x81\x0aEcho: ping"
+_UPGRADED = b"\r\n\r\n"
+#: Each plugin (and the user's application it serves), and the exchange:
+#: what to send after the header, and what the answer so far then ends with.
+PLUGINS: list[tuple[Any, list[str], list[tuple[bytes, bytes]]]] = [
+    (echo_tap, [], [(b"hello", b"hello")]),
+    (greeting_tap, [], [(b"hi", b"Hello from server!")]),
+    (tcp_tap, ["--factory", "tests.user_tcp:Upper"], [(b"abc\r\n", b"ABC\r\n")]),
+    (http_tap, [], [(GET, b"Hello, world!")]),
+    (http_tap, [], [(_UPGRADE, _UPGRADED), (ws_text(b"ping"), _ECHOED)]),
+    (
+        http_tap,
+        ["--resource", "tests.user_http:root"],
+        [(b"GET /greet?name=x HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, x!\n")],
+    ),
+    (
+        http_tap,
+        ["--wsgi", "tests.user_http:app"],
+        [(b"GET /hello?name=y HTTP/1.1\r\nHost: x\r\n\r\n", b"Hello, y! (/hello)\n")],
+    ),
+    (
+        ws_tap,
+        [],
+        [(_UPGRADE.replace(b"/ws", b"/"), _UPGRADED), (ws_text(b"ping"), _ECHOED)],
+    ),
+    (
+        ws_tap,
+        ["--handler", "tests.ws_user_echo:EchoHandler"],
+        [(_UPGRADE.replace(b"/ws", b"/"), _UPGRADED), (ws_text(b"ping"), _ECHOED)],
+    ),
+]
+
+
+class PluginTests(TestCase):
+    """
+    Every plugin serves ``--listen haproxy:tcp:...`` on a real socket, and
+    every address its log events name is the client's from the header,
+    never the connection's own.
+    """
+
+    async def serve(self, module: Any, arguments: list[str]) -> tuple[Any, int]:
+        options = module.Options()
+        options.parseOptions(
+            ["--listen", "haproxy:tcp:0:interface=127.0.0.1", *arguments]
+        )
+        service = module.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [listener] = listeners(service)
+        port = await listener._waitingForPort
+        self.assertIsInstance(port.factory, proxy.ProxyHeaderFactory)
+        return service, port.getHost().port
+
+    async def exchange(self, port: int, steps: list[tuple[bytes, bytes]]) -> None:
+        with capturedLogs() as events:
+            peer = await connect(LOOPBACK, port)
+            self.addCleanup(abort, peer)
+            peer.transport.write(v1())
+            for sent, answer in steps:
+                peer.transport.write(sent)
+                while not bytes(peer.received).endswith(answer):
+                    try:
+                        await peer.received_at_least(len(peer.received) + 1)
+                    except (ConnectionDone, defer.TimeoutError):
+                        self.fail(f"closed after {bytes(peer.received)!r}")
+            own = peer.transport.getHost().port
+        peers = {str(e[k]) for e in events for k in ("peer", "host") if k in e}
+        self.assertTrue(peers, events)
+        self.assertFalse({p for p in peers if str(own) in p}, peers)
+        self.assertTrue(all("203.0.113.7" in p for p in peers), peers)
+
+    async def test_every_plugin(self) -> None:
+        for module, arguments, steps in PLUGINS:
+            _, port = await self.serve(module, arguments)
+            await self.exchange(port, steps)
+
+    async def test_lab(self) -> None:
+        """
+        ``twistd netlab`` takes ``haproxy:`` for each of its services.
+        """
+        options = lab.Options()
+        options.parseOptions(
+            [
+                *("--echo", "haproxy:tcp:0:interface=127.0.0.1"),
+                *("--greeting", "off", "--ws", "off"),
+                *("--http", "haproxy:tcp:0:interface=127.0.0.1"),
+            ]
+        )
+        service = lab.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        ports = [await listener._waitingForPort for listener in listeners(service)]
+        self.assertEqual(len(ports), 2)
+        for port, steps in zip(
+            ports, [[(b"hello", b"hello")], [(GET, b"Hello, world!")]], strict=True
+        ):
+            await self.exchange(port.getHost().port, steps)
+
+    def test_workers_share_haproxy_endpoints(self) -> None:
+        options = http_tap.Options()
+        options.parseOptions(
+            ["--listen", "haproxy:tcp:0:interface=127.0.0.1", "--workers", "2"]
+        )
+        self.assertEqual(options["listen"], ["haproxy:tcp:0:interface=127.0.0.1"])
+
+    def test_bad_endpoint_under_haproxy(self) -> None:
+        options = http_tap.Options()
+        with self.assertRaises(usage.UsageError) as caught:
+            options.parseOptions(["--listen", "haproxy:tcp:notaport"])
+        self.assertIn("bad endpoint 'haproxy:tcp:notaport'", str(caught.exception))
