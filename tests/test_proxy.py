@@ -30,7 +30,8 @@ from netlab.tap import http as http_tap
 from netlab.tap import lab
 from netlab.tap import tcp as tcp_tap
 from netlab.tap import ws as ws_tap
-from tests.support import LOOPBACK, abort, connect
+from netlab.tls import ClientTLS
+from tests.support import LOOPBACK, abort, connect, shared_certificates
 from tests.test_tap import listeners
 
 #: Where HAProxy connects from.
@@ -417,11 +418,14 @@ class PluginTests(TestCase):
     never the connection's own.
     """
 
-    async def serve(self, module: Any, arguments: list[str]) -> tuple[Any, int]:
+    async def serve(
+        self,
+        module: Any,
+        arguments: list[str],
+        listen: str = "haproxy:tcp:0:interface=127.0.0.1",
+    ) -> tuple[Any, int]:
         options = module.Options()
-        options.parseOptions(
-            ["--listen", "haproxy:tcp:0:interface=127.0.0.1", *arguments]
-        )
+        options.parseOptions(["--listen", listen, *arguments])
         service = module.makeService(options)
         service.startService()
         self.addCleanup(service.stopService)
@@ -487,3 +491,33 @@ class PluginTests(TestCase):
         with self.assertRaises(usage.UsageError) as caught:
             options.parseOptions(["--listen", "haproxy:tcp:notaport"])
         self.assertIn("bad endpoint 'haproxy:tcp:notaport'", str(caught.exception))
+
+    async def test_tls_after_the_header(self) -> None:
+        """
+        ``haproxy:ssl:``: the header comes first, in the clear, then TLS
+        (what a proxy in TCP mode sends); the access log names the header's
+        client and the certificate it showed to netlab.
+        """
+        paths = shared_certificates()
+        _, port = await self.serve(
+            http_tap,
+            [],
+            listen=(
+                f"haproxy:ssl:0:privateKey={paths.server_key}:certKey={paths.server}"
+                f":clientCA={paths.ca}:interface=127.0.0.1"
+            ),
+        )
+        client = ClientTLS(
+            cacert=str(paths.ca), cert=str(paths.client), key=str(paths.client_key)
+        )
+        with capturedLogs() as events:
+            peer = await connect(LOOPBACK, port)
+            self.addCleanup(abort, peer)
+            peer.transport.write(v2())
+            peer.transport.startTLS(client.creator("localhost"))
+            peer.transport.write(GET)
+            while not bytes(peer.received).endswith(b"Hello, world!"):
+                await peer.received_at_least(len(peer.received) + 1)
+        [access] = access_events(events)
+        self.assertEqual(access["peer"], "203.0.113.7:51234")
+        self.assertIn("CN=", access["client"])
