@@ -51,7 +51,7 @@ from zope.interface import alsoProvides, directlyProvides, providedBy
 
 from netlab import metrics
 from netlab.limits import DEFAULT_LIMITS
-from netlab.tcp import describe_address
+from netlab.tcp import describe_address, log_prefix
 from netlab.wrapping import Wrapper
 
 #: The endpoint prefix: ``haproxy:`` followed by any server endpoint string.
@@ -325,6 +325,8 @@ class ProxyHeaderFactory(WrappingFactory):
     """
 
     protocol = ProxyHeaderProtocol
+    # The service's own factory says when it starts and stops.
+    noisy = False
 
     def __init__(
         self,
@@ -359,4 +361,5 @@ class ProxyHeaderFactory(WrappingFactory):
     _log = Logger()
 
     def logPrefix(self) -> str:
-        return f"{super().logPrefix()} (PROXY)"
+        # As Twisted's own PROXY wrapper names itself: "HTTPSite (PROXY)".
+        return f"{log_prefix(self.wrappedFactory)} (PROXY)"

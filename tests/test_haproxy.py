@@ -1,0 +1,200 @@
+"""
+netlab behind a real HAProxy: two ``twistd netlab-http`` instances listening
+on ``haproxy:`` endpoints, balanced by Debian's haproxy with health checks
+on ``/healthz``; one is drained with SIGTERM under load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+
+from netlab import http, websocket
+from tests.haproxy import SKIP, HAProxy
+from tests.support import WAIT, abort, bounded, connect
+from tests.test_twistd import TwistdCase
+
+#: Each instance's listening endpoint: PROXY header first, loopback only.
+LISTEN = "haproxy:tcp:0:interface=127.0.0.1"
+#: What twistd logs as an instance starts listening.
+STARTING = r"HTTPSite \(PROXY\)"
+#: Seconds a drained instance gives its connections (its WebSockets close
+#: with 1001 at once; this bounds an HTTP request in flight).
+DRAIN_SECONDS = "5"
+
+
+class Instances:
+    """
+    Two ``twistd netlab-http`` processes behind one HAProxy.
+
+    :param extra: more arguments for both instances (a broker to share, say).
+    """
+
+    def __init__(self, case: TwistdCase, extra: tuple[str, ...] = ()) -> None:
+        self.case = case
+        self.extra = extra
+        self.children: list[Any] = []
+        self.ports: list[int] = []
+        self.haproxy: HAProxy | None = None
+
+    async def start(self) -> Instances:
+        for _ in range(2):
+            child, [port] = await self.case.start(
+                "netlab-http",
+                *("--listen", LISTEN, "--drain-seconds", DRAIN_SECONDS),
+                *self.extra,
+                factories=(STARTING,),
+            )
+            self.children.append(child)
+            self.ports.append(port)
+        self.haproxy = await HAProxy(self.case, self.ports).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.haproxy is not None
+        return f"http://127.0.0.1:{self.haproxy.port}"
+
+    def log(self, index: int) -> str:
+        """
+        :return: what instance ``index`` has logged so far.
+        """
+        protocol = self.children[index].protocol
+        return bytes(protocol.out + protocol.err).decode(errors="replace")
+
+    def served(self, index: int, what: str) -> int:
+        """
+        :return: how many access log lines of instance ``index`` begin
+            with ``what`` (``"GET /echo 200"``).
+        """
+        return len(re.findall(re.escape(what) + r" \d+ bytes", self.log(index)))
+
+    def holding(self, port: int) -> int:
+        """
+        :return: the instance whose log names the client at local ``port``.
+        """
+        found = [i for i in range(2) if f"127.0.0.1:{port}" in self.log(i)]
+        if len(found) != 1:
+            raise AssertionError(f"client port {port} in the logs of {found}")
+        return found[0]
+
+    async def until_logged(self, port: int) -> int:
+        """
+        Wait (bounded) until one instance has logged the client at local
+        ``port``; :return: which.
+        """
+        for _ in range(int(WAIT / 0.05)):
+            if any(f"127.0.0.1:{port}" in self.log(i) for i in range(2)):
+                return self.holding(port)
+            await task.deferLater(reactor, 0.05)
+        raise AssertionError(f"no instance logged client port {port}")
+
+
+def _local_port(connection: websocket.Connection) -> int:
+    return connection._protocol.transport.getHost().port
+
+
+class BehindHAProxyTests(TwistdCase):
+    skip = SKIP
+    timeout = 180
+
+    async def test_client_address_reaches_the_logs(self) -> None:
+        """
+        Through HAProxy (``send-proxy-v2``), an instance's access log and
+        ``/echo`` name the client's own address and port, not HAProxy's
+        connection to the instance.
+        """
+        instances = await Instances(self).start()
+        peer = await connect("127.0.0.1", instances.haproxy.port)
+        self.addCleanup(abort, peer)
+        own = peer.transport.getHost().port
+        peer.transport.write(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        await bounded(peer.closed)
+        body = bytes(peer.received).partition(b"\r\n\r\n")[2]
+        self.assertEqual(json.loads(body)["client"], {"host": "127.0.0.1", "port": own})
+        index = await instances.until_logged(own)
+        self.assertRegex(
+            instances.log(index), rf"GET /echo 200 \d+ bytes \S+ 127\.0\.0\.1:{own}\b"
+        )
+
+    async def test_balanced_and_drained(self) -> None:
+        """
+        HTTP and WebSocket traffic reaches both instances; SIGTERM to one
+        closes its WebSockets with 1001, they reconnect through HAProxy to
+        the other, and a stream of HTTP requests made through the drain all
+        get 200.
+        """
+        instances = await Instances(self).start()
+        url = instances.url
+
+        # Balanced: HTTP.
+        for _ in range(6):
+            response = await http.fetch(f"{url}/echo", timeout=WAIT)
+            self.assertEqual(response.code, 200)
+        for index in range(2):
+            self.assertGreater(instances.served(index, "GET /echo 200"), 0)
+
+        # Balanced: WebSocket.
+        sockets = []
+        for _ in range(4):
+            connection = await websocket.connect(
+                f"ws://127.0.0.1:{instances.haproxy.port}/ws", timeout=WAIT
+            )
+            sockets.append(connection)
+            self.addCleanup(_close, connection)
+            connection.send("hello")
+            self.assertEqual(await bounded(connection.receive()), "Echo: hello")
+        where = [await instances.until_logged(_local_port(c)) for c in sockets]
+        self.assertEqual(sorted(set(where)), [0, 1], where)
+
+        # Drain instance 0 while HTTP requests stream through HAProxy.
+        drained, other = 0, 1
+        codes: list[int] = []
+        stop_stream = False
+
+        async def stream() -> None:
+            while not stop_stream or len(codes) < 50:
+                codes.append((await http.fetch(f"{url}/", timeout=WAIT)).code)
+                if len(codes) >= 2000:
+                    return
+
+        streams = [defer.Deferred.fromCoroutine(stream()) for _ in range(4)]
+        while len(codes) < 20:
+            await task.deferLater(reactor, 0.01)
+        instances.children[drained].signal("TERM")
+
+        on_drained = [c for c, w in zip(sockets, where, strict=True) if w == drained]
+        for connection in on_drained:
+            code, _ = await bounded(connection.closed())
+            self.assertEqual(code, 1001)
+        result = await instances.children[drained].ended()
+        self.assertNotIn("Traceback", result.out.decode() + result.err.decode())
+        await instances.haproxy.until(lambda states: states["s1"] != "UP")
+
+        # Reconnect through HAProxy: every one lands on the other instance.
+        for _ in on_drained:
+            connection = await websocket.connect(
+                f"ws://127.0.0.1:{instances.haproxy.port}/ws", timeout=WAIT
+            )
+            self.addCleanup(_close, connection)
+            connection.send("again")
+            self.assertEqual(await bounded(connection.receive()), "Echo: again")
+            self.assertEqual(
+                await instances.until_logged(_local_port(connection)), other
+            )
+
+        stop_stream = True
+        await bounded(defer.gatherResults(streams), WAIT * 2)
+        self.assertGreater(len(codes), 70)
+        self.assertEqual({code for code in codes}, {200}, codes)
+
+
+def _close(connection: websocket.Connection) -> Any:
+    if connection._protocol.closed_with is None:
+        return bounded(connection.close())
+    return None
