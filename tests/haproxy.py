@@ -35,7 +35,6 @@ global
 _PROXIES = """\
 defaults
     mode http
-    option http-server-close
     option redispatch 1
     retries 3
     retry-on conn-failure empty-response 503
@@ -166,4 +165,3 @@ class HAProxy:
                 return states
             await task.deferLater(reactor, 0.1)
         raise AssertionError(f"haproxy's servers stayed {states}")
-
