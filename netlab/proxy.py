@@ -158,7 +158,7 @@ class ProxyHeaderProtocol(Wrapper):
     wrapped factory builds for the client's address, as if that client had
     connected directly.
 
-    Until the header is read, :attr:`wrappedProtocol` is ``None`` and
+    Until the header is read, ``wrappedProtocol`` is ``None`` and
     nothing of the service runs.
     """
 
