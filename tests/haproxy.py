@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor, task
@@ -54,6 +55,27 @@ backend netlab
     http-check expect status 200
 {servers}
 """
+# TLS at netlab: HAProxy passes the bytes through, after a PROXY header.
+_TLS_PROXIES = """\
+defaults
+    mode tcp
+    option redispatch 1
+    retries 3
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+
+frontend tls
+    bind 127.0.0.1:{frontend}
+    default_backend netlab-tls
+
+backend netlab-tls
+    balance roundrobin
+    option httpchk GET /healthz
+    http-check expect status 200
+{servers}
+"""
+_TLS_CHECK = " check-ssl verify required ca-file {ca} crt {crt}"
 _SERVER = (
     "    server s{index} 127.0.0.1:{port} send-proxy-v2 "
     f"check check-send-proxy inter {CHECK_INTERVAL_MS} rise 1 fall 1"
@@ -76,6 +98,30 @@ def configuration(frontend: int, servers: list[int], stats: str | None = None) -
     )
 
 
+def tls_configuration(
+    frontend: int, servers: list[int], ca: str, crt: str, stats: str | None = None
+) -> str:
+    """
+    :return: an HAProxy configuration passing TLS through to netlab
+        instances listening on ``haproxy:ssl:PORT:...``; its health checks
+        speak TLS, trust the certificates ``ca`` (a PEM file) signed, and
+        show the client certificate and key in ``crt`` (one PEM file), for
+        instances that ask for one (``clientCA=``).
+    """
+    check = _TLS_CHECK.format(ca=ca, crt=crt)
+    lines = "\n".join(
+        _SERVER.format(index=index, port=port).replace(" check ", f" check{check} ")
+        for index, port in enumerate(servers, 1)
+    )
+    stats_line = f"    stats socket {stats} mode 600 level admin\n" if stats else ""
+    return (
+        _GLOBAL
+        + stats_line
+        + "\n"
+        + _TLS_PROXIES.format(frontend=frontend, servers=lines)
+    )
+
+
 def free_port() -> int:
     """
     :return: a loopback port nothing listens on now (HAProxy binds it next;
@@ -93,9 +139,17 @@ class HAProxy:
     cleanup.
     """
 
-    def __init__(self, case: Any, servers: list[int]) -> None:
+    def __init__(
+        self,
+        case: Any,
+        servers: list[int],
+        configure: Callable[..., str] = configuration,
+        backend: str = "netlab",
+    ) -> None:
         self.case = case
         self.servers = servers
+        self.configure = configure
+        self.backend = backend
         # Short and absolute: a UNIX socket's path is at most 107 bytes.
         self.folder = pathlib.Path(tempfile.mkdtemp(prefix="netlab-haproxy-"))
         case.addCleanup(shutil.rmtree, self.folder, ignore_errors=True)
@@ -108,7 +162,7 @@ class HAProxy:
         Start HAProxy and wait (bounded) until every server is up in it.
         """
         path = self.folder / "haproxy.cfg"
-        path.write_text(configuration(self.port, self.servers, self.stats))
+        path.write_text(self.configure(self.port, self.servers, stats=self.stats))
         assert HAPROXY is not None
         check = await spawn([HAPROXY, "-c", "-f", str(path)]).ended()
         if check.status != 0:
@@ -144,7 +198,11 @@ class HAProxy:
         states = {}
         for line in bytes(peer.received).decode().splitlines():
             fields = line.split(",")
-            if len(fields) > 17 and fields[0] == "netlab" and fields[1].startswith("s"):
+            if (
+                len(fields) > 17
+                and fields[0] == self.backend
+                and fields[1].startswith("s")
+            ):
                 states[fields[1]] = fields[17].split(" ")[0]
         return states
 

@@ -6,15 +6,19 @@ on ``/healthz``; one is drained with SIGTERM under load.
 
 from __future__ import annotations
 
+import functools
 import json
+import pathlib
 import re
+import textwrap
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
 
-from netlab import http, websocket
-from tests.haproxy import SKIP, HAProxy
-from tests.support import WAIT, abort, bounded, connect
+from netlab import http, tls, websocket
+from tests.haproxy import SKIP, HAProxy, configuration, tls_configuration
+from tests.support import WAIT, abort, bounded, connect, shared_certificates
 from tests.test_twistd import TwistdCase
 
 #: Each instance's listening endpoint: PROXY header first, loopback only.
@@ -91,6 +95,22 @@ class Instances:
                 return self.holding(port)
             await task.deferLater(reactor, 0.05)
         raise AssertionError(f"no instance logged client port {port}")
+
+
+async def until_event(child: Any, condition: Any) -> dict[str, Any]:
+    """
+    Wait (bounded) until ``child``, logging JSON lines, has logged an event
+    for which ``condition(event)`` holds; :return: it.
+    """
+    for _ in range(int(WAIT / 0.05)):
+        out = bytes(child.protocol.out)
+        for line in out.splitlines():
+            if line.startswith(b"{"):
+                event = json.loads(line)
+                if condition(event):
+                    return event
+        await task.deferLater(reactor, 0.05)
+    raise AssertionError(f"no such event in {out[-2000:]!r}")
 
 
 def _local_port(connection: websocket.Connection) -> int:
@@ -205,6 +225,71 @@ async def until(condition: Any, seconds: float = WAIT) -> None:
             return
         await task.deferLater(reactor, 0.01)
     raise AssertionError(f"still not {condition}")
+
+
+class TLSBehindHAProxyTests(TwistdCase):
+    skip = SKIP
+    timeout = 120
+
+    async def test_tls_at_netlab(self) -> None:
+        """
+        HAProxy in TCP mode passes TLS through after a PROXY header: netlab
+        (``haproxy:ssl:``) terminates it, and its access log names the
+        client's address and the certificate the client showed; HAProxy's
+        health checks (TLS, after a LOCAL header) find it up.
+        """
+        paths = shared_certificates()
+        child, [port] = await self.start(
+            *("--logger", "netlab.logs.json", "netlab-http", "--listen"),
+            f"haproxy:ssl:0:interface=127.0.0.1:privateKey={paths.server_key}"
+            f":certKey={paths.server}:clientCA={paths.ca}",
+            factories=(r"HTTPSite \(TLS\) \(PROXY\)",),
+        )
+        # HAProxy's health checks show a client certificate too: its own
+        # and its key, in one file.
+        crt = pathlib.Path(self.mktemp())
+        crt.write_bytes(paths.client.read_bytes() + paths.client_key.read_bytes())
+        haproxy = await HAProxy(
+            self,
+            [port],
+            functools.partial(
+                tls_configuration, ca=str(paths.ca), crt=str(crt.absolute())
+            ),
+            backend="netlab-tls",
+        ).start()
+        client = tls.ClientTLS(
+            cacert=str(paths.ca), cert=str(paths.client), key=str(paths.client_key)
+        )
+        response = await http.fetch(
+            f"https://localhost:{haproxy.port}/echo", tls=client, timeout=WAIT
+        )
+        self.assertEqual(response.code, 200)
+        echoed = json.loads(response.body)["client"]
+        access = await until_event(child, lambda e: e.get("path") == "/echo")
+        self.assertEqual(access["peer"], f"127.0.0.1:{echoed['port']}")
+        self.assertIn("CN=", access["client"])
+
+
+class DocumentedTests(TestCase):
+    def test_configurations_are_the_documented_ones(self) -> None:
+        """
+        docs/deployment.rst shows the configurations these tests run, with
+        its own ports and paths.
+        """
+        text = (
+            pathlib.Path(__file__).parent.parent / "docs" / "deployment.rst"
+        ).read_text()
+        for shown in (
+            configuration(8080, [8081, 8082]),
+            tls_configuration(
+                8443,
+                [8444],
+                ca="/etc/haproxy/netlab-ca.pem",
+                crt="/etc/haproxy/check-client.pem",
+            ),
+        ):
+            block = textwrap.indent(shown, "   ", lambda line: line.strip() != "")
+            self.assertIn(block, text)
 
 
 def _close(connection: websocket.Connection) -> Any:
