@@ -224,14 +224,12 @@ class ProxyHeaderProtocol(Wrapper):
             connection that begins with anything else is dropped.
         """
         if data.startswith(_V2_SIGNATURE) and len(data) >= _V2_FIXED:
-            if data[12] & 0xF0 == 0x20:
-                return V2Parser()
-        elif data.startswith(_V1_SIGNATURE):
+            return V2Parser()  # which checks the version and the rest
+        if data.startswith(_V1_SIGNATURE):
             return V1Parser()
-        elif _V2_SIGNATURE.startswith(data[:12]) and len(data) < _V2_FIXED:
-            self._buffer = data
-            return None
-        elif _V1_SIGNATURE.startswith(data):
+        if (_V2_SIGNATURE.startswith(data[:12]) and len(data) < _V2_FIXED) or (
+            _V1_SIGNATURE.startswith(data)
+        ):
             self._buffer = data
             return None
         self._drop("malformed")

@@ -11,7 +11,7 @@ import socket
 import struct
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -31,7 +31,7 @@ from netlab.tap import lab
 from netlab.tap import tcp as tcp_tap
 from netlab.tap import ws as ws_tap
 from netlab.tls import ClientTLS
-from tests.support import LOOPBACK, abort, connect, shared_certificates
+from tests.support import LOOPBACK, WAIT, abort, connect, shared_certificates
 from tests.test_tap import listeners
 
 #: Where HAProxy connects from.
@@ -434,7 +434,9 @@ class PluginTests(TestCase):
         self.assertIsInstance(port.factory, proxy.ProxyHeaderFactory)
         return service, port.getHost().port
 
-    async def exchange(self, port: int, steps: list[tuple[bytes, bytes]]) -> None:
+    async def exchange(
+        self, port: int, steps: list[tuple[bytes, bytes]], what: str = ""
+    ) -> None:
         with capturedLogs() as events:
             peer = await connect(LOOPBACK, port)
             self.addCleanup(abort, peer)
@@ -447,15 +449,25 @@ class PluginTests(TestCase):
                     except (ConnectionDone, defer.TimeoutError):
                         self.fail(f"closed after {bytes(peer.received)!r}")
             own = peer.transport.getHost().port
-        peers = {str(e[k]) for e in events for k in ("peer", "host") if k in e}
-        self.assertTrue(peers, events)
-        self.assertFalse({p for p in peers if str(own) in p}, peers)
-        self.assertTrue(all("203.0.113.7" in p for p in peers), peers)
+
+            def named() -> set[str]:
+                return {str(e[k]) for e in events for k in ("peer", "host") if k in e}
+
+            # An access event follows its response (a WSGI one, from a
+            # thread): wait for it, within WAIT.
+            for _ in range(int(WAIT / 0.01)):
+                if named():
+                    break
+                await task.deferLater(reactor, 0.01)
+        peers = named()
+        self.assertTrue(peers, (what, events))
+        self.assertFalse({p for p in peers if p.endswith(f":{own}")}, (what, peers))
+        self.assertTrue(all("203.0.113.7" in p for p in peers), (what, peers))
 
     async def test_every_plugin(self) -> None:
         for module, arguments, steps in PLUGINS:
             _, port = await self.serve(module, arguments)
-            await self.exchange(port, steps)
+            await self.exchange(port, steps, f"{module.__name__} {arguments}")
 
     async def test_lab(self) -> None:
         """
