@@ -31,8 +31,9 @@ from netlab.tap import lab
 from netlab.tap import tcp as tcp_tap
 from netlab.tap import ws as ws_tap
 from netlab.tls import ClientTLS
-from tests.support import LOOPBACK, WAIT, abort, connect, shared_certificates
+from tests.support import LOOPBACK, WAIT, abort, bounded, connect, shared_certificates
 from tests.test_tap import listeners
+from tests.test_twistd import TwistdCase
 
 #: Where HAProxy connects from.
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 60000)
@@ -533,3 +534,35 @@ class PluginTests(TestCase):
         [access] = access_events(events)
         self.assertEqual(access["peer"], "203.0.113.7:51234")
         self.assertIn("CN=", access["client"])
+
+
+class WorkersTests(TwistdCase):
+    async def test_workers_read_the_header(self) -> None:
+        """
+        ``twistd netlab-http --workers 2`` on a ``haproxy:`` endpoint: the
+        worker that takes the connection reads the header, and its access
+        log (relayed by the supervisor) and ``/echo`` name the client.
+        """
+        child, [port] = await self.start(
+            *("netlab-http", "--listen", "haproxy:tcp:0:interface=127.0.0.1"),
+            *("--workers", "2"),
+            factories=(r"HTTPSite \(PROXY\)",),
+        )
+        peer = await connect(LOOPBACK, port)
+        self.addCleanup(abort, peer)
+        peer.transport.write(
+            v2() + b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        await bounded(peer.closed)
+        body = bytes(peer.received).partition(b"\r\n\r\n")[2]
+        self.assertEqual(
+            json.loads(body)["client"], {"host": "203.0.113.7", "port": 51234}
+        )
+        for _ in range(int(WAIT / 0.05)):
+            if b"GET /echo 200" in child.protocol.out:
+                break
+            await task.deferLater(reactor, 0.05)
+        self.assertRegex(
+            bytes(child.protocol.out).decode(),
+            r"\[worker \d, pid \d+: [^\]]*\] GET /echo 200 .* 203\.0\.113\.7:51234",
+        )
