@@ -149,7 +149,7 @@ def _checked(found: IAddress | None) -> IAddress | None:
         or not 0 <= found.port <= 65535
     ):
         raise InvalidProxyHeader()
-    return kind("TCP", str(parsed), found.port)
+    return kind(found.type, str(parsed), found.port)
 
 
 class ProxyHeaderProtocol(Wrapper):
@@ -307,10 +307,10 @@ class ProxyHeaderProtocol(Wrapper):
         self.factory.unregisterProtocol(self)
         if self.wrappedProtocol is not None:
             self.wrappedProtocol.connectionLost(reason)
-            # Unlike Twisted's wrapper, which keeps both, so that a closed
-            # connection's protocol and transport can be collected.
+            # As Twisted's wrapper does: no reference cycle left behind. The
+            # transport stays, for a protocol that writes after the end (a
+            # closed transport drops the bytes) or asks for its addresses.
             self.wrappedProtocol = None
-        self.transport = None
 
 
 class ProxyHeaderFactory(WrappingFactory):

@@ -358,6 +358,39 @@ class TCPBehindProxyTests(SynchronousTestCase):
         self.assertEqual([c.peer for c in factory.connections], ["[2001:db8::9]:7"])
 
 
+class EndpointTests(SynchronousTestCase):
+    def test_unix(self) -> None:
+        """
+        ``haproxy:unix:PATH`` reads the header on a UNIX socket too.
+        """
+        reactor = MemoryReactorClock()
+        factory = hello.site(reactor=reactor)
+        proxy.server_endpoint(reactor, "haproxy:unix:/run/netlab.sock").listen(factory)
+        [(path, wrapping, *_)] = reactor.unixServers
+        self.assertEqual(path, "/run/netlab.sock")
+        self.assertIsInstance(wrapping, proxy.ProxyHeaderFactory)
+        self.assertIs(wrapping.wrappedFactory, factory)
+
+    def test_plain_endpoints_unchanged(self) -> None:
+        reactor = MemoryReactorClock()
+        factory = hello.site(reactor=reactor)
+        proxy.server_endpoint(reactor, "tcp:8080").listen(factory)
+        self.assertIs(reactor.tcpServers[0][1], factory)
+
+    def test_write_after_close(self) -> None:
+        """
+        A protocol that writes after its connection is gone (a response
+        finishing late) finds the closed transport, not an error.
+        """
+        proxied = Proxied(echo.EchoFactory(reactor=MemoryReactorClock()))
+        protocol, transport = proxied.connect()
+        protocol.dataReceived(v1())
+        inner = protocol.wrappedProtocol
+        protocol.connectionLost(Failure(ConnectionDone()))
+        inner.transport.write(b"late")
+        self.assertEqual(inner.transport.getPeer().host, "203.0.113.7")
+
+
 class SplitTests(SynchronousTestCase):
     def test_split(self) -> None:
         self.assertEqual(proxy.split("haproxy:tcp:80"), ("tcp:80", True))
