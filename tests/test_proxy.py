@@ -34,6 +34,7 @@ from netlab.tls import ClientTLS
 from tests.support import LOOPBACK, WAIT, abort, bounded, connect, shared_certificates
 from tests.test_tap import listeners
 from tests.test_twistd import TwistdCase
+from tests.test_wiretap import _need_tshark, fields
 
 #: Where HAProxy connects from.
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 60000)
@@ -502,6 +503,31 @@ class PluginTests(TestCase):
         for module, arguments, steps in PLUGINS:
             _, port = await self.serve(module, arguments)
             await self.exchange(port, steps, f"{module.__name__} {arguments}")
+
+    async def test_wiretap(self) -> None:
+        """
+        ``--wiretap`` records the connection as between the header's
+        client and the address it names.
+        """
+        _need_tshark()
+        capture = pathlib.Path(self.mktemp())
+        options = http_tap.Options()
+        options.parseOptions(
+            [
+                *("--listen", "haproxy:tcp:0:interface=127.0.0.1"),
+                *("--wiretap", str(capture)),
+            ]
+        )
+        service = http_tap.makeService(options)
+        service.startService()
+        [listener] = listeners(service)
+        port = (await listener._waitingForPort).getHost().port
+        await self.exchange(port, [(GET, b"Hello, world!")])
+        await bounded(defer.maybeDeferred(service.stopService))
+        requests = await fields(
+            capture, "http.request", "ip.src", "tcp.srcport", "ip.dst", "tcp.dstport"
+        )
+        self.assertEqual(requests, [["203.0.113.7", "51234", "127.0.0.1", "8080"]])
 
     async def test_lab(self) -> None:
         """
