@@ -14,8 +14,8 @@ client's address the header names, and from then on ``getPeer()`` (and
 netlab at once. A header that is malformed, or not complete within
 :data:`HEADER_TIMEOUT` seconds, drops the connection with one log line.
 
-netlab's plugins and test helpers listen on ``haproxy:`` strings through
-:func:`server_endpoint`; so can any Twisted program::
+netlab's plugins listen on ``haproxy:`` strings this way (see
+:func:`proxied`); so can any Twisted program, with :func:`server_endpoint`::
 
     from twisted.internet import reactor
     from netlab.proxy import server_endpoint
@@ -46,6 +46,7 @@ from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, directlyProvides, providedBy
 
@@ -108,6 +109,19 @@ class _ProxyReactor:
             port, ProxyHeaderFactory(factory, self._reactor), *args, **kwargs
         )
 
+    def listenSSL(
+        self,
+        port: int,
+        factory: Any,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> Any:
+        # As Twisted's reactors listen with TLS (twisted.internet.posixbase),
+        # with the header read before the TLS layer.
+        tls = TLSMemoryBIOFactory(contextFactory, False, factory)
+        return self.listenTCP(port, tls, backlog, interface)
+
     def listenUNIX(self, path: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
         return self._reactor.listenUNIX(
             path, ProxyHeaderFactory(factory, self._reactor), *args, **kwargs
@@ -119,8 +133,8 @@ class _ProxyReactor:
 
 def proxied(reactor: Any) -> Any:
     """
-    :return: ``reactor``, except that every TCP and UNIX listener made with
-        it reads a PROXY header on each connection first (see
+    :return: ``reactor``, except that every TCP, TLS and UNIX listener made
+        with it reads a PROXY header on each connection first (see
         :class:`ProxyHeaderFactory`).
     """
     return _ProxyReactor(reactor)

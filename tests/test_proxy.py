@@ -625,3 +625,37 @@ class WorkersTests(TwistdCase):
             bytes(child.protocol.out).decode(),
             r"\[worker \d, pid \d+: [^\]]*\] GET /echo 200 .* 203\.0\.113\.7:51234",
         )
+
+
+class TwistedTLSTests(TestCase):
+    async def test_twisted_ssl_endpoint(self) -> None:
+        """
+        Twisted's own ``ssl:`` endpoint under :func:`~netlab.proxy.server_endpoint`
+        (which listens with ``listenSSL``) also reads the header first.
+        """
+        paths = shared_certificates()
+        site = hello.site()
+        port = await proxy.server_endpoint(
+            reactor,
+            f"haproxy:ssl:0:interface=127.0.0.1:privateKey={paths.server_key}"
+            f":certKey={paths.server}",
+        ).listen(site)
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: bounded(site.drained()))
+        self.assertIsInstance(port.factory, proxy.ProxyHeaderFactory)
+        with capturedLogs() as events:
+            peer = await connect(LOOPBACK, port.getHost().port)
+            self.addCleanup(abort, peer)
+            peer.transport.write(v1())
+            peer.transport.startTLS(
+                ClientTLS(cacert=str(paths.ca)).creator("localhost")
+            )
+            peer.transport.write(GET)
+            while not bytes(peer.received).endswith(b"Hello, world!"):
+                await peer.received_at_least(len(peer.received) + 1)
+            for _ in range(int(WAIT / 0.01)):
+                if access_events(events):
+                    break
+                await task.deferLater(reactor, 0.01)
+        [access] = access_events(events)
+        self.assertEqual(access["peer"], "203.0.113.7:51234")
