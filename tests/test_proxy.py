@@ -31,6 +31,7 @@ from netlab.tap import lab
 from netlab.tap import tcp as tcp_tap
 from netlab.tap import ws as ws_tap
 from netlab.tls import ClientTLS
+from netlab.transport import FlushingPort
 from tests.support import LOOPBACK, WAIT, abort, bounded, connect, shared_certificates
 from tests.test_tap import listeners
 from tests.test_twistd import TwistdCase
@@ -467,6 +468,8 @@ class PluginTests(TestCase):
         [listener] = listeners(service)
         port = await listener._waitingForPort
         self.assertIsInstance(port.factory, proxy.ProxyHeaderFactory)
+        # Replies still leave with the read that made them (netlab.transport).
+        self.assertIsInstance(port, FlushingPort)
         return service, port.getHost().port
 
     async def exchange(
