@@ -80,11 +80,18 @@ class Instances:
         """
         return len(re.findall(re.escape(what) + r" \d+ bytes", self.log(index)))
 
+    def names(self, index: int, port: int) -> bool:
+        """
+        :return: whether instance ``index`` has logged the client at local
+            ``port``.
+        """
+        return re.search(rf"\b127\.0\.0\.1:{port}\b", self.log(index)) is not None
+
     def holding(self, port: int) -> int:
         """
         :return: the instance whose log names the client at local ``port``.
         """
-        found = [i for i in range(2) if f"127.0.0.1:{port}" in self.log(i)]
+        found = [i for i in range(2) if self.names(i, port)]
         if len(found) != 1:
             raise AssertionError(f"client port {port} in the logs of {found}")
         return found[0]
@@ -95,7 +102,7 @@ class Instances:
         ``port``; :return: which.
         """
         for _ in range(int(WAIT / 0.05)):
-            if any(f"127.0.0.1:{port}" in self.log(i) for i in range(2)):
+            if any(self.names(i, port) for i in range(2)):
                 return self.holding(port)
             await task.deferLater(reactor, 0.05)
         raise AssertionError(f"no instance logged client port {port}")
