@@ -21,7 +21,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from netlab import http, tls, websocket
-from tests.haproxy import SKIP, HAProxy, configuration, tls_configuration
+from tests.haproxy import HAProxy, configuration, need_haproxy, tls_configuration
 from tests.support import WAIT, abort, bounded, connect, shared_certificates
 from tests.test_twistd import TwistdCase
 
@@ -129,8 +129,11 @@ def _local_port(connection: websocket.Connection) -> int:
 
 
 class BehindHAProxyTests(TwistdCase):
-    skip = SKIP
     timeout = 180
+
+    def setUp(self) -> None:
+        need_haproxy()
+        super().setUp()
 
     async def test_client_address_reaches_the_logs(self) -> None:
         """
@@ -239,8 +242,11 @@ async def until(condition: Any, seconds: float = WAIT) -> None:
 
 
 class TLSBehindHAProxyTests(TwistdCase):
-    skip = SKIP
     timeout = 120
+
+    def setUp(self) -> None:
+        need_haproxy()
+        super().setUp()
 
     async def test_tls_at_netlab(self) -> None:
         """
