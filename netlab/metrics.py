@@ -66,7 +66,7 @@ CONNECTIONS_CLOSED = _Family(
 CONNECTIONS_REFUSED = _Family(
     CounterMetricFamily,
     "netlab_connections_refused",
-    "Connections refused: over a limit, or while draining.",
+    "Connections refused: over a limit, while draining, or for a bad PROXY header.",
     ("service", "reason"),
 )
 CONNECTIONS_ACTIVE = _Family(

@@ -64,6 +64,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netlab import proxy
 from netlab.logs import Lines, source_fields
 from netlab.tcp import log_prefix
 from netlab.tls import PREFIX as TLS_PREFIX
@@ -170,10 +171,12 @@ class WorkerOptions(usage.Options):
                     "process would need its own"
                 )
         for description in descriptions:
-            kind = hardened(description).partition(":")[0]
+            # Behind a proxy, the socket is the one under haproxy:.
+            kind = hardened(proxy.split(description)[0]).partition(":")[0]
             if kind not in SHAREABLE:
                 raise usage.UsageError(
-                    "--workers shares tcp:, tcp6: and ssl: endpoints, "
+                    "--workers shares tcp:, tcp6: and ssl: endpoints "
+                    "(and haproxy: over them), "
                     f"not {description!r}"
                 )
 

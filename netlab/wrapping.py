@@ -36,13 +36,19 @@ class Wrapper(ProtocolWrapper):
     """
 
     def makeConnection(self, transport: Any) -> None:
+        self.provide_interfaces_of(transport)
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self.wrappedProtocol.makeConnection(self)
+
+    def provide_interfaces_of(self, transport: Any) -> None:
+        """
+        Claim every interface of ``transport`` but ``ISSLTransport``.
+        """
         interfaces = [
             i for i in providedBy(transport) if not i.isOrExtends(ISSLTransport)
         ]
         directlyProvides(self, *interfaces)
-        Protocol.makeConnection(self, transport)
-        self.factory.registerProtocol(self)
-        self.wrappedProtocol.makeConnection(self)
 
     def handshakeCompleted(self) -> None:
         if IHandshakeListener.providedBy(self.wrappedProtocol):

@@ -9,7 +9,7 @@ an attribute with a default).
 CI runs this with the oldest versions setup.cfg allows and with the newest
 (see .ci/run). Keep the lists in step with netlab/transport.py,
 netlab/http.py, netlab/websocket.py, netlab/workers.py, netlab/logs.py,
-netlab/tls.py and (txredisapi) netlab/pubsub.py.
+netlab/tls.py, netlab/proxy.py and (txredisapi) netlab/pubsub.py.
 """
 
 from __future__ import annotations
@@ -145,6 +145,26 @@ class TwistedTests(PrivateAPITestCase):
             )
         tls = self.load("twisted.protocols.tls:TLSMemoryBIOProtocol", user)
         self.assert_has(tls, ("_handshakeDone",), user)
+
+    def test_proxy_header(self) -> None:
+        """
+        netlab.proxy: Twisted's PROXY header parsers (its own wrapper reads
+        the header only after the service's protocol is built), their
+        signatures and their feed/parse results.
+        """
+        user = "netlab.proxy.ProxyHeaderProtocol"
+        v1 = self.load("twisted.protocols.haproxy._v1parser:V1Parser", user)
+        v2 = self.load("twisted.protocols.haproxy._v2parser:V2Parser", user)
+        self.load("twisted.protocols.haproxy._exceptions:InvalidProxyHeader", user)
+        self.assert_has(v1, ("PROXYSTR", "feed"), user)
+        self.assert_has(v2, ("PREFIX", "feed"), user)
+        info, rest = v1().feed(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\nx")
+        self.assert_has(info, ("source", "destination"), user)
+        if rest != b"x" or info.source.host != "192.0.2.1":
+            self.fail(
+                f"{_release('twisted')}: V1Parser.feed no longer returns "
+                f"(info, remaining bytes), which {user} relies on"
+            )
 
     def test_web_channel(self) -> None:
         """

@@ -19,14 +19,13 @@ from urllib.parse import urlsplit
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
 
-from netlab import auth, metrics, pubsub, workers
+from netlab import auth, metrics, proxy, pubsub, workers
 from netlab.http import HTTPSite
 from netlab.limits import LimitOptions
 from netlab.tls import ClientTLS, hardened, use_keylog
@@ -126,9 +125,12 @@ def check_endpoint(description: str) -> str:
     """
     from twisted.internet import reactor
 
-    description = hardened(description)
+    inner, behind_proxy = proxy.split(description)
+    description = hardened(inner)
+    if behind_proxy:
+        description = f"{proxy.PREFIX}:{description}"
     try:
-        serverFromString(reactor, description)
+        proxy.server_endpoint(reactor, description)
     except Exception as error:
         raise usage.UsageError(f"bad endpoint {description!r}: {error}") from None
     return description
@@ -199,8 +201,12 @@ def listening_service(
     if tap is not None:
         factory = tap.wrap(factory)
     for description in descriptions:
-        description = with_backlog(hardened(description))
-        strports.service(description, factory, reactor).setServiceParent(service)
+        inner, behind_proxy = proxy.split(description)
+        # The PROXY header is read on the connection, before TLS and before
+        # the factory builds a protocol (netlab.proxy).
+        where = proxy.proxied(reactor) if behind_proxy else reactor
+        inner = with_backlog(hardened(inner))
+        strports.service(inner, factory, where).setServiceParent(service)
     return service
 
 
