@@ -22,7 +22,9 @@ from twisted.trial.unittest import TestCase
 
 from netlab import http, tls, websocket
 from tests.haproxy import HAProxy, configuration, need_haproxy, tls_configuration
+from tests.redis import RedisServer
 from tests.support import WAIT, abort, bounded, connect, shared_certificates
+from tests.test_pubsub import numsub
 from tests.test_twistd import TwistdCase
 
 #: Each instance's listening endpoint: PROXY header first, loopback only.
@@ -239,6 +241,55 @@ async def until(condition: Any, seconds: float = WAIT) -> None:
             return
         await task.deferLater(reactor, 0.01)
     raise AssertionError(f"still not {condition}")
+
+
+class BroadcastBehindHAProxyTests(TwistdCase):
+    timeout = 180
+
+    def setUp(self) -> None:
+        need_haproxy()
+        super().setUp()
+
+    async def test_broadcast_through_redis(self) -> None:
+        """
+        Two instances sharing one real Redis (``--broker``) behind HAProxy:
+        clients of one room land on both instances, and a message one of
+        them publishes reaches every one of them, on either instance.
+        """
+        redis = await RedisServer(self).start()
+        peek = await redis.client()
+        instances = await Instances(
+            self,
+            extra=("--resource", "tests.ws_pubsub:root", "--broker", redis.url),
+        ).start()
+        room = f"ws://127.0.0.1:{instances.haproxy.port}/ws/room"
+        clients = []
+        for _ in range(4):
+            connection = await websocket.connect(room, timeout=WAIT)
+            self.addCleanup(_close, connection)
+            clients.append(connection)
+        where = [await instances.until_logged(_local_port(c)) for c in clients]
+        self.assertEqual(sorted(set(where)), [0, 1], where)
+        # Each instance subscribes to Redis once for the room, however many
+        # of its clients are in it; publish only once both have.
+        await until_true(lambda: numsub(peek, "room"), 2)
+
+        for sender in (clients[where.index(0)], clients[where.index(1)]):
+            text = f"from instance {where[clients.index(sender)]}"
+            sender.send(text)
+            for connection in clients:
+                self.assertEqual(await bounded(connection.receive()), text)
+
+
+async def until_true(check: Any, expected: Any) -> None:
+    """
+    Wait (bounded) until ``await check()`` returns ``expected``.
+    """
+    for _ in range(int(WAIT / 0.05)):
+        if await check() == expected:
+            return
+        await task.deferLater(reactor, 0.05)
+    raise AssertionError(f"{check} never returned {expected!r}")
 
 
 class TLSBehindHAProxyTests(TwistdCase):
