@@ -183,7 +183,8 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "tcp-refusal-kept-open",
         "netlab/tracking.py",
-        "    def connectionMade(self) -> None:\n        self.transport.abortConnection()",
+        "    def connectionMade(self) -> None:\n"
+        "        self.transport.abortConnection()",
         "    def connectionMade(self) -> None:\n        pass",
         _ADMISSION,
         "a TCP connection over the caps is closed at once",
@@ -321,7 +322,8 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "refusal-never-closes",
         "netlab/http.py",
-        "self._linger = self.callLater(_LINGER_SECONDS, self.transport.abortConnection)",
+        "self._linger = self.callLater("
+        "_LINGER_SECONDS, self.transport.abortConnection)",
         "pass",
         _HTTP,
         "after a refusal the connection is closed within the linger",
@@ -369,7 +371,8 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "http-drain-keeps-alive",
         "netlab/http.py",
-        "            self.persistent = False\n            for request in self.requests:",
+        "            self.persistent = False\n"
+        "            for request in self.requests:",
         "            self.persistent = True\n            for request in self.requests:",
         _HTTP,
         "a request under way on stop is answered and then the connection closes",
@@ -402,8 +405,10 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "tcp-idle-loses-gracefully",
         "netlab/tcp.py",
-        "        # close waiting on its write buffer forever.\n        self.transport.abortConnection()",
-        "        # close waiting on its write buffer forever.\n        self.transport.loseConnection()",
+        "        # close waiting on its write buffer forever.\n"
+        "        self.transport.abortConnection()",
+        "        # close waiting on its write buffer forever.\n"
+        "        self.transport.loseConnection()",
         _TCP,
         "an idle peer that stopped reading is aborted, not waited on",
     ),
@@ -558,7 +563,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "jwt-token-size",
         "netlab/auth.py",
         'raise _Refused("empty token")\n        if len(token) > self.max_token_size:',
-        'raise _Refused("empty token")\n        if len(token) > self.max_token_size + 1:',
+        'raise _Refused("empty token")\n'
+        "        if len(token) > self.max_token_size + 1:",
         "tests.test_auth",
         "a token over the size limit is refused",
     ),
@@ -636,6 +642,32 @@ MUTANTS: tuple[Mutant, ...] = (
         "tests.test_transport",
         "replies held for the end of the turn are sent",
     ),
+    # The contracts hold what the plugins serve.
+    m(
+        "contracts-on-stock-port",
+        "tests/support.py",
+        "port = await plugin_endpoint(description).listen(factory)",
+        "from twisted.internet.endpoints import serverFromString\n\n"
+        "        port = await serverFromString(reactor, description).listen(factory)",
+        "tests.test_contract_listeners",
+        "the conformance suites' servers listen as the plugins do",
+    ),
+    m(
+        "plugins-on-stock-port",
+        "netlab/tap/__init__.py",
+        "reactor = flushing(_reactor)",
+        "reactor = _reactor",
+        "tests.test_contract_listeners",
+        "the plugins serve on the flushing transport",
+    ),
+    m(
+        "testing-serve-on-stock-port",
+        "netlab/testing.py",
+        "await serverFromString(flushing(reactor), description)",
+        "await serverFromString(reactor, description)",
+        "tests.test_contract_listeners",
+        "netlab.testing.serve (the hostile suites') serves as the plugins do",
+    ),
     # The twins, where the conformance suites cover them.
     m(
         "twin-http-body-off-by-one",
@@ -710,6 +742,11 @@ def stale(mutants: list[Mutant]) -> list[str]:
     return problems
 
 
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.mutants", description=__doc__.split("\n\n")[1]
@@ -729,21 +766,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no mutant named {error}")
     if options.list:
         for mutant in mutants:
-            print(f"{mutant.name}: {mutant.path}: {mutant.guarantee}")
+            say(f"{mutant.name}: {mutant.path}: {mutant.guarantee}")
         return 0
     problems = stale(mutants)
     for problem in problems:
-        print(f"STALE {problem}")
+        say(f"STALE {problem}")
     survived = 0
     for mutant in mutants:
         if any(p.startswith(f"{mutant.name}:") for p in problems):
             continue
         verdict, seconds, tail = run(mutant, options.timeout)
         survived += verdict == "SURVIVED"
-        print(f"{verdict:16} {seconds:6.1f}s  {mutant.name}", flush=True)
+        say(f"{verdict:16} {seconds:6.1f}s  {mutant.name}")
         if options.verbose or verdict == "SURVIVED":
-            print("    " + tail.replace("\n", "\n    "), flush=True)
-    print(f"{len(mutants) - survived - len(problems)} caught, {survived} survived")
+            say("    " + tail.replace("\n", "\n    "))
+    say(f"{len(mutants) - survived - len(problems)} caught, {survived} survived")
     return 1 if survived or problems else 0
 
 
