@@ -203,7 +203,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "netlab/limits.py",
         "if not (value > 0 and math.isfinite(value)):",
         "if not (value >= 0 and math.isfinite(value)):",
-        "tests.test_tap tests.test_http tests.test_cli",
+        "tests.test_limits tests.test_tap",
         "a limit of 0 is refused",
     ),
     m(
@@ -211,7 +211,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "netlab/limits.py",
         "if not (number > 0 and math.isfinite(number)):",
         "if not (number >= 0 and math.isfinite(number)):",
-        "tests.test_tap tests.test_cli tests.test_twistd",
+        "tests.test_limits tests.test_tap tests.test_cli",
         "--max-body 0 (any limit option of 0) is a usage error",
     ),
     m(
@@ -219,7 +219,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "netlab/limits.py",
         "max_body: int = 1024 * 1024",
         "max_body: int = 1000 * 1000",
-        _HTTP + " tests.test_tap tests.test_http_conformance",
+        "tests.test_limits",
         "the default --max-body is 1 MiB",
     ),
     m(
@@ -227,7 +227,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "netlab/limits.py",
         "max_per_ip: int = 1000",
         "max_per_ip: int = 100",
-        "tests.test_tap tests.test_drain tests.test_tcp_user",
+        "tests.test_limits",
         "the default --max-per-ip is 1000",
     ),
     # HTTP (netlab.http).
