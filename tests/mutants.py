@@ -280,6 +280,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "a request line over --max-request-line gets 414",
     ),
     m(
+        "request-line-off-by-one",
+        "netlab/http.py",
+        "self.MAX_LENGTH = self.limits.max_request_line",
+        "self.MAX_LENGTH = self.limits.max_request_line - 1",
+        _HTTP,
+        "a request line of exactly --max-request-line bytes is served",
+    ),
+    m(
         "414-as-400",
         "netlab/http.py",
         'self.refuse(414, b"URI too long\\n")',
