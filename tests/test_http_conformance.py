@@ -35,6 +35,7 @@ from tests.support import (
     register,
     run,
 )
+from tests.test_http_fastpath import assert_current_date
 
 
 def user_resource_site(limits: Limits) -> http.HTTPSite:
@@ -189,6 +190,17 @@ class HTTPContract:
         self.assertEqual((code, body), (200, b"Hello, world!"))
         self.assertEqual(headers[b"content-type"], [b"text/plain; charset=utf-8"])
         self.assertEqual(headers[b"content-length"], [b"13"])
+
+    async def test_date_is_now(self) -> None:
+        """
+        Every answer carries one ``Date``, a valid IMF-fixdate of the current
+        time: the fast path's ``/`` and ``/healthz``, a rendered ``/echo``,
+        a ``404``.
+        """
+        for target in (b"/", b"/healthz", b"/echo", b"/nowhere"):
+            [(_, headers, _)] = await self.exchange(get(target))
+            [date] = headers[b"date"]
+            assert_current_date(self, date)
 
     async def test_head_has_no_body(self) -> None:
         [(code, headers, body)] = await self.exchange(get(b"/", method=b"HEAD"))

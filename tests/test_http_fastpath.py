@@ -39,14 +39,22 @@ _IMF_FIXDATE = re.compile(
 
 def assert_date_now(case: SynchronousTestCase, answer: bytes) -> None:
     """
-    ``answer`` carries one ``Date`` header, an IMF-fixdate within a minute
-    of the real time (the header is the wall clock's, not a reactor's).
+    ``answer`` carries one ``Date`` header, which :func:`assert_current_date`.
     """
-    dates = re.findall(rb"\r\nDate: ([^\r]*)\r\n", answer.split(b"\r\n\r\n")[0])
+    head = answer.split(b"\r\n\r\n")[0] + b"\r\n"
+    dates = re.findall(rb"\r\nDate: ([^\r]*)\r\n", head)
     case.assertEqual(len(dates), 1, answer)
-    case.assertIsNotNone(_IMF_FIXDATE.fullmatch(dates[0]), dates[0])
-    sent = email.utils.parsedate_to_datetime(dates[0].decode()).timestamp()
-    case.assertLess(abs(sent - time.time()), 60, dates[0])
+    assert_current_date(case, dates[0])
+
+
+def assert_current_date(case: SynchronousTestCase, date: bytes) -> None:
+    """
+    ``date`` is an IMF-fixdate within a minute of the real time (the header
+    is the wall clock's, not a reactor's).
+    """
+    case.assertIsNotNone(_IMF_FIXDATE.fullmatch(date), date)
+    sent = email.utils.parsedate_to_datetime(date.decode()).timestamp()
+    case.assertLess(abs(sent - time.time()), 60, date)
 
 
 class CountingRequest(http.LimitedRequest):
