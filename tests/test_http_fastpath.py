@@ -562,6 +562,25 @@ class UserTreeTests(SynchronousTestCase):
         self.clock.advance(SMALL_LIMITS.idle_timeout + 1)
         self.assertTrue(connection.transport.disconnecting)
 
+    def test_draining_during_a_streamed_answer(self) -> None:
+        """
+        A response already being written when the service starts stopping
+        is finished, and then the connection closes (its headers, sent,
+        cannot say ``Connection: close``).
+        """
+        connection = Connection(self.site)
+        connection.send(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        [request] = self.later.waiting
+        request.setHeader(b"Content-Length", b"4")
+        request.write(b"do")
+        self.site.drain()
+        self.assertFalse(connection.transport.disconnecting)
+        request.write(b"ne")
+        request.finish()
+        out = connection.transport.value()
+        self.assertTrue(out.endswith(b"\r\n\r\ndone"), out)
+        self.assertTrue(connection.transport.disconnecting)
+
     def test_blank_line_before_a_request(self) -> None:
         """
         twisted.web eats one empty line before a request line; the next
