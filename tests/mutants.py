@@ -430,14 +430,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "a message over --max-message (in fragments) closes with 1009",
     ),
     m(
-        "ws-frame-unbounded",
-        "netlab/websocket.py",
-        "maxFramePayloadSize=limits.max_message,",
-        "maxFramePayloadSize=0,",
-        _WS,
-        "a frame over --max-message closes with 1009",
-    ),
-    m(
         "ws-fastpath-frame-limit",
         "netlab/websocket.py",
         "if size > limit:  # autobahn's 1009",
