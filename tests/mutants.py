@@ -619,12 +619,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "what a read wrote is sent once the read is handled",
     ),
     m(
-        "flush-out-of-order",
+        "flush-bypasses-tls",
         "netlab/transport.py",
         "return self._reading and not self.dataBuffer and not self.TLS",
-        "return self._reading and not self.TLS",
+        "return self._reading and not self.dataBuffer",
         "tests.test_transport",
-        "writes leave in order while a send is already under way",
+        "after startTLS, writes go through the TLS layer",
     ),
     m(
         "flush-partial-resent",
