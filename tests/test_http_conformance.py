@@ -303,6 +303,21 @@ class HTTPContract:
         )
         self.assertEqual((code, json.loads(reply)["body"]), (200, body.decode()))
 
+    async def test_body_of_exactly_the_limit(self) -> None:
+        """
+        A body of exactly the limit is served, announced or chunked (one
+        byte more is 413: see below).
+        """
+        body = b"y" * MAX_BODY
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        for request in (
+            get(b"/echo", method=b"POST", body=body),
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunked,
+        ):
+            [(code, _, reply)] = await self.exchange(request)
+            self.assertEqual((code, len(json.loads(reply)["body"])), (200, MAX_BODY))
+
     async def test_keep_alive_and_pipelining(self) -> None:
         """
         One connection carries several requests, pipelined in one write, and
@@ -356,8 +371,13 @@ class HTTPContract:
         await self.refused(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: \x1b[2J\r\n\r\n", 400)
 
     async def test_too_many_headers_is_431(self) -> None:
-        headers = b"".join(b"X-%d: v\r\n" % (i,) for i in range(101))
-        await self.refused(b"GET / HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n", 431)
+        """
+        100 header fields (the documented default) are served; 101 are 431.
+        """
+        headers = b"".join(b"X-%d: v\r\n" % (i,) for i in range(99))
+        [(code, _, _)] = await self.exchange(get(b"/", headers=headers))
+        self.assertEqual(code, 200)
+        await self.refused(get(b"/", headers=headers + b"X-One-More: v\r\n"), 431)
 
     async def test_slow_loris_is_cut_off(self) -> None:
         """
