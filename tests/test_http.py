@@ -339,6 +339,34 @@ class SiteTests(SynchronousTestCase):
             )
             self.assertTrue(out.startswith(b"HTTP/1.1 400 "), (value, out))
 
+    def test_tls_hello_on_the_plain_port_is_closed_at_once(self) -> None:
+        """
+        A TLS client on a plain HTTP port is closed at once, unanswered (no
+        HTTP response could reach it), not left to the head timeout.
+        """
+        hello_start = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
+        out = self.connection.send(hello_start)
+        self.assertEqual(out, b"")
+        self.assertTrue(self.connection.transport.disconnecting)
+
+    def test_503_is_followed_by_a_bounded_close(self) -> None:
+        """
+        Over ``--max-connections``, the client gets ``503`` at once; one
+        that neither reads on nor closes is cut off two seconds later (the
+        linger), not before.
+        """
+        site = http.HTTPSite(
+            hello.Root(), limits=Limits(max_connections=1), reactor=self.clock
+        )
+        Connection(site)
+        extra = Connection(site)
+        self.assertTrue(extra.transport.value().startswith(b"HTTP/1.1 503 "))
+        extra.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(1.9)
+        self.assertFalse(extra.transport.disconnected)
+        self.clock.advance(0.2)
+        self.assertTrue(extra.transport.disconnected)
+
     def test_slow_head_is_cut_off(self) -> None:
         """
         A client trickling its request head a byte at a time gets 408 when the
