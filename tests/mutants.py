@@ -31,17 +31,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-# Not copied to the scratch tree: history, environments, build output.
-_IGNORED = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "__pycache__",
-    "_trial_temp*",
-    "_build",
-    "*.egg-info",
-    "dropin.cache",
-)
+from tests.support import CHECKOUT, NOT_SOURCE
+
+ROOT = CHECKOUT
 #: Seconds one mutant's tests may run before the run counts as a hang.
 TIMEOUT = 600.0
 
@@ -779,7 +771,7 @@ def run(mutant: Mutant, timeout: float = TIMEOUT) -> tuple[str, float, str]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="netlab-mutant-") as scratch:
         tree = pathlib.Path(scratch) / "tree"
-        shutil.copytree(ROOT, tree, ignore=_IGNORED)
+        shutil.copytree(ROOT, tree, ignore=NOT_SOURCE)
         mutant.apply(tree)
         env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
         command = [sys.executable, "-m", "twisted.trial", "--exitfirst"]

@@ -31,6 +31,22 @@ from netlab import certs
 from netlab.limits import Limits
 from netlab.tls import ClientTLS
 
+#: The checkout's root.
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+#: What a copy of the checkout leaves out (``shutil.copytree``'s ``ignore``):
+#: history, environments, build output, caches.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "_trial_temp*",
+    "_build",
+    "__pycache__",
+    "dropin.cache",
+)
+
 #: Seconds any single wait in a test may take.
 WAIT = 30.0
 LOOPBACK = "127.0.0.1"

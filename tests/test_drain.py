@@ -61,20 +61,28 @@ class AdmissionTests(TestCase):
         served = await serve(self, factory)
         labels = {"service": "echo", "reason": "max-connections"}
         before = REGISTRY.get_sample_value("netlab_connections_refused_total", labels)
-        held = [await connect(served.host, served.port) for _ in range(2)]
-        for peer in held:
-            peer.transport.write(b"ok")
-            await bounded(peer.received_at_least(2))
-        extra = await connect(served.host, served.port)
-        await bounded(extra.closed)
-        self.assertEqual(bytes(extra.received), b"")
+        await self.assert_echo_cap(served, 2)
         after = REGISTRY.get_sample_value("netlab_connections_refused_total", labels)
         self.assertEqual(after, (before or 0) + 1)
+
+    async def assert_echo_cap(self, served, cap: int) -> None:
+        """
+        ``cap`` echo connections are served, the next is closed unanswered,
+        and once one of them goes a new one is served again.
+        """
+        held = [await connect(served.host, served.port) for _ in range(cap)]
+        for n, peer in enumerate(held):
+            peer.transport.write(b"%d" % n)
+            self.assertEqual(await bounded(peer.received_at_least(1)), b"%d" % n)
+        extra = await connect(served.host, served.port)
+        extra.transport.write(b"x")
+        await bounded(extra.closed)
+        self.assertEqual(bytes(extra.received), b"")
         await abort(held[0])
         again = await connect(served.host, served.port)
         again.transport.write(b"in")
         self.assertEqual(await bounded(again.received_at_least(2)), b"in")
-        for peer in (held[1], again):
+        for peer in (*held[1:], again):
             await abort(peer)
 
     async def test_per_ip(self) -> None:
@@ -94,20 +102,7 @@ class AdmissionTests(TestCase):
         is served again.
         """
         served = await serve(self, echo.EchoFactory(limits=Limits(max_per_ip=2)))
-        held = [await connect(served.host, served.port) for _ in range(2)]
-        for n, peer in enumerate(held):
-            peer.transport.write(b"%d" % n)
-            self.assertEqual(await bounded(peer.received_at_least(1)), b"%d" % n)
-        extra = await connect(served.host, served.port)
-        extra.transport.write(b"x")
-        await bounded(extra.closed)
-        self.assertEqual(bytes(extra.received), b"")
-        await abort(held[0])
-        again = await connect(served.host, served.port)
-        again.transport.write(b"in")
-        self.assertEqual(await bounded(again.received_at_least(2)), b"in")
-        for peer in (held[1], again):
-            await abort(peer)
+        await self.assert_echo_cap(served, 2)
 
     async def test_per_ip_boundary_http(self) -> None:
         """
