@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -765,8 +767,8 @@ def run(mutant: Mutant, timeout: float = TIMEOUT) -> tuple[str, float, str]:
     """
     Apply ``mutant`` to a scratch copy of the tree and run its tests there.
 
-    :return: the verdict (``caught``, ``caught (timeout)`` or ``SURVIVED``),
-        the seconds it took and the tail of trial's output.
+    :return: the verdict (``caught by TEST``, ``caught (timeout)`` or
+        ``SURVIVED``), the seconds it took and the tail of trial's output.
     """
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="netlab-mutant-") as scratch:
@@ -775,21 +777,33 @@ def run(mutant: Mutant, timeout: float = TIMEOUT) -> tuple[str, float, str]:
         mutant.apply(tree)
         env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
         command = [sys.executable, "-m", "twisted.trial", "--exitfirst"]
+        # A session of its own: on a timeout, trial and whatever it started
+        # (twistd, twins) are ended together.
+        child = subprocess.Popen(
+            [*command, *mutant.tests],
+            cwd=tree,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                [*command, *mutant.tests],
-                cwd=tree,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            out, _ = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
             return "caught (timeout)", time.monotonic() - started, ""
-    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-    verdict = "SURVIVED" if done.returncode == 0 else "caught"
-    return verdict, time.monotonic() - started, tail
+    lines = out.strip().splitlines()
+    if child.returncode == 0:
+        return "SURVIVED", time.monotonic() - started, "\n".join(lines[-3:])
+    # After its tree of results, trial names each failed test on a line of
+    # its own, after its traceback.
+    summary = out.partition("\n" + "=" * 79 + "\n")[2].splitlines()
+    failed = [line for line in summary if re.fullmatch(r"tests\.[\w.]+", line)]
+    verdict = f"caught by {failed[0]}" if failed else "caught"
+    return verdict, time.monotonic() - started, "\n".join(lines[-3:])
 
 
 def stale(mutants: list[Mutant]) -> list[str]:
@@ -841,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         verdict, seconds, tail = run(mutant, options.timeout)
         survived += verdict == "SURVIVED"
-        say(f"{verdict:16} {seconds:6.1f}s  {mutant.name}")
+        say(f"{mutant.name:32} {seconds:6.1f}s  {verdict}")
         if options.verbose or verdict == "SURVIVED":
             say("    " + tail.replace("\n", "\n    "))
     say(f"{len(mutants) - survived - len(problems)} caught, {survived} survived")
