@@ -301,6 +301,27 @@ class FastPathTests(SynchronousTestCase):
             self.assertEqual(len(frames(answered)), 2)
             self.assertEqual(close_code(answered), 1009)
 
+    def test_oversized_in_fragments_closes_with_1009(self) -> None:
+        """
+        A message over the limit in fragments each under it closes with
+        1009; one of exactly the limit is echoed.
+        """
+        small = Limits(max_message=1000, handshake_timeout=5, ping_interval=30)
+        for last, expected in (
+            (b"y" * 400, echo(b"x" * 600 + b"y" * 400)),
+            (b"y" * 401, None),
+        ):
+            answered = self.answers(
+                frame(BINARY, b"x" * 300, fin=False)
+                + frame(CONTINUATION, b"x" * 300, fin=False)
+                + frame(CONTINUATION, last),
+                limits=small,
+            )
+            if expected is None:
+                self.assertEqual(close_code(answered), 1009)
+            else:
+                self.assertEqual(answered, expected)
+
     def test_oversized_header_alone_closes_with_1009(self) -> None:
         # The header says too much; the payload never comes.
         header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 2**40) + b"mask"
