@@ -23,7 +23,6 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     connectProtocol,
-    serverFromString,
 )
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -31,6 +30,22 @@ from twisted.python.failure import Failure
 from netlab import certs
 from netlab.limits import Limits
 from netlab.tls import ClientTLS
+
+#: The checkout's root.
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+#: What a copy of the checkout leaves out (``shutil.copytree``'s ``ignore``):
+#: history, environments, build output, caches.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "_trial_temp*",
+    "_build",
+    "__pycache__",
+    "dropin.cache",
+)
 
 #: Seconds any single wait in a test may take.
 WAIT = 30.0
@@ -190,6 +205,8 @@ class Running:
     stop: Callable[[], Awaitable[None]]
     #: The certificates the server shows, when it serves TLS.
     tls: certs.Certificates | None = None
+    #: The factory serving, when it runs in this process.
+    factory: Any = None
 
     @property
     def hostname(self) -> str:
@@ -215,7 +232,8 @@ class Running:
 
 class TwistedServer:
     """
-    A netlab factory listening in this process.
+    A netlab factory listening in this process, on the endpoint the plugins
+    listen on (:func:`netlab.tap.plugin_endpoint`).
 
     :param make_factory: makes the factory, given ``limits=``.
     """
@@ -238,8 +256,10 @@ class TwistedServer:
                 f":privateKey={_escaped(tls.server_key)}"
                 f":certKey={_escaped(tls.server)}"
             )
-        endpoint = serverFromString(reactor, description)
-        port = await endpoint.listen(factory)
+        # As the plugins listen: their backlog and flushing transport.
+        from netlab.tap import plugin_endpoint
+
+        port = await plugin_endpoint(description).listen(factory)
 
         async def stop() -> None:
             await port.stopListening()
@@ -247,7 +267,7 @@ class TwistedServer:
                 connection.transport.abortConnection()
             await bounded(factory.drained())
 
-        return Running(LOOPBACK, port.getHost().port, stop, tls)
+        return Running(LOOPBACK, port.getHost().port, stop, tls, factory)
 
 
 @dataclass

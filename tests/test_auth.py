@@ -331,6 +331,11 @@ class CheckerTests(Refusals, SynchronousTestCase):
         self.assert_refused(self.secret_checker, token, "token too large")
         roomy = self.checker(self.secret_checker.keys, max_token_size=16384)
         self.assertEqual(self.accepted(roomy, token), "alice")
+        # At the boundary: a token of exactly the limit passes, one byte more not.
+        exact = self.checker(self.secret_checker.keys, max_token_size=len(token))
+        self.assertEqual(self.accepted(exact, token), "alice")
+        under = self.checker(self.secret_checker.keys, max_token_size=len(token) - 1)
+        self.assert_refused(under, token, "token too large")
 
     def test_missing_sub_refused(self) -> None:
         for sub in (None, "", 42):

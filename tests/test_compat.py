@@ -322,7 +322,9 @@ class ConcurrencyCapTests(TestCase):
         self.assertEqual(await waiting.received_at_least(1), b"y", twin)
         # The first client's worker ended (a child was reaped, not left a
         # zombie), and a new one serves the waiting client.
-        for _ in range(50):
+        # Reaped within a second or so (the accept loop wakes once a second):
+        # wait up to 30 s, so that a loaded machine cannot miss it.
+        for _ in range(300):
             if _gone(first):
                 break
             await task.deferLater(reactor, 0.1)

@@ -233,6 +233,46 @@ class SiteTests(SynchronousTestCase):
             b"413",
         )
 
+    def test_body_at_the_limit_is_served(self) -> None:
+        """
+        A body of exactly ``max_body`` bytes is served, announced or in
+        chunks; one byte more is ``413``.
+        """
+        limit = self.limits.max_body
+        for size, status in ((limit, b"200"), (limit + 1, b"413")):
+            for framing, body in (
+                (b"Content-Length: %d\r\n" % size, b"x" * size),
+                (
+                    b"Transfer-Encoding: chunked\r\n",
+                    b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+                    % (size - 1, b"x" * (size - 1), 1, b"y"),
+                ),
+            ):
+                connection = Connection(self.site)
+                out = connection.send(
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + body
+                )
+                line, _, reply = head_and_body(out)
+                self.assertEqual(line.split(b" ")[1], status, (size, framing))
+                if status == b"200":
+                    self.assertEqual(len(json.loads(reply)["body"]), size)
+
+    def test_request_line_at_the_limit_is_served(self) -> None:
+        """
+        A request line of exactly ``max_request_line`` bytes is served,
+        whole or a byte at a time; one byte more is ``414``.
+        """
+        limit = self.limits.max_request_line
+        for extra, status in ((0, b"404"), (1, b"414")):
+            target = b"/" + b"a" * (limit - len(b"GET / HTTP/1.1") + extra)
+            line = b"GET %s HTTP/1.1" % target
+            self.assertEqual(len(line), limit + extra)
+            raw = line + b"\r\nHost: x\r\n\r\n"
+            for parts in ([raw], [raw[i : i + 1] for i in range(len(raw))]):
+                connection = Connection(self.site)
+                out = b"".join(connection.send(part) for part in parts)
+                self.assertEqual(out.split(b" ", 2)[1], status, (extra, len(parts)))
+
     def test_expect_continue_with_refused_body(self) -> None:
         """
         A client that waits for 100 Continue is told 413 instead, and only that.
@@ -298,6 +338,34 @@ class SiteTests(SynchronousTestCase):
                 + b"\r\n\r\nhello"
             )
             self.assertTrue(out.startswith(b"HTTP/1.1 400 "), (value, out))
+
+    def test_tls_hello_on_the_plain_port_is_closed_at_once(self) -> None:
+        """
+        A TLS client on a plain HTTP port is closed at once, unanswered (no
+        HTTP response could reach it), not left to the head timeout.
+        """
+        hello_start = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
+        out = self.connection.send(hello_start)
+        self.assertEqual(out, b"")
+        self.assertTrue(self.connection.transport.disconnecting)
+
+    def test_503_is_followed_by_a_bounded_close(self) -> None:
+        """
+        Over ``--max-connections``, the client gets ``503`` at once; one
+        that neither reads on nor closes is cut off two seconds later (the
+        linger), not before.
+        """
+        site = http.HTTPSite(
+            hello.Root(), limits=Limits(max_connections=1), reactor=self.clock
+        )
+        Connection(site)
+        extra = Connection(site)
+        self.assertTrue(extra.transport.value().startswith(b"HTTP/1.1 503 "))
+        extra.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.clock.advance(1.9)
+        self.assertFalse(extra.transport.disconnected)
+        self.clock.advance(0.2)
+        self.assertTrue(extra.transport.disconnected)
 
     def test_slow_head_is_cut_off(self) -> None:
         """

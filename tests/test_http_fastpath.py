@@ -12,8 +12,10 @@ looks at a read that starts a request), which is how the two are compared.
 
 from __future__ import annotations
 
+import email.utils
 import pathlib
 import re
+import time
 from typing import Any
 
 from twisted.internet import task
@@ -28,6 +30,46 @@ from netlab.tools.bench import userapp
 from tests.test_http import SMALL_LIMITS, Connection, head_and_body
 
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+# RFC 9110's IMF-fixdate, the one form a server may send.
+_IMF_FIXDATE = re.compile(
+    rb"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT"
+)
+
+
+def assert_date_now(case: SynchronousTestCase, answer: bytes) -> None:
+    """
+    ``answer`` carries one ``Date`` header, which :func:`assert_current_date`.
+    """
+    head = answer.split(b"\r\n\r\n")[0] + b"\r\n"
+    dates = re.findall(rb"\r\nDate: ([^\r]*)\r\n", head)
+    case.assertEqual(len(dates), 1, answer)
+    assert_current_date(case, dates[0])
+
+
+def assert_current_date(case: SynchronousTestCase, date: bytes) -> None:
+    """
+    ``date`` is an IMF-fixdate within a minute of the real time (the header
+    is the wall clock's, not a reactor's).
+    """
+    case.assertIsNotNone(_IMF_FIXDATE.fullmatch(date), date)
+    sent = email.utils.parsedate_to_datetime(date.decode()).timestamp()
+    case.assertLess(abs(sent - time.time()), 60, date)
+
+
+class CountingRequest(http.LimitedRequest):
+    """
+    netlab's request, counting how many twisted.web ``Request`` objects a
+    site makes.
+    """
+
+    made = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        CountingRequest.made += 1
+        super().__init__(*args, **kwargs)
+
+
 _ACCESS_FIELDS = ("method", "path", "status", "bytes", "peer", "connection", "client")
 
 
@@ -142,6 +184,46 @@ class FastPathTests(SynchronousTestCase):
             b"GET /?access_token=secret HTTP/1.1\r\nHost: x\r\n\r\n", whole=True
         )
         self.assertEqual(access["path"], "/?access_token=REDACTED")
+
+    def test_served_routes_answered_from_the_head(self) -> None:
+        """
+        The service's own ``GET /`` and ``/healthz`` (and their ``HEAD``),
+        as ``twistd netlab-http`` serves them, build no twisted.web
+        ``Request``: the headline HTTP figure rests on that path. ``/echo``
+        does build one.
+        """
+        site = hello.site(limits=SMALL_LIMITS, reactor=self.clock)
+        site.requestFactory = CountingRequest
+        for raw in (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        ):
+            CountingRequest.made = 0
+            out = Connection(site).send(raw)
+            self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out)
+            self.assertEqual(CountingRequest.made, 0, raw)
+        Connection(site).send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(CountingRequest.made, 1)
+
+    def test_date_is_now_on_every_path(self) -> None:
+        """
+        Every answer's ``Date`` is a valid IMF-fixdate of the current time:
+        answered from the head, made from the head, and parsed line by line
+        by twisted.web; and a later second gets a later date.
+        """
+        raw = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+        for target in (b"", b"healthz", b"probe", b"echo"):
+            connection = Connection(self.site)
+            assert_date_now(self, connection.send(raw % target))
+            slow = b""
+            for i in range(len(raw % target)):
+                slow += connection.send((raw % target)[i : i + 1])
+            assert_date_now(self, slow)
+        self.assertNotEqual(http._http_date(0), http._http_date(86400.5))
+        self.assertEqual(http._http_date(1e9), b"Sun, 09 Sep 2001 01:46:40 GMT")
 
     def test_anything_else_goes_to_twisted_web(self) -> None:
         """
@@ -478,6 +560,25 @@ class UserTreeTests(SynchronousTestCase):
         self.assertTrue(out.endswith(b"Hello, b!"), out)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.clock.advance(SMALL_LIMITS.idle_timeout + 1)
+        self.assertTrue(connection.transport.disconnecting)
+
+    def test_draining_during_a_streamed_answer(self) -> None:
+        """
+        A response already being written when the service starts stopping
+        is finished, and then the connection closes (its headers, sent,
+        cannot say ``Connection: close``).
+        """
+        connection = Connection(self.site)
+        connection.send(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+        [request] = self.later.waiting
+        request.setHeader(b"Content-Length", b"4")
+        request.write(b"do")
+        self.site.drain()
+        self.assertFalse(connection.transport.disconnecting)
+        request.write(b"ne")
+        request.finish()
+        out = connection.transport.value()
+        self.assertTrue(out.endswith(b"\r\n\r\ndone"), out)
         self.assertTrue(connection.transport.disconnecting)
 
     def test_blank_line_before_a_request(self) -> None:

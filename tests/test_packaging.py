@@ -16,20 +16,7 @@ import zipfile
 from twisted.trial.unittest import TestCase
 
 import twisted
-from tests.support import python, run
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SKIP = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "*.egg-info",
-    "_trial_temp*",
-    "_build",
-    "__pycache__",
-)
-
+from tests.support import CHECKOUT, NOT_SOURCE, python, run
 
 # trial -j sets PYTHONPATH to its own sys.path, the checkout included: pip
 # would find the checkout's netlab.egg-info and call netlab installed, and
@@ -46,7 +33,7 @@ class WheelTests(TestCase):
 
         # Build from a copy, so the checkout gets no build/ or egg-info.
         source = scratch / "source"
-        shutil.copytree(ROOT, source, ignore=SKIP)
+        shutil.copytree(CHECKOUT, source, ignore=NOT_SOURCE)
         result = await run(
             without=_DEVELOPMENT,
             args=python(

@@ -26,7 +26,7 @@ from netlab.limits import Limits
 from netlab.services import wsecho
 from netlab.testing import serve
 from tests.hostile._helpers import open_peer
-from tests.support import WAIT
+from tests.support import WAIT, bounded
 from tests.test_ws_conformance import (
     BINARY,
     CLOSE,
@@ -301,6 +301,27 @@ class FastPathTests(SynchronousTestCase):
             self.assertEqual(len(frames(answered)), 2)
             self.assertEqual(close_code(answered), 1009)
 
+    def test_oversized_in_fragments_closes_with_1009(self) -> None:
+        """
+        A message over the limit in fragments each under it closes with
+        1009; one of exactly the limit is echoed.
+        """
+        small = Limits(max_message=1000, handshake_timeout=5, ping_interval=30)
+        for last, expected in (
+            (b"y" * 400, echo(b"x" * 600 + b"y" * 400)),
+            (b"y" * 401, None),
+        ):
+            answered = self.answers(
+                frame(BINARY, b"x" * 300, fin=False)
+                + frame(CONTINUATION, b"x" * 300, fin=False)
+                + frame(CONTINUATION, last),
+                limits=small,
+            )
+            if expected is None:
+                self.assertEqual(close_code(answered), 1009)
+            else:
+                self.assertEqual(answered, expected)
+
     def test_oversized_header_alone_closes_with_1009(self) -> None:
         # The header says too much; the payload never comes.
         header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 2**40) + b"mask"
@@ -346,6 +367,27 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(
             answered, echo("bye") + server_frame(CLOSE, close_payload(1000))
         )
+
+
+class HandshakeTimeoutTests(SynchronousTestCase):
+    """
+    ``--handshake-timeout`` bounds the opening handshake and the closing
+    one, on the service's clock.
+    """
+
+    def test_unanswered_close_is_dropped(self) -> None:
+        """
+        A peer that never answers the server's close frame is dropped once
+        the handshake timeout passes, not before.
+        """
+        server = Server(fast=True)
+        server.protocol.drain()
+        self.assertEqual(close_code(server.transport.value()), 1001)
+        server.clock.advance(LIMITS.handshake_timeout - 0.1)
+        self.assertFalse(server.transport.disconnecting)
+        server.clock.advance(0.2)
+        self.assertTrue(server.transport.disconnecting)
+        server.stop()
 
 
 class StateTests(SynchronousTestCase):
@@ -441,12 +483,44 @@ class StateTests(SynchronousTestCase):
             self.assertEqual(websocket._unmask(data, mask), expected, size)
 
 
+async def until(condition, seconds: float = WAIT) -> None:
+    """
+    Wait (bounded) until ``condition()`` holds.
+    """
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.01)
+    raise AssertionError("condition not met in time")
+
+
 class LoopbackTests(TestCase):
     """
     The fast path over real sockets.
     """
 
     timeout = 120
+
+    async def test_trickled_opening_handshake_is_dropped(self) -> None:
+        """
+        A client that sends its opening handshake a byte at a time, never
+        quite silent, is dropped once ``--handshake-timeout`` passes on the
+        service's clock, not before, unanswered.
+        """
+        clock = task.Clock()
+        factory = wsecho.EchoFactory(LIMITS, reactor=clock)
+        served = await serve(self, factory)
+        peer = await open_peer(self, served)
+        step = LIMITS.handshake_timeout / 10
+        for byte in HANDSHAKE[:9]:
+            peer.transport.write(bytes([byte]))
+            await until(lambda: factory.connections)
+            clock.advance(step)
+        await task.deferLater(reactor, 0.05)
+        self.assertIsNone(peer.reason)
+        clock.advance(step + 0.01)
+        await bounded(peer.closed)
+        self.assertEqual(bytes(peer.received), b"")
 
     async def test_back_pressure(self) -> None:
         # A client (not compressing: the fast path's frames) stops reading

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
@@ -176,6 +177,40 @@ class PluginService(MultiService):
                 os.unlink(self.pidfile)
 
 
+def _as_plugins_listen(description: str, reactor: Any) -> tuple[str, Any]:
+    """
+    :return: the endpoint string and reactor a plugin listens with for
+        ``description`` and ``reactor`` (see :func:`plugin_endpoint`).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        # Replies leave with the read that made them (netlab.transport).
+        reactor = flushing(_reactor)
+    inner, behind_proxy = proxy.split(description)
+    if behind_proxy:
+        # The PROXY header is read on the connection, before TLS and before
+        # the factory builds a protocol (netlab.proxy).
+        reactor = proxy.proxied(reactor)
+    return with_backlog(hardened(inner)), reactor
+
+
+def plugin_endpoint(description: str, reactor: Any = None) -> IStreamServerEndpoint:
+    """
+    The endpoint a netlab plugin listens on for ``--listen description``:
+    ``ssl:`` read as ``netlab-ssl:``, ``haproxy:`` read by :mod:`netlab.proxy`,
+    :data:`DEFAULT_BACKLOG` unless the string names a backlog, and, on the
+    global reactor, the flushing transport of :mod:`netlab.transport`. What
+    tests serve with, so that they hold what the plugins serve to the
+    contracts.
+
+    :param reactor: what the endpoint listens with; ``None``, the global
+        reactor with the flushing transport.
+    """
+    description, reactor = _as_plugins_listen(description, reactor)
+    return serverFromString(reactor, description)
+
+
 def listening_service(
     descriptions: Iterable[str],
     factory: IProtocolFactory,
@@ -189,11 +224,6 @@ def listening_service(
         the sockets.
     :return: a service that listens with ``factory`` on each endpoint string.
     """
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        # Replies leave with the read that made them (netlab.transport).
-        reactor = flushing(_reactor)
     service = MultiService()
     # First in, so that on stop it is called after every port has begun to
     # close: nothing new comes in while the connections drain.
@@ -201,12 +231,10 @@ def listening_service(
     if tap is not None:
         factory = tap.wrap(factory)
     for description in descriptions:
-        inner, behind_proxy = proxy.split(description)
-        # The PROXY header is read on the connection, before TLS and before
-        # the factory builds a protocol (netlab.proxy).
-        where = proxy.proxied(reactor) if behind_proxy else reactor
-        inner = with_backlog(hardened(inner))
-        strports.service(inner, factory, where).setServiceParent(service)
+        # As plugin_endpoint listens; strports.service, so that a port that
+        # cannot listen stops twistd with the error.
+        description, listener = _as_plugins_listen(description, reactor)
+        strports.service(description, factory, listener).setServiceParent(service)
     return service
 
 

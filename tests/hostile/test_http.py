@@ -31,8 +31,8 @@ from tests.hostile._helpers import (
 )
 
 LIMITS = Limits(
-    idle_timeout=10,
-    head_timeout=10,
+    idle_timeout=60,
+    head_timeout=60,
     body_timeout=1,
     max_body=4096,
     max_request_line=1024,

@@ -25,7 +25,7 @@ from tests import user_tcp
 from tests.hostile._helpers import PROMPT, observe, open_peer, reset
 from tests.support import Peer, bounded, connect, raise_fd_limit
 
-LIMITS = Limits(idle_timeout=30)
+LIMITS = Limits(idle_timeout=60)
 
 
 class Hostile:

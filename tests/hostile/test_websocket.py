@@ -45,8 +45,8 @@ from tests.test_ws_conformance import (
 MAX_MESSAGE = 64 * 1024
 LIMITS = Limits(
     max_message=MAX_MESSAGE,
-    handshake_timeout=5,
-    idle_timeout=30,
+    handshake_timeout=60,
+    idle_timeout=60,
     ping_interval=30,
     ping_timeout=10,
 )
