@@ -24,7 +24,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab.tools.bench import build, implementations, stats
 from netlab.tools.bench.options import BenchOptions
-from tests.support import ProcessResult, bounded, python, run, spawn
+from tests.support import (
+    ProcessResult,
+    bounded,
+    missing,
+    python,
+    require,
+    run,
+    spawn,
+)
 
 #: One compiler cache for the whole module: built once, by the first test.
 CACHE = tempfile.mkdtemp(prefix="netlab-bench-cache-")
@@ -32,6 +40,11 @@ atexit.register(shutil.rmtree, CACHE, True)
 
 HAVE_CC = build.compiler() is not None
 HAVE_WRK = shutil.which("wrk") is not None
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+#: Why a test skips without each (under CI, fails: .ci/run installs them).
+NEEDS_CC = "needs a C compiler (apt-get install gcc)"
+NEEDS_WRK = "needs wrk (apt-get install wrk)"
+NEEDS_MATPLOTLIB = "needs matplotlib (pip install '.[plot]')"
 PYTHON = shlex.quote(sys.executable)
 
 #: Small and quick: one round of a fraction of a second, no warm-up.
@@ -165,7 +178,8 @@ class BenchRunTests(TestCase):
         """
         chart = self.scratch / "bench.png"
         args = [*"tcp-bulk --impl bare-echo".split(), *QUICK, "--plot", str(chart)]
-        if importlib.util.find_spec("matplotlib") is None:
+        if not HAVE_MATPLOTLIB:
+            missing(NEEDS_MATPLOTLIB)
             result = await run(python("-m", "netlab.tools.bench", *args))
             self.assertEqual(result.status, 2, result)
             self.assertEqual(result.err.count(b"\n"), 1, result)
@@ -198,8 +212,8 @@ class BenchRunTests(TestCase):
         """
         http with wrk, when it is installed: the table says so.
         """
-        if not (HAVE_WRK and HAVE_CC):
-            raise self.skipTest("needs wrk and a C compiler")
+        require(HAVE_WRK, NEEDS_WRK)
+        require(HAVE_CC, NEEDS_CC)
         table, data = await self.bench(
             *"http --impl c-http --baseline c-http --connections 5".split(),
             *"--rounds 1 --seconds 1 --warmup 0 --quiet".split(),
@@ -272,8 +286,7 @@ class BenchRunTests(TestCase):
         http-user with wrk, when it is installed: wrk asks for the user's
         path and checks its body.
         """
-        if not HAVE_WRK:
-            raise self.skipTest("needs wrk")
+        require(HAVE_WRK, NEEDS_WRK)
         table, data = await self.bench(
             *"http-user --impl bare-web-user --connections 5".split(),
             *"--rounds 1 --seconds 1 --warmup 0 --quiet".split(),
@@ -694,6 +707,23 @@ class UserWorkloadTests(SynchronousTestCase):
         self.assertEqual(lua_string("é\n"), '"\\195\\169\\010"')
 
 
+class ToolsTests(SynchronousTestCase):
+    """
+    What the bench's tests measure against: without a C compiler they take
+    their branch without the C servers and generator (and skip the wrk
+    tests), without matplotlib the chart's; CI has all three.
+    """
+
+    def test_c_compiler(self) -> None:
+        require(HAVE_CC, NEEDS_CC)
+
+    def test_wrk(self) -> None:
+        require(HAVE_WRK, NEEDS_WRK)
+
+    def test_matplotlib(self) -> None:
+        require(HAVE_MATPLOTLIB, NEEDS_MATPLOTLIB)
+
+
 class StatsTests(SynchronousTestCase):
     """
     Ceilings and ratios, without running anything.
@@ -799,8 +829,7 @@ class ReportTests(SynchronousTestCase):
         """
         Each panel of the chart says what its colours and lines mean.
         """
-        if importlib.util.find_spec("matplotlib") is None:
-            raise self.skipTest("needs matplotlib (pip install '.[plot]')")
+        require(HAVE_MATPLOTLIB, NEEDS_MATPLOTLIB)
         import matplotlib.pyplot as plt
 
         from netlab.tools.bench import report
