@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab.tools.bench import build, implementations, stats
 from netlab.tools.bench.options import BenchOptions
+from netlab.tools.bench.runner import format_value
+from netlab.tools.bench.workloads import HTTP_BODY
 from tests.support import (
     ProcessResult,
     bounded,
@@ -57,7 +60,91 @@ def accepting(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-class BenchRunTests(TestCase):
+class FigureChecks:
+    """
+    Checks of a report's figures, for tests of real runs and of made-up
+    ones alike.
+    """
+
+    def row(self, data: dict[str, Any], workload: str, name: str) -> dict[str, Any]:
+        for impl in data["workloads"][workload]["implementations"]:
+            if impl["name"] == name:
+                return impl
+        self.fail(f"no {name} in {workload}")
+
+    def assert_ratios(self, table: str, data: dict[str, Any], workload: str) -> None:
+        """
+        Every figure and ratio of ``workload``, as the JSON and the table
+        give them, is what its raw samples make: each median recomputed from
+        the samples, the generator's ceiling from those medians, and each
+        ratio from them; where there is no ratio, the note says why and the
+        samples bear it out; a row not measured names what it lacks.
+        """
+        section = data["workloads"][workload]
+        rows = {impl["name"]: impl for impl in section["implementations"]}
+        printed = printed_table(table, workload)
+        for name, impl in rows.items():
+            if impl["status"] == "unavailable":
+                self.assertRegex(impl["reason"], UNAVAILABLE, impl)
+            if impl["status"] != "ok" or not impl["samples"]:
+                self.assertIn(impl["reason"] or "not measured", printed[name][0])
+        column = 0
+        for metric in section["metrics"]:
+            key = metric["key"]
+            medians, failed = {}, set()
+            for name, impl in rows.items():
+                samples = impl["samples"].get(key, [])
+                values = [s["value"] for s in samples if s["value"] is not None]
+                if any(s["errors"] for s in samples):
+                    failed.add(name)
+                if values:
+                    medians[name] = statistics.median(values)
+                    self.assertEqual(impl["median"][key], medians[name], name)
+                    shown = printed[name][column].split()[0]
+                    self.assertEqual(shown, format_value(medians[name]), name)
+            value_column, column = column, column + 1 + metric["compared"]
+            if not metric["compared"]:
+                continue
+            # Memory and connection counts are never generator-bound.
+            bounded = not key.startswith(("kib_", "held_"))
+            good = [m for n, m in medians.items() if n not in failed]
+            top = max(good) if good and bounded else None
+            self.assertEqual(metric["ceiling"]["value"], top, metric)
+            bound = section["generator_bound_share"] * top if top else None
+            base = medians.get(section["baseline"])
+            for name, impl in rows.items():
+                if key not in impl["samples"]:
+                    self.assertNotIn(key, impl["ratio"], name)
+                    continue
+                ratio, note = impl["ratio"][key], impl["note"][key]
+                mine = medians.get(name)
+                if name in failed:
+                    expected = (None, "failed")
+                elif mine is None:
+                    expected = (None, "n/a: no figure")
+                elif bound and mine >= bound:
+                    expected = (None, "n/a: generator-bound")
+                elif base is None or section["baseline"] in failed:
+                    expected = (None, "n/a: no baseline")
+                elif bound and base >= bound:
+                    expected = (None, "n/a: baseline generator-bound")
+                elif name == section["baseline"]:
+                    expected = (1.0, "baseline")
+                elif base == 0:
+                    expected = (None, "n/a: baseline is 0")
+                else:
+                    expected = (mine / base, "")
+                self.assertEqual(note, expected[1], (name, ratio, note))
+                if expected[0] is None:
+                    self.assertIsNone(ratio, name)
+                else:
+                    self.assertAlmostEqual(ratio, expected[0], msg=name)
+                # The table prints the same: two decimals, or the note.
+                cell = printed[name][value_column + 1]
+                self.assertEqual(cell, note if ratio is None else f"{ratio:.2f}")
+
+
+class BenchRunTests(FigureChecks, TestCase):
     """
     Tiny real runs, one or two implementations each (plus the ceiling).
     """
@@ -101,12 +188,6 @@ class BenchRunTests(TestCase):
         for name in names:
             self.assertIn(name, rows, table)
 
-    def row(self, data: dict[str, Any], workload: str, name: str) -> dict[str, Any]:
-        for impl in data["workloads"][workload]["implementations"]:
-            if impl["name"] == name:
-                return impl
-        self.fail(f"no {name} in {workload}")
-
     def assert_clean_samples(
         self, data: dict[str, Any], workload: str, name: str, rounds: int
     ) -> dict[str, Any]:
@@ -121,29 +202,6 @@ class BenchRunTests(TestCase):
                 self.assertIsInstance(sample["value"], float)
             self.assertIsNotNone(impl["median"][metric["key"]])
         return impl
-
-    def assert_ratios(self, data: dict[str, Any], workload: str) -> None:
-        """
-        Each ratio is the median over the baseline's median, or is missing
-        with a reason.
-        """
-        section = data["workloads"][workload]
-        baseline = self.row(data, workload, section["baseline"])
-        for metric in section["metrics"]:
-            if not metric["compared"]:
-                continue
-            key = metric["key"]
-            for impl in section["implementations"]:
-                if key not in impl["ratio"]:
-                    continue
-                ratio, note = impl["ratio"][key], impl["note"][key]
-                if ratio is None:
-                    self.assertTrue(note.startswith("n/a"), note)
-                    continue
-                expected = impl["median"][key] / baseline["median"][key]
-                self.assertAlmostEqual(ratio, expected)
-            if not baseline["note"][key].startswith("n/a"):
-                self.assertEqual(baseline["ratio"][key], 1.0)
 
     async def test_tcp_echo(self) -> None:
         """
@@ -169,7 +227,7 @@ class BenchRunTests(TestCase):
             self.assert_rows(table, "c-echo")
             self.assert_clean_samples(data, "tcp-echo", "c-echo", rounds=2)
             self.assertIn("generator ceiling", table)
-        self.assert_ratios(data, "tcp-echo")
+        self.assert_ratios(table, data, "tcp-echo")
 
     async def test_tcp_bulk(self) -> None:
         """
@@ -193,7 +251,7 @@ class BenchRunTests(TestCase):
             self.assert_rows(table, "c-echo")
         if chart.exists():
             self.assertEqual(chart.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
-        self.assert_ratios(data, "tcp-bulk")
+        self.assert_ratios(table, data, "tcp-bulk")
 
     async def test_http(self) -> None:
         """
@@ -206,7 +264,7 @@ class BenchRunTests(TestCase):
         self.assertIn("bare-web (baseline)", table)
         self.assertNotIn("wrk", data["workloads"]["http"]["metrics"][0]["generator"])
         self.assert_clean_samples(data, "http", "bare-web", rounds=1)
-        self.assert_ratios(data, "http")
+        self.assert_ratios(table, data, "http")
 
     async def test_http_wrk(self) -> None:
         """
@@ -232,7 +290,7 @@ class BenchRunTests(TestCase):
         self.assertIn("msg/s, 5 conn", table)
         self.assertIn("bare-ws (baseline)", table)
         self.assert_clean_samples(data, "ws", "bare-ws", rounds=1)
-        self.assert_ratios(data, "ws")
+        self.assert_ratios(table, data, "ws")
 
     def assert_user_rows(
         self, data: dict[str, Any], workload: str, name: str, option: str
@@ -279,7 +337,7 @@ class BenchRunTests(TestCase):
         self.assert_user_rows(data, "http-user", "netlab-http-user", "--resource")
         if HAVE_CC:
             self.assert_clean_samples(data, "http-user", "c-http-user", rounds=1)
-        self.assert_ratios(data, "http-user")
+        self.assert_ratios(table, data, "http-user")
 
     async def test_http_user_wrk(self) -> None:
         """
@@ -351,7 +409,7 @@ class BenchRunTests(TestCase):
             self.assertNotIn("--logger", command)
         if HAVE_CC:
             self.assert_clean_samples(data, "ws-user", "c-ws", rounds=1)
-        self.assert_ratios(data, "ws-user")
+        self.assert_ratios(table, data, "ws-user")
 
     async def test_idle(self) -> None:
         """
@@ -603,7 +661,9 @@ class UserWorkloadTests(SynchronousTestCase):
     def test_rows(self) -> None:
         """
         Each user workload has its own servers; the ws baselines serve both
-        ws and ws-user, and the user servers no other workload.
+        ws and ws-user, and the user servers no other workload, except
+        netlab-http-user, which takes part in http too: ``GET /`` by the
+        user's resource, a route netlab's fast path does not answer.
         """
         self.assertEqual(
             self.names("http-user"),
@@ -612,9 +672,20 @@ class UserWorkloadTests(SynchronousTestCase):
         self.assertEqual(self.names("ws-user"), ["c-ws", "bare-ws", "netlab-ws-user"])
         for workload in ("http", "ws", "tcp-echo"):
             names = self.names(workload)
-            for user in ("netlab-http-user", "netlab-ws-user", "bare-web-user"):
+            for user in ("netlab-ws-user", "bare-web-user", "twistd-web-user"):
                 self.assertNotIn(user, names, workload)
         self.assertIn("bare-ws", self.names("ws"))
+        self.assertEqual(
+            self.names("http"),
+            [
+                "c-http",
+                "bare-web",
+                "netlab-http",
+                "netlab-http-asyncio",
+                "netlab-http-user",
+                "http_server",
+            ],
+        )
 
     def test_commands(self) -> None:
         """
@@ -693,7 +764,11 @@ class UserWorkloadTests(SynchronousTestCase):
             self.assertEqual(response.code, 200)
             body = self.successResultOf(response.text())
             self.assertEqual(body, "Hello, bench!")
+            # The http workload's request, by the user's resource.
             response = self.successResultOf(client.get("http://example.com/"))
+            self.assertEqual(response.code, 200)
+            self.assertEqual(self.successResultOf(response.text()), HTTP_BODY)
+            response = self.successResultOf(client.get("http://example.com/nothing"))
             self.assertEqual(response.code, 404)
 
     def test_lua_string(self) -> None:
@@ -774,14 +849,18 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(stats.ceiling(summaries), (50.0, "base"))
 
 
-def finished_run(*workloads: str, failed: str = "") -> Any:
+def finished_run(
+    *workloads: str, failed: str = "", values: tuple[float, ...] = (100.0, 50.0, 40.0)
+) -> Any:
     """
     :return: a run of ``workloads`` as the runner leaves it, without running
-        anything: a C generator and wrk, and made-up figures for each
-        workload's ceiling server and baseline (``failed``: wrong replies).
+        anything: a C generator and wrk, and made-up figures (``values``)
+        for the first rows that can run (the ceiling server, the baseline,
+        ...; ``failed``: wrong replies); the rows after them are listed, not
+        measured.
     """
     from netlab.tools.bench.generators import Generators, Sample
-    from netlab.tools.bench.runner import Result, Row, Run, Settings, choose_rows
+    from netlab.tools.bench.runner import Result, Run, Settings, choose_rows
     from netlab.tools.bench.workloads import WORKLOADS
 
     bench = Run(Settings(list(workloads)))
@@ -790,18 +869,17 @@ def finished_run(*workloads: str, failed: str = "") -> Any:
         workload = WORKLOADS[name]
         metrics = workload.metrics(100, (1000,))
         rows, baseline = choose_rows(workload, bench.settings)
-        measured: list[Row] = []
-        for row, value in zip(rows, (100.0, 50.0, 40.0), strict=False):
+        live = [row for row in rows if row.status == "ok"]
+        for row, value in zip(live, values, strict=False):
             errors = int(row.name == failed)
             row.samples = {m.key: [Sample(value, errors)] for m in metrics}
-            measured.append(row)
-        result = Result(workload, metrics, measured, baseline)
+        result = Result(workload, metrics, rows, baseline)
         result.generator = {m.key: bench.generators.name(m) for m in metrics}
         bench.results.append(result)
     return bench
 
 
-class ReportTests(SynchronousTestCase):
+class ReportTests(FigureChecks, SynchronousTestCase):
     """
     What the report says of a finished run, without running one.
     """
@@ -848,6 +926,144 @@ class ReportTests(SynchronousTestCase):
         report.plot(str(path), bench)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
 
+    def test_plot_says_what_each_runs(self) -> None:
+        """
+        Each bar's label names its implementation, its transport and its
+        fast path.
+        """
+        require(HAVE_MATPLOTLIB, NEEDS_MATPLOTLIB)
+        import matplotlib.pyplot as plt
+
+        from netlab.tools.bench import report
+
+        bench = finished_run("http", values=(100.0, 50.0, 40.0, 30.0))
+        drawn = report.figure(bench)
+        self.addCleanup(plt.close, drawn)
+        (axis,) = drawn.axes
+        labels = [tick.get_text() for tick in axis.get_xticklabels()]
+        self.assertEqual(
+            labels[:4],
+            [
+                "c-http\nC epoll\nno fast path",
+                "bare-web\nstock Twisted\nno fast path",
+                "netlab-http\nnetlab flushing\nfast path: fixed answers",
+                "netlab-http-asyncio\nnetlab flushing\nfast path: fixed answers",
+            ],
+        )
+
+    def made_up(self, *workloads: str, failed: str = "") -> tuple[str, Any]:
+        """
+        :return: the table and the JSON of a made-up run of ``workloads``
+            with three rounds of each figure (median and mean apart).
+        """
+        from netlab.tools.bench import report
+        from netlab.tools.bench.generators import Sample
+
+        values = (100.0, 50.0, 45.0, 35.0, 30.0, 20.0)
+        bench = finished_run(*workloads, failed=failed, values=values)
+        for result in bench.results:
+            for row in result.rows:
+                for samples in row.samples.values():
+                    (first,) = samples
+                    samples += [
+                        Sample(first.value * 3, first.errors),
+                        Sample(first.value * 0.9, 0),
+                    ]
+        env = report.environment(bench)
+        data = json.loads(json.dumps(report.as_json(bench, env)))
+        return report.text(bench, env), data
+
+    def test_figures_from_the_samples(self) -> None:
+        """
+        Each median, ceiling and ratio, in the table and the JSON, is what
+        the samples make (checked by recomputing them): a ratio to the
+        baseline's median, n/a near the generator's ceiling, failed for
+        wrong replies.
+        """
+        table, data = self.made_up("tcp-echo", "http", "ws", failed="netlab-ws")
+        for workload in ("tcp-echo", "http", "ws"):
+            self.assert_ratios(table, data, workload)
+        # Against figures worked out by hand.
+        http = {
+            row["name"]: row for row in data["workloads"]["http"]["implementations"]
+        }
+        self.assertEqual(http["c-http"]["note"]["req_s"], "n/a: generator-bound")
+        self.assertEqual(http["bare-web"]["ratio"]["req_s"], 1.0)
+        self.assertEqual(http["netlab-http"]["ratio"]["req_s"], 0.9)
+        self.assertEqual(http["netlab-http-asyncio"]["ratio"]["req_s"], 0.7)
+        self.assertEqual(printed_table(table, "http")["netlab-http"][1], "0.90")
+        ws = {row["name"]: row for row in data["workloads"]["ws"]["implementations"]}
+        self.assertEqual(ws["netlab-ws"]["note"]["msg_s"], "failed")
+
+    def test_table_says_what_each_runs(self) -> None:
+        """
+        Under each workload's figures, a line per implementation says what
+        it runs: transport, logger, access log (HTTP) and fast path; the
+        JSON says the same; the ratio's line says netlab's rows are not
+        stock Twisted.
+        """
+        table, data = self.made_up("tcp-echo", "http")
+        for workload in ("tcp-echo", "http"):
+            section = section_of(table, workload)
+            (head,) = [
+                line
+                for line in section.splitlines()
+                if line.startswith("  what each runs")
+            ]
+            self.assertEqual(
+                head.split(),
+                ["what", "each", "runs", "transport", "logger"]
+                + (["access", "log"] if workload == "http" else [])
+                + ["fast", "path"],
+            )
+            self.assertIn("not stock Twisted's", section)
+            for row in data["workloads"][workload]["implementations"]:
+                runs = row["runs"]
+                (line,) = [
+                    line
+                    for line in section.splitlines()[section.splitlines().index(head) :]
+                    if line.split()[:1] == [row["name"]]
+                ]
+                words = [runs["transport"], runs["logger"], runs["fast_path"]]
+                words += [runs["access_log"]] if workload == "http" else []
+                for word in words:
+                    self.assertIn(word, line, row["name"])
+        http = {
+            row["name"]: row["runs"]
+            for row in data["workloads"]["http"]["implementations"]
+        }
+        self.assertEqual(http["bare-web"]["transport"], "stock Twisted, epoll reactor")
+        self.assertEqual(
+            (http["bare-web"]["logger"], http["bare-web"]["access_log"]),
+            ("none", "off"),
+        )
+        self.assertEqual(
+            http["netlab-http"]["transport"], "netlab flushing, epoll reactor"
+        )
+        self.assertEqual(http["netlab-http"]["access_log"], "on")
+        self.assertIn("fixed answers", http["netlab-http"]["fast_path"])
+        self.assertTrue(http["netlab-http-user"]["fast_path"].startswith("none"))
+        self.assertIn("asyncio", http["netlab-http-asyncio"]["transport"])
+
+    def test_fast_path_claims(self) -> None:
+        """
+        What the tables say of netlab's fast paths is what the code does:
+        the service answers the http workload's ``GET /`` from the request
+        head, the user's resource under ``--resource`` does not, and the
+        WebSocket protocol has its frame fast path.
+        """
+        from netlab import http, websocket
+        from netlab.services import hello
+        from netlab.tools.bench import userapp
+        from netlab.tools.bench.workloads import HTTP_PATH
+
+        self.assertIsInstance(hello.Root().fixed_route(HTTP_PATH.encode()), http.Fixed)
+        self.assertIsNone(http.UserRoot(userapp.root).fixed_route(HTTP_PATH.encode()))
+        self.assertTrue(hasattr(websocket.WebSocketProtocol, "_choose_fast_paths"))
+        runs = {name: impl.runs for name, impl in implementations.BUILTIN.items()}
+        self.assertIn("GET /", runs["netlab-http"].fast_path)
+        self.assertIn("user's resource", runs["netlab-http-user"].fast_path)
+
     def test_install_hint_matches_readme(self) -> None:
         """
         ``--plot``'s install hint is the one README gives.
@@ -880,6 +1096,43 @@ class ExternalTests(SynchronousTestCase):
         ):
             with self.assertRaises(ValueError, msg=spec):
                 implementations.external(spec)
+
+
+#: What a row that cannot run here must name: the tool or option it lacks.
+UNAVAILABLE = r"no C compiler \(gcc\)|module \S+ not found|has no --\S+ option"
+
+
+def section_of(table: str, workload: str) -> str:
+    """
+    :return: the part of ``table`` about ``workload``: its title and the
+        indented lines after it.
+    """
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(workload + ": "))
+    end = start + 1
+    while end < len(lines) and (not lines[end] or lines[end].startswith("  ")):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def printed_table(table: str, workload: str) -> dict[str, list[str]]:
+    """
+    :return: the cells of each row of ``workload``'s figures as the table
+        printed them (after its name): each figure then its ratio, or, for a
+        row not measured, why.
+    """
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(workload + ": "))
+    head = next(
+        i for i in range(start, len(lines)) if lines[i].startswith("  implementation")
+    )
+    rows = {}
+    for line in lines[head + 2 :]:
+        if not line.strip():
+            break
+        name, *cells = re.split(r"\s{2,}", line.strip())
+        rows[name.removesuffix(" (baseline)")] = cells
+    return rows
 
 
 def _ports(command: list[str]) -> list[int]:
