@@ -24,6 +24,12 @@ Names (``netlab bench --list`` shows them with what they serve):
   with twistd web's defaults (twistd's own log observer, access log on).
 - ``c-http-user``: the C HTTP server answering the user's body, the
   ceiling of http-user (``c-ws`` is that of ws-user).
+- ``netlab-ws-room``: the ws-broadcast room (:mod:`netlab.tools.bench.room`)
+  under ``twistd netlab-ws --handler``; ``netlab-ws-room-workers2`` and
+  ``netlab-ws-room-2x`` the same room over a Redis broker (``--workers 2``,
+  and two instances), unavailable until netlab-ws has ``--broker`` and the
+  runner starts the broker; ``ws-room-websockets`` the room on a plain
+  ``websockets`` server (:mod:`netlab.tools.bench.ws_room`), its baseline.
 - ``socket_server``, ``selectors_echo``, ``asyncio_echo``, ``threads_echo``,
   ``processes_echo``, ``http_server``, ``ws_server``: the
   :mod:`netlab.compat` twins.
@@ -37,6 +43,7 @@ import importlib
 import importlib.util
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,10 +53,15 @@ ECHO, HTTP, WS, GREETING, ANY = "echo", "http", "ws", "greeting", "any"
 #: A user's application (:mod:`netlab.tools.bench.userapp`): its HTTP resource,
 #: its WebSocket handler.
 HTTP_USER, WS_USER = "http-user", "ws-user"
+#: A room that sends each member's messages to every other member (the
+#: ws-broadcast workload).
+WS_BROADCAST = "ws-broadcast"
 #: The user's application, as the plugins' options and twistd web name it.
 USER_RESOURCE = "netlab.tools.bench.userapp:root"
 USER_RESOURCE_CLASS = "netlab.tools.bench.userapp.Root"
 USER_HANDLER = "netlab.tools.bench.userapp:handler"
+#: The ws-broadcast room on netlab (:mod:`netlab.tools.bench.room`).
+ROOM_HANDLER = "netlab.tools.bench.room:Room"
 #: What the C HTTP server answers for http-user (workloads.USER_BODY).
 USER_BODY = "Hello, bench!"
 
@@ -78,12 +90,18 @@ class Context:
         (a twin with ``--max-clients`` is given that many).
     :ivar programs: the compiled C programs by name (``cserver``).
     :ivar spin: the C servers busy-poll while they have clients.
+    :ivar members: the connections a ws-broadcast room holds (0: not that
+        workload): netlab's limits are raised to let them in.
+    :ivar broker: the URL of the broker the run started for this server
+        (``redis://127.0.0.1:PORT``), for implementations that need one.
     """
 
     idle: bool = False
     connections: int = 100
     programs: dict[str, str] = field(default_factory=dict)
     spin: bool = True
+    members: int = 0
+    broker: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,10 @@ class Implementation:
         and the option's name (it is unavailable while the option is not
         there).
     :ivar runs: what it runs besides its own code (tables say it).
+    :ivar broker: it needs a Redis broker started for it (``needs`` holds
+        ``redis-server``; its command line takes ``context.broker``).
+    :ivar instances: how many copies of it serve one room, each on its own
+        port, sharing the room through the broker.
     """
 
     name: str
@@ -173,6 +195,8 @@ class Implementation:
     also: tuple[str, ...] = ()
     option: tuple[str, str] | None = None
     runs: Runs = UNKNOWN
+    broker: bool = False
+    instances: int = 1
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -189,7 +213,16 @@ class Implementation:
             why = _plugin_option(*self.option)
             if why is not None:
                 return why
+        if self.broker or self.instances > 1:
+            # The runner starts one server per row, and no broker, for now.
+            return (
+                "the bench does not yet start a broker or several instances for one row"
+            )
         for need in self.needs:
+            if need == "redis-server":
+                if shutil.which("redis-server") is None:
+                    return "redis-server not found (apt-get install redis-server)"
+                continue
             if need == "cserver":
                 from netlab.tools.bench import build
 
@@ -244,7 +277,11 @@ def _twistd(
         command += [plugin, *options, "--listen", f"tcp:{port}:interface=127.0.0.1"]
         if context.idle:
             command += NETLAB_IDLE_OPTIONS
-        return command
+        if context.members:
+            most = str(context.members + CLIENTS_SPARE)
+            command += ["--max-per-ip", most, "--max-connections", most]
+        # The broker the run started for it, where its options name one.
+        return [part.replace("{broker}", context.broker) for part in command]
 
     return argv
 
@@ -391,6 +428,68 @@ def _builtin() -> list[Implementation]:
             ("twisted", "autobahn"),
             option=("netlab.tap.ws", "handler"),
             runs=Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES),
+        ),
+    ]
+    # ws-broadcast: one room, its messages to every other member.
+    room = Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES)
+    made += [
+        Implementation(
+            "netlab-ws-room",
+            WS_BROADCAST,
+            "netlab",
+            f"twistd netlab-ws --handler {ROOM_HANDLER} as shipped, one process "
+            f"(default reactor, {logs['netlab-ws']})",
+            _twistd("netlab-ws", None, ("--handler", ROOM_HANDLER)),
+            ("twisted", "autobahn"),
+            runs=room,
+        ),
+        Implementation(
+            "netlab-ws-room-workers2",
+            WS_BROADCAST,
+            "netlab",
+            f"twistd netlab-ws --workers 2 --broker redis://... --handler "
+            f"{ROOM_HANDLER} as shipped ({logs['netlab-ws']}): two processes "
+            "on one port, the room shared through Redis",
+            _twistd(
+                "netlab-ws",
+                None,
+                ("--workers", "2", "--broker", "{broker}", "--handler", ROOM_HANDLER),
+            ),
+            ("twisted", "autobahn", "redis-server"),
+            option=("netlab.tap.ws", "broker"),
+            runs=room,
+            broker=True,
+        ),
+        Implementation(
+            "netlab-ws-room-2x",
+            WS_BROADCAST,
+            "netlab",
+            f"two twistd netlab-ws --broker redis://... --handler {ROOM_HANDLER} "
+            f"as shipped ({logs['netlab-ws']}) on two ports, the subscribers "
+            "spread over both, the room shared through Redis",
+            _twistd(
+                "netlab-ws", None, ("--broker", "{broker}", "--handler", ROOM_HANDLER)
+            ),
+            ("twisted", "autobahn", "redis-server"),
+            option=("netlab.tap.ws", "broker"),
+            runs=room,
+            broker=True,
+            instances=2,
+        ),
+        Implementation(
+            "ws-room-websockets",
+            WS_BROADCAST,
+            "bare",
+            "the same room on a plain websockets server (asyncio), "
+            "websockets.broadcast",
+            _module("netlab.tools.bench.ws_room", False),
+            ("websockets",),
+            runs=Runs(
+                "websockets on asyncio, default event loop",
+                "logging, warnings only",
+                None,
+                "none (websockets' own)",
+            ),
         ),
     ]
     bare_web = Runs(STOCK, NO_LOG, "off", "none (twisted.web's parser)")

@@ -108,6 +108,10 @@ def _generators(run: Run, g: dict[str, Any], idle_only: bool) -> str:
             f" ({g['why_not_c'] or 'asked for'}): GENERATOR-BOUND LIKELY, a "
             "Python generator cannot keep a Python server busy"
         ),
+        "Python fanout": (
+            " (asyncio, one process: against a fast room it measures itself "
+            "too; no C generator has this mode yet)"
+        ),
     }
     return "; ".join(
         name + (f" for {', '.join(names)}" if names else "") + about.get(name, "")
@@ -143,6 +147,17 @@ def server_options(result: Result, run: Run) -> list[str]:
             )
         if "compat" in families:
             lines.append("the twins run with " + " ".join(TWIN_IDLE_OPTIONS))
+    rooms = sorted(
+        row.name
+        for row in result.rows
+        if row.measured and row.impl.kind == "ws-broadcast"
+    )
+    if "netlab" in families and rooms:
+        most = run.settings.subscribers + 1 + CLIENTS_SPARE
+        lines.append(
+            f"netlab's rooms run with --max-per-ip {most} --max-connections {most} "
+            "(every subscriber comes from 127.0.0.1)"
+        )
     clients = sorted(names & {"threads_echo", "processes_echo"})
     if clients:
         most = (
@@ -326,6 +341,7 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
                 "connections": metric.connections,
                 "higher_is_better": metric.higher_is_better,
                 "compared": metric.compare,
+                "bounded": metric.bounded,
                 "generator": result.generator.get(metric.key),
                 "ceiling": {"value": top, "by": by},
             }
@@ -395,6 +411,7 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
             "server_cpu": s.server_cpu,
             "load_cpu": s.load_cpu,
             "connections": s.connections,
+            "subscribers": s.subscribers,
             "idle_levels": list(s.levels),
             "wrk": s.wrk,
         },
