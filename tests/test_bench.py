@@ -12,15 +12,19 @@ import importlib.util
 import json
 import os
 import re
+import select
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -29,6 +33,7 @@ from netlab.tools.bench.options import BenchOptions
 from netlab.tools.bench.runner import format_value
 from netlab.tools.bench.workloads import HTTP_BODY
 from tests.support import (
+    LISTENING,
     ProcessResult,
     bounded,
     missing,
@@ -53,6 +58,29 @@ PYTHON = shlex.quote(sys.executable)
 
 #: Small and quick: one round of a fraction of a second, no warm-up.
 QUICK = ["--rounds", "1", "--seconds", "0.2", "--warmup", "0", "--quiet"]
+
+
+def connects(port: int, count: int, seconds: float) -> int:
+    """
+    :return: how many of ``count`` connects to ``port`` complete within
+        ``seconds`` (a connect the listen queue has no room for waits).
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        pending, done = set(sockets), 0
+        deadline = time.monotonic() + seconds
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending), [], 0.1)
+            for sock in writable:
+                pending.discard(sock)
+                done += sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        return done
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def accepting(port: int) -> bool:
@@ -458,6 +486,27 @@ class BenchRunTests(FigureChecks, TestCase):
         )
         self.assertIn("FAILED", table)
         self.assert_clean_samples(data, "ws-broadcast", "ws-room-websockets", rounds=1)
+
+    async def test_bare_baselines_backlog(self) -> None:
+        """
+        The bare baselines listen with netlab's backlog, not Twisted's 50:
+        with the server stopped (SIGSTOP), the kernel still completes 100
+        connects (no more than backlog + 1 can wait to be accepted).
+        """
+        for module in ("bare_echo", "bare_web", "bare_ws"):
+            child = spawn(
+                python("-m", f"netlab.tools.bench.{module}", "--port", "0"),
+                watch=LISTENING,
+            )
+            seen = await bounded(child.protocol.seen)
+            child.signal("STOP")
+            try:
+                done = await deferToThread(connects, int(seen.group(1)), 100, 5.0)
+            finally:
+                child.process.signalProcess(signal.SIGCONT)
+                child.signal("TERM")
+                await child.ended()
+            self.assertEqual(done, 100, module)
 
     async def test_idle(self) -> None:
         """
