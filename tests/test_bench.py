@@ -60,6 +60,40 @@ PYTHON = shlex.quote(sys.executable)
 QUICK = ["--rounds", "1", "--seconds", "0.2", "--warmup", "0", "--quiet"]
 
 
+#: A room that gets it wrong: ``twice`` sends each message twice, ``swap``
+#: sends them in pairs, the second first (``python liar.py MODE PORT``).
+LIAR_ROOM = """\
+import asyncio, sys
+from websockets.asyncio.server import broadcast, serve
+
+members, held = set(), []
+
+async def member(connection):
+    members.add(connection)
+    try:
+        async for message in connection:
+            others = members - {connection}
+            if sys.argv[1] == "twice":
+                broadcast(others, message)
+                broadcast(others, message)
+            elif held:
+                broadcast(others, message)
+                broadcast(others, held.pop())
+            else:
+                held.append(message)
+    except Exception:
+        pass
+    finally:
+        members.discard(connection)
+
+async def main():
+    async with serve(member, "127.0.0.1", int(sys.argv[2])):
+        await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+
 def connects(port: int, count: int, seconds: float) -> int:
     """
     :return: how many of ``count`` connects to ``port`` complete within
@@ -486,6 +520,28 @@ class BenchRunTests(FigureChecks, TestCase):
         )
         self.assertIn("FAILED", table)
         self.assert_clean_samples(data, "ws-broadcast", "ws-room-websockets", rounds=1)
+
+    async def test_ws_broadcast_checks_each_message(self) -> None:
+        """
+        A room that sends each message twice, or swaps them in pairs, is
+        FAILED: every subscriber must get each message once, in order.
+        """
+        script = self.scratch / "liar.py"
+        script.write_text(LIAR_ROOM)
+        for mode, error in (
+            ("twice", "message 0 arrived where 1 was due"),
+            ("swap", "message 1 arrived where 0 was due"),
+        ):
+            liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
+            table, data = await self.bench(
+                *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
+                *QUICK,
+                *("--vs", liar),
+                status=1,
+            )
+            row = self.row(data, "ws-broadcast", mode)
+            self.assertEqual(row["note"]["delivered"], "failed")
+            self.assertEqual(row["samples"]["delivered"][0]["error"], error)
 
     async def test_bare_baselines_backlog(self) -> None:
         """

@@ -123,7 +123,8 @@ class Run:
         Read the room's messages until cancelled: each in order, each once.
         """
         buffer = b""
-        expect = None
+        # Every subscriber is in the room before the first message.
+        expect = 0
         while True:
             data = await reader.read(READ_SIZE)
             if not data:
@@ -160,7 +161,7 @@ class Run:
                     seq, published = int(seq_text), int(stamp)
                 except ValueError:
                     raise Failed(f"an unexpected message: {payload[:40]!r}") from None
-                if expect is not None and seq != expect:
+                if seq != expect:
                     raise Failed(f"message {seq} arrived where {expect} was due")
                 expect = seq + 1
                 self.delivered(seq, published)
