@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import (
@@ -26,6 +26,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest
 
 from netlab import certs
 from netlab.limits import Limits
@@ -50,6 +51,53 @@ NOT_SOURCE = shutil.ignore_patterns(
 #: Seconds any single wait in a test may take.
 WAIT = 30.0
 LOOPBACK = "127.0.0.1"
+
+
+#: Set by ``.ci/run`` (not the CI runner's own ``CI``, which a runner may
+#: or may not export): what a test needs, CI has installed.
+CI_VARIABLE = "NETLAB_CI"
+
+
+def in_ci() -> bool:
+    """
+    :return: whether the suite runs under ``.ci/run``.
+    """
+    return os.environ.get(CI_VARIABLE, "") not in ("", "0")
+
+
+def missing(reason: str) -> None:
+    """
+    Something a test uses is missing: a failure under CI (``.ci/run``
+    installs everything the suite needs), else nothing, so that the test can
+    take its other branch.
+
+    :param reason: what is missing and how to install it.
+    """
+    if in_ci():
+        raise AssertionError(f"{reason}; {CI_VARIABLE} is set and CI must have it")
+
+
+def require(condition: object, reason: str) -> None:
+    """
+    Skip the test unless ``condition`` holds; under CI, fail instead.
+
+    A skip CI accepts is raised as a plain ``SkipTest`` and listed, with its
+    reason, in ``.ci/expected-skips``.
+
+    :param reason: what is missing and how to install it (``needs wrk
+        (apt-get install wrk)``).
+    """
+    if not condition:
+        skip_or_fail(reason)
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """
+    Skip the test (under CI, fail it): :func:`require` where the condition
+    is an exception caught.
+    """
+    missing(reason)
+    raise SkipTest(reason)
 
 
 def bounded(d: defer.Deferred[Any], seconds: float = WAIT) -> defer.Deferred[Any]:

@@ -7,24 +7,41 @@ and compared, on loopback, and that everything started was stopped.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import importlib.util
 import json
 import os
 import re
+import select
 import shlex
 import shutil
+import signal
 import socket
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netlab.tools.bench import build, implementations, stats
 from netlab.tools.bench.options import BenchOptions
-from tests.support import ProcessResult, bounded, python, run, spawn
+from netlab.tools.bench.runner import format_value
+from netlab.tools.bench.workloads import HTTP_BODY
+from tests.support import (
+    LISTENING,
+    ProcessResult,
+    bounded,
+    missing,
+    python,
+    require,
+    run,
+    spawn,
+)
 
 #: One compiler cache for the whole module: built once, by the first test.
 CACHE = tempfile.mkdtemp(prefix="netlab-bench-cache-")
@@ -32,10 +49,72 @@ atexit.register(shutil.rmtree, CACHE, True)
 
 HAVE_CC = build.compiler() is not None
 HAVE_WRK = shutil.which("wrk") is not None
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+#: Why a test skips without each (under CI, fails: .ci/run installs them).
+NEEDS_CC = "needs a C compiler (apt-get install gcc)"
+NEEDS_WRK = "needs wrk (apt-get install wrk)"
+NEEDS_MATPLOTLIB = "needs matplotlib (pip install '.[plot]')"
 PYTHON = shlex.quote(sys.executable)
 
 #: Small and quick: one round of a fraction of a second, no warm-up.
 QUICK = ["--rounds", "1", "--seconds", "0.2", "--warmup", "0", "--quiet"]
+
+
+#: A room that gets it wrong: ``twice`` sends each message twice, ``swap``
+#: sends them in pairs, the second first (``python liar.py MODE PORT``).
+LIAR_ROOM = """\
+import asyncio, sys
+from websockets.asyncio.server import broadcast, serve
+
+members, held = set(), []
+
+async def member(connection):
+    members.add(connection)
+    try:
+        async for message in connection:
+            others = members - {connection}
+            if sys.argv[1] == "twice":
+                broadcast(others, message)
+                broadcast(others, message)
+            elif held:
+                broadcast(others, message)
+                broadcast(others, held.pop())
+            else:
+                held.append(message)
+    except Exception:
+        pass
+    finally:
+        members.discard(connection)
+
+async def main():
+    async with serve(member, "127.0.0.1", int(sys.argv[2])):
+        await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+
+def connects(port: int, count: int, seconds: float) -> int:
+    """
+    :return: how many of ``count`` connects to ``port`` complete within
+        ``seconds`` (a connect the listen queue has no room for waits).
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        pending, done = set(sockets), 0
+        deadline = time.monotonic() + seconds
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending), [], 0.1)
+            for sock in writable:
+                pending.discard(sock)
+                done += sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        return done
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def accepting(port: int) -> bool:
@@ -44,7 +123,92 @@ def accepting(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-class BenchRunTests(TestCase):
+class FigureChecks:
+    """
+    Checks of a report's figures, for tests of real runs and of made-up
+    ones alike.
+    """
+
+    def row(self, data: dict[str, Any], workload: str, name: str) -> dict[str, Any]:
+        for impl in data["workloads"][workload]["implementations"]:
+            if impl["name"] == name:
+                return impl
+        self.fail(f"no {name} in {workload}")
+
+    def assert_ratios(self, table: str, data: dict[str, Any], workload: str) -> None:
+        """
+        Every figure and ratio of ``workload``, as the JSON and the table
+        give them, is what its raw samples make: each median recomputed from
+        the samples, the generator's ceiling from those medians, and each
+        ratio from them; where there is no ratio, the note says why and the
+        samples bear it out; a row not measured names what it lacks.
+        """
+        section = data["workloads"][workload]
+        rows = {impl["name"]: impl for impl in section["implementations"]}
+        printed = printed_table(table, workload)
+        for name, impl in rows.items():
+            if impl["status"] == "unavailable":
+                self.assertRegex(impl["reason"], UNAVAILABLE, impl)
+            if impl["status"] != "ok" or not impl["samples"]:
+                self.assertIn(impl["reason"] or "not measured", printed[name][0])
+        column = 0
+        for metric in section["metrics"]:
+            key = metric["key"]
+            medians, failed = {}, set()
+            for name, impl in rows.items():
+                samples = impl["samples"].get(key, [])
+                values = [s["value"] for s in samples if s["value"] is not None]
+                if any(s["errors"] for s in samples):
+                    failed.add(name)
+                if values:
+                    medians[name] = statistics.median(values)
+                    self.assertEqual(impl["median"][key], medians[name], name)
+                    shown = printed[name][column].split()[0]
+                    self.assertEqual(shown, format_value(medians[name]), name)
+            value_column, column = column, column + 1 + metric["compared"]
+            if not metric["compared"]:
+                continue
+            # Memory, connection counts and latencies are never
+            # generator-bound (nor figures no C server gives a ceiling).
+            bounded = metric["bounded"]
+            good = [m for n, m in medians.items() if n not in failed]
+            top = max(good) if good and bounded else None
+            self.assertEqual(metric["ceiling"]["value"], top, metric)
+            bound = section["generator_bound_share"] * top if top else None
+            base = medians.get(section["baseline"])
+            for name, impl in rows.items():
+                if key not in impl["samples"]:
+                    self.assertNotIn(key, impl["ratio"], name)
+                    continue
+                ratio, note = impl["ratio"][key], impl["note"][key]
+                mine = medians.get(name)
+                if name in failed:
+                    expected = (None, "failed")
+                elif mine is None:
+                    expected = (None, "n/a: no figure")
+                elif bound and mine >= bound:
+                    expected = (None, "n/a: generator-bound")
+                elif base is None or section["baseline"] in failed:
+                    expected = (None, "n/a: no baseline")
+                elif bound and base >= bound:
+                    expected = (None, "n/a: baseline generator-bound")
+                elif name == section["baseline"]:
+                    expected = (1.0, "baseline")
+                elif base == 0:
+                    expected = (None, "n/a: baseline is 0")
+                else:
+                    expected = (mine / base, "")
+                self.assertEqual(note, expected[1], (name, ratio, note))
+                if expected[0] is None:
+                    self.assertIsNone(ratio, name)
+                else:
+                    self.assertAlmostEqual(ratio, expected[0], msg=name)
+                # The table prints the same: two decimals, or the note.
+                cell = printed[name][value_column + 1]
+                self.assertEqual(cell, note if ratio is None else f"{ratio:.2f}")
+
+
+class BenchRunTests(FigureChecks, TestCase):
     """
     Tiny real runs, one or two implementations each (plus the ceiling).
     """
@@ -88,12 +252,6 @@ class BenchRunTests(TestCase):
         for name in names:
             self.assertIn(name, rows, table)
 
-    def row(self, data: dict[str, Any], workload: str, name: str) -> dict[str, Any]:
-        for impl in data["workloads"][workload]["implementations"]:
-            if impl["name"] == name:
-                return impl
-        self.fail(f"no {name} in {workload}")
-
     def assert_clean_samples(
         self, data: dict[str, Any], workload: str, name: str, rounds: int
     ) -> dict[str, Any]:
@@ -108,29 +266,6 @@ class BenchRunTests(TestCase):
                 self.assertIsInstance(sample["value"], float)
             self.assertIsNotNone(impl["median"][metric["key"]])
         return impl
-
-    def assert_ratios(self, data: dict[str, Any], workload: str) -> None:
-        """
-        Each ratio is the median over the baseline's median, or is missing
-        with a reason.
-        """
-        section = data["workloads"][workload]
-        baseline = self.row(data, workload, section["baseline"])
-        for metric in section["metrics"]:
-            if not metric["compared"]:
-                continue
-            key = metric["key"]
-            for impl in section["implementations"]:
-                if key not in impl["ratio"]:
-                    continue
-                ratio, note = impl["ratio"][key], impl["note"][key]
-                if ratio is None:
-                    self.assertTrue(note.startswith("n/a"), note)
-                    continue
-                expected = impl["median"][key] / baseline["median"][key]
-                self.assertAlmostEqual(ratio, expected)
-            if not baseline["note"][key].startswith("n/a"):
-                self.assertEqual(baseline["ratio"][key], 1.0)
 
     async def test_tcp_echo(self) -> None:
         """
@@ -156,7 +291,7 @@ class BenchRunTests(TestCase):
             self.assert_rows(table, "c-echo")
             self.assert_clean_samples(data, "tcp-echo", "c-echo", rounds=2)
             self.assertIn("generator ceiling", table)
-        self.assert_ratios(data, "tcp-echo")
+        self.assert_ratios(table, data, "tcp-echo")
 
     async def test_tcp_bulk(self) -> None:
         """
@@ -165,7 +300,8 @@ class BenchRunTests(TestCase):
         """
         chart = self.scratch / "bench.png"
         args = [*"tcp-bulk --impl bare-echo".split(), *QUICK, "--plot", str(chart)]
-        if importlib.util.find_spec("matplotlib") is None:
+        if not HAVE_MATPLOTLIB:
+            missing(NEEDS_MATPLOTLIB)
             result = await run(python("-m", "netlab.tools.bench", *args))
             self.assertEqual(result.status, 2, result)
             self.assertEqual(result.err.count(b"\n"), 1, result)
@@ -179,7 +315,7 @@ class BenchRunTests(TestCase):
             self.assert_rows(table, "c-echo")
         if chart.exists():
             self.assertEqual(chart.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
-        self.assert_ratios(data, "tcp-bulk")
+        self.assert_ratios(table, data, "tcp-bulk")
 
     async def test_http(self) -> None:
         """
@@ -192,14 +328,14 @@ class BenchRunTests(TestCase):
         self.assertIn("bare-web (baseline)", table)
         self.assertNotIn("wrk", data["workloads"]["http"]["metrics"][0]["generator"])
         self.assert_clean_samples(data, "http", "bare-web", rounds=1)
-        self.assert_ratios(data, "http")
+        self.assert_ratios(table, data, "http")
 
     async def test_http_wrk(self) -> None:
         """
         http with wrk, when it is installed: the table says so.
         """
-        if not (HAVE_WRK and HAVE_CC):
-            raise self.skipTest("needs wrk and a C compiler")
+        require(HAVE_WRK, NEEDS_WRK)
+        require(HAVE_CC, NEEDS_CC)
         table, data = await self.bench(
             *"http --impl c-http --baseline c-http --connections 5".split(),
             *"--rounds 1 --seconds 1 --warmup 0 --quiet".split(),
@@ -218,7 +354,7 @@ class BenchRunTests(TestCase):
         self.assertIn("msg/s, 5 conn", table)
         self.assertIn("bare-ws (baseline)", table)
         self.assert_clean_samples(data, "ws", "bare-ws", rounds=1)
-        self.assert_ratios(data, "ws")
+        self.assert_ratios(table, data, "ws")
 
     def assert_user_rows(
         self, data: dict[str, Any], workload: str, name: str, option: str
@@ -265,15 +401,14 @@ class BenchRunTests(TestCase):
         self.assert_user_rows(data, "http-user", "netlab-http-user", "--resource")
         if HAVE_CC:
             self.assert_clean_samples(data, "http-user", "c-http-user", rounds=1)
-        self.assert_ratios(data, "http-user")
+        self.assert_ratios(table, data, "http-user")
 
     async def test_http_user_wrk(self) -> None:
         """
         http-user with wrk, when it is installed: wrk asks for the user's
         path and checks its body.
         """
-        if not HAVE_WRK:
-            raise self.skipTest("needs wrk")
+        require(HAVE_WRK, NEEDS_WRK)
         table, data = await self.bench(
             *"http-user --impl bare-web-user --connections 5".split(),
             *"--rounds 1 --seconds 1 --warmup 0 --quiet".split(),
@@ -338,7 +473,96 @@ class BenchRunTests(TestCase):
             self.assertNotIn("--logger", command)
         if HAVE_CC:
             self.assert_clean_samples(data, "ws-user", "c-ws", rounds=1)
-        self.assert_ratios(data, "ws-user")
+        self.assert_ratios(table, data, "ws-user")
+
+    async def test_ws_broadcast(self) -> None:
+        """
+        ws-broadcast: deliveries per second and p99 latency for the netlab
+        room and the websockets peer, every message checked at every
+        subscriber; the rows over a broker are listed, and say why they
+        cannot run yet.
+        """
+        table, data = await self.bench(*"ws-broadcast --subscribers 20".split(), *QUICK)
+        section = data["workloads"]["ws-broadcast"]
+        self.assertEqual(section["baseline"], "ws-room-websockets")
+        self.assertIn("delivered/s, 20 subs", table)
+        self.assertIn("generator: Python fanout", table)
+        for name in ("ws-room-websockets", "netlab-ws-room"):
+            row = self.assert_clean_samples(data, "ws-broadcast", name, rounds=1)
+            sample = row["samples"]["delivered"][0]
+            self.assertEqual(sample["connections"], 20)
+            self.assertGreater(sample["ops"], 0)
+            self.assertGreater(row["median"]["p99_ms"], 0)
+        command = self.row(data, "ws-broadcast", "netlab-ws-room")["command"]
+        self.assertIn("netlab.tools.bench.room:Room", command)
+        self.assertEqual(command[command.index("--max-per-ip") + 1], "37")
+        for name in ("netlab-ws-room-workers2", "netlab-ws-room-2x"):
+            row = self.row(data, "ws-broadcast", name)
+            self.assertEqual(row["status"], "unavailable", row)
+        self.assert_ratios(table, data, "ws-broadcast")
+
+    async def test_ws_broadcast_checks_delivery(self) -> None:
+        """
+        A server that does not pass the publisher's messages on to the room
+        (an echo server) is FAILED: the subscribers never got them.
+        """
+        echo = f"echo={PYTHON} -m netlab.tools.bench.bare_ws --port {{port}}"
+        table, data = await self.bench(
+            *"ws-broadcast --subscribers 5 --impl echo".split(),
+            *QUICK,
+            *("--vs", echo),
+            status=1,
+        )
+        row = self.row(data, "ws-broadcast", "echo")
+        self.assertEqual(row["note"]["delivered"], "failed")
+        self.assertIn(
+            "not delivered to every subscriber", row["samples"]["delivered"][0]["error"]
+        )
+        self.assertIn("FAILED", table)
+        self.assert_clean_samples(data, "ws-broadcast", "ws-room-websockets", rounds=1)
+
+    async def test_ws_broadcast_checks_each_message(self) -> None:
+        """
+        A room that sends each message twice, or swaps them in pairs, is
+        FAILED: every subscriber must get each message once, in order.
+        """
+        script = self.scratch / "liar.py"
+        script.write_text(LIAR_ROOM)
+        for mode, error in (
+            ("twice", "message 0 arrived where 1 was due"),
+            ("swap", "message 1 arrived where 0 was due"),
+        ):
+            liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
+            table, data = await self.bench(
+                *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
+                *QUICK,
+                *("--vs", liar),
+                status=1,
+            )
+            row = self.row(data, "ws-broadcast", mode)
+            self.assertEqual(row["note"]["delivered"], "failed")
+            self.assertEqual(row["samples"]["delivered"][0]["error"], error)
+
+    async def test_bare_baselines_backlog(self) -> None:
+        """
+        The bare baselines listen with netlab's backlog, not Twisted's 50:
+        with the server stopped (SIGSTOP), the kernel still completes 100
+        connects (no more than backlog + 1 can wait to be accepted).
+        """
+        for module in ("bare_echo", "bare_web", "bare_ws"):
+            child = spawn(
+                python("-m", f"netlab.tools.bench.{module}", "--port", "0"),
+                watch=LISTENING,
+            )
+            seen = await bounded(child.protocol.seen)
+            child.signal("STOP")
+            try:
+                done = await deferToThread(connects, int(seen.group(1)), 100, 5.0)
+            finally:
+                child.process.signalProcess(signal.SIGCONT)
+                child.signal("TERM")
+                await child.ended()
+            self.assertEqual(done, 100, module)
 
     async def test_idle(self) -> None:
         """
@@ -570,7 +794,7 @@ class BenchCommandTests(TestCase):
         self.assertEqual((options["rounds"], options["seconds"]), (2, 0.5))
         options = BenchOptions()
         options.parseOptions(["all", "--impl", "a-b", "--vs", "a-b=x {port}"])
-        self.assertEqual(len(options["workloads"]), 8)
+        self.assertEqual(len(options["workloads"]), 9)
         self.assertEqual(options["impl"], ["a-b"])
 
 
@@ -590,7 +814,9 @@ class UserWorkloadTests(SynchronousTestCase):
     def test_rows(self) -> None:
         """
         Each user workload has its own servers; the ws baselines serve both
-        ws and ws-user, and the user servers no other workload.
+        ws and ws-user, and the user servers no other workload, except
+        netlab-http-user, which takes part in http too: ``GET /`` by the
+        user's resource, a route netlab's fast path does not answer.
         """
         self.assertEqual(
             self.names("http-user"),
@@ -599,9 +825,20 @@ class UserWorkloadTests(SynchronousTestCase):
         self.assertEqual(self.names("ws-user"), ["c-ws", "bare-ws", "netlab-ws-user"])
         for workload in ("http", "ws", "tcp-echo"):
             names = self.names(workload)
-            for user in ("netlab-http-user", "netlab-ws-user", "bare-web-user"):
+            for user in ("netlab-ws-user", "bare-web-user", "twistd-web-user"):
                 self.assertNotIn(user, names, workload)
         self.assertIn("bare-ws", self.names("ws"))
+        self.assertEqual(
+            self.names("http"),
+            [
+                "c-http",
+                "bare-web",
+                "netlab-http",
+                "netlab-http-asyncio",
+                "netlab-http-user",
+                "http_server",
+            ],
+        )
 
     def test_commands(self) -> None:
         """
@@ -664,6 +901,24 @@ class UserWorkloadTests(SynchronousTestCase):
         broken = implementations._plugin_option("netlab.tap.no_such_plugin", "x")
         self.assertIn("cannot be imported", broken)
 
+    def test_broker_rows_wait(self) -> None:
+        """
+        A row that needs a broker, or several instances, is unavailable
+        (saying why) while the runner cannot start them, even once the
+        plugin has the option.
+        """
+        room = implementations.BUILTIN["netlab-ws-room"]
+        self.assertIsNone(room.unavailable())
+        for change in ({"broker": True}, {"instances": 2}):
+            impl = dataclasses.replace(room, **change)
+            self.assertIn("does not yet start a broker", impl.unavailable())
+        for name in ("netlab-ws-room-workers2", "netlab-ws-room-2x"):
+            impl = implementations.BUILTIN[name]
+            self.assertTrue(impl.broker)
+            self.assertIn("redis-server", impl.needs)
+            argv = impl.argv(8000, implementations.Context(broker="redis://x:1"))
+            self.assertIn("redis://x:1", argv)
+
     def test_user_resource(self) -> None:
         """
         The user's resource: ``/hello?name=NAME`` says hello to NAME.
@@ -680,7 +935,11 @@ class UserWorkloadTests(SynchronousTestCase):
             self.assertEqual(response.code, 200)
             body = self.successResultOf(response.text())
             self.assertEqual(body, "Hello, bench!")
+            # The http workload's request, by the user's resource.
             response = self.successResultOf(client.get("http://example.com/"))
+            self.assertEqual(response.code, 200)
+            self.assertEqual(self.successResultOf(response.text()), HTTP_BODY)
+            response = self.successResultOf(client.get("http://example.com/nothing"))
             self.assertEqual(response.code, 404)
 
     def test_lua_string(self) -> None:
@@ -692,6 +951,23 @@ class UserWorkloadTests(SynchronousTestCase):
         self.assertEqual(lua_string("Hello, bench!"), '"Hello, bench!"')
         self.assertEqual(lua_string('a"b\\c'), '"a\\034b\\092c"')
         self.assertEqual(lua_string("é\n"), '"\\195\\169\\010"')
+
+
+class ToolsTests(SynchronousTestCase):
+    """
+    What the bench's tests measure against: without a C compiler they take
+    their branch without the C servers and generator (and skip the wrk
+    tests), without matplotlib the chart's; CI has all three.
+    """
+
+    def test_c_compiler(self) -> None:
+        require(HAVE_CC, NEEDS_CC)
+
+    def test_wrk(self) -> None:
+        require(HAVE_WRK, NEEDS_WRK)
+
+    def test_matplotlib(self) -> None:
+        require(HAVE_MATPLOTLIB, NEEDS_MATPLOTLIB)
 
 
 class StatsTests(SynchronousTestCase):
@@ -744,14 +1020,18 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(stats.ceiling(summaries), (50.0, "base"))
 
 
-def finished_run(*workloads: str, failed: str = "") -> Any:
+def finished_run(
+    *workloads: str, failed: str = "", values: tuple[float, ...] = (100.0, 50.0, 40.0)
+) -> Any:
     """
     :return: a run of ``workloads`` as the runner leaves it, without running
-        anything: a C generator and wrk, and made-up figures for each
-        workload's ceiling server and baseline (``failed``: wrong replies).
+        anything: a C generator and wrk, and made-up figures (``values``)
+        for the first rows that can run (the ceiling server, the baseline,
+        ...; ``failed``: wrong replies); the rows after them are listed, not
+        measured.
     """
     from netlab.tools.bench.generators import Generators, Sample
-    from netlab.tools.bench.runner import Result, Row, Run, Settings, choose_rows
+    from netlab.tools.bench.runner import Result, Run, Settings, choose_rows
     from netlab.tools.bench.workloads import WORKLOADS
 
     bench = Run(Settings(list(workloads)))
@@ -760,18 +1040,17 @@ def finished_run(*workloads: str, failed: str = "") -> Any:
         workload = WORKLOADS[name]
         metrics = workload.metrics(100, (1000,))
         rows, baseline = choose_rows(workload, bench.settings)
-        measured: list[Row] = []
-        for row, value in zip(rows, (100.0, 50.0, 40.0), strict=False):
+        live = [row for row in rows if row.status == "ok"]
+        for row, value in zip(live, values, strict=False):
             errors = int(row.name == failed)
             row.samples = {m.key: [Sample(value, errors)] for m in metrics}
-            measured.append(row)
-        result = Result(workload, metrics, measured, baseline)
+        result = Result(workload, metrics, rows, baseline)
         result.generator = {m.key: bench.generators.name(m) for m in metrics}
         bench.results.append(result)
     return bench
 
 
-class ReportTests(SynchronousTestCase):
+class ReportTests(FigureChecks, SynchronousTestCase):
     """
     What the report says of a finished run, without running one.
     """
@@ -799,8 +1078,7 @@ class ReportTests(SynchronousTestCase):
         """
         Each panel of the chart says what its colours and lines mean.
         """
-        if importlib.util.find_spec("matplotlib") is None:
-            raise self.skipTest("needs matplotlib (pip install '.[plot]')")
+        require(HAVE_MATPLOTLIB, NEEDS_MATPLOTLIB)
         import matplotlib.pyplot as plt
 
         from netlab.tools.bench import report
@@ -818,6 +1096,144 @@ class ReportTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, path.parent)
         report.plot(str(path), bench)
         self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def test_plot_says_what_each_runs(self) -> None:
+        """
+        Each bar's label names its implementation, its transport and its
+        fast path.
+        """
+        require(HAVE_MATPLOTLIB, NEEDS_MATPLOTLIB)
+        import matplotlib.pyplot as plt
+
+        from netlab.tools.bench import report
+
+        bench = finished_run("http", values=(100.0, 50.0, 40.0, 30.0))
+        drawn = report.figure(bench)
+        self.addCleanup(plt.close, drawn)
+        (axis,) = drawn.axes
+        labels = [tick.get_text() for tick in axis.get_xticklabels()]
+        self.assertEqual(
+            labels[:4],
+            [
+                "c-http\nC epoll\nno fast path",
+                "bare-web\nstock Twisted\nno fast path",
+                "netlab-http\nnetlab flushing\nfast path: fixed answers",
+                "netlab-http-asyncio\nnetlab flushing\nfast path: fixed answers",
+            ],
+        )
+
+    def made_up(self, *workloads: str, failed: str = "") -> tuple[str, Any]:
+        """
+        :return: the table and the JSON of a made-up run of ``workloads``
+            with three rounds of each figure (median and mean apart).
+        """
+        from netlab.tools.bench import report
+        from netlab.tools.bench.generators import Sample
+
+        values = (100.0, 50.0, 45.0, 35.0, 30.0, 20.0)
+        bench = finished_run(*workloads, failed=failed, values=values)
+        for result in bench.results:
+            for row in result.rows:
+                for samples in row.samples.values():
+                    (first,) = samples
+                    samples += [
+                        Sample(first.value * 3, first.errors),
+                        Sample(first.value * 0.9, 0),
+                    ]
+        env = report.environment(bench)
+        data = json.loads(json.dumps(report.as_json(bench, env)))
+        return report.text(bench, env), data
+
+    def test_figures_from_the_samples(self) -> None:
+        """
+        Each median, ceiling and ratio, in the table and the JSON, is what
+        the samples make (checked by recomputing them): a ratio to the
+        baseline's median, n/a near the generator's ceiling, failed for
+        wrong replies.
+        """
+        table, data = self.made_up("tcp-echo", "http", "ws", failed="netlab-ws")
+        for workload in ("tcp-echo", "http", "ws"):
+            self.assert_ratios(table, data, workload)
+        # Against figures worked out by hand.
+        http = {
+            row["name"]: row for row in data["workloads"]["http"]["implementations"]
+        }
+        self.assertEqual(http["c-http"]["note"]["req_s"], "n/a: generator-bound")
+        self.assertEqual(http["bare-web"]["ratio"]["req_s"], 1.0)
+        self.assertEqual(http["netlab-http"]["ratio"]["req_s"], 0.9)
+        self.assertEqual(http["netlab-http-asyncio"]["ratio"]["req_s"], 0.7)
+        self.assertEqual(printed_table(table, "http")["netlab-http"][1], "0.90")
+        ws = {row["name"]: row for row in data["workloads"]["ws"]["implementations"]}
+        self.assertEqual(ws["netlab-ws"]["note"]["msg_s"], "failed")
+
+    def test_table_says_what_each_runs(self) -> None:
+        """
+        Under each workload's figures, a line per implementation says what
+        it runs: transport, logger, access log (HTTP) and fast path; the
+        JSON says the same; the ratio's line says netlab's rows are not
+        stock Twisted.
+        """
+        table, data = self.made_up("tcp-echo", "http")
+        for workload in ("tcp-echo", "http"):
+            section = section_of(table, workload)
+            (head,) = [
+                line
+                for line in section.splitlines()
+                if line.startswith("  what each runs")
+            ]
+            self.assertEqual(
+                head.split(),
+                ["what", "each", "runs", "transport", "logger"]
+                + (["access", "log"] if workload == "http" else [])
+                + ["fast", "path"],
+            )
+            self.assertIn("not stock Twisted's", section)
+            for row in data["workloads"][workload]["implementations"]:
+                runs = row["runs"]
+                (line,) = [
+                    line
+                    for line in section.splitlines()[section.splitlines().index(head) :]
+                    if line.split()[:1] == [row["name"]]
+                ]
+                words = [runs["transport"], runs["logger"], runs["fast_path"]]
+                words += [runs["access_log"]] if workload == "http" else []
+                for word in words:
+                    self.assertIn(word, line, row["name"])
+        http = {
+            row["name"]: row["runs"]
+            for row in data["workloads"]["http"]["implementations"]
+        }
+        self.assertEqual(http["bare-web"]["transport"], "stock Twisted, epoll reactor")
+        self.assertEqual(
+            (http["bare-web"]["logger"], http["bare-web"]["access_log"]),
+            ("none", "off"),
+        )
+        self.assertEqual(
+            http["netlab-http"]["transport"], "netlab flushing, epoll reactor"
+        )
+        self.assertEqual(http["netlab-http"]["access_log"], "on")
+        self.assertIn("fixed answers", http["netlab-http"]["fast_path"])
+        self.assertTrue(http["netlab-http-user"]["fast_path"].startswith("none"))
+        self.assertIn("asyncio", http["netlab-http-asyncio"]["transport"])
+
+    def test_fast_path_claims(self) -> None:
+        """
+        What the tables say of netlab's fast paths is what the code does:
+        the service answers the http workload's ``GET /`` from the request
+        head, the user's resource under ``--resource`` does not, and the
+        WebSocket protocol has its frame fast path.
+        """
+        from netlab import http, websocket
+        from netlab.services import hello
+        from netlab.tools.bench import userapp
+        from netlab.tools.bench.workloads import HTTP_PATH
+
+        self.assertIsInstance(hello.Root().fixed_route(HTTP_PATH.encode()), http.Fixed)
+        self.assertIsNone(http.UserRoot(userapp.root).fixed_route(HTTP_PATH.encode()))
+        self.assertTrue(hasattr(websocket.WebSocketProtocol, "_choose_fast_paths"))
+        runs = {name: impl.runs for name, impl in implementations.BUILTIN.items()}
+        self.assertIn("GET /", runs["netlab-http"].fast_path)
+        self.assertIn("user's resource", runs["netlab-http-user"].fast_path)
 
     def test_install_hint_matches_readme(self) -> None:
         """
@@ -851,6 +1267,46 @@ class ExternalTests(SynchronousTestCase):
         ):
             with self.assertRaises(ValueError, msg=spec):
                 implementations.external(spec)
+
+
+#: What a row that cannot run here must name: the tool or option it lacks.
+UNAVAILABLE = (
+    r"no C compiler \(gcc\)|module \S+ not found|has no --\S+ option"
+    r"|redis-server not found|does not yet start a broker"
+)
+
+
+def section_of(table: str, workload: str) -> str:
+    """
+    :return: the part of ``table`` about ``workload``: its title and the
+        indented lines after it.
+    """
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(workload + ": "))
+    end = start + 1
+    while end < len(lines) and (not lines[end] or lines[end].startswith("  ")):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def printed_table(table: str, workload: str) -> dict[str, list[str]]:
+    """
+    :return: the cells of each row of ``workload``'s figures as the table
+        printed them (after its name): each figure then its ratio, or, for a
+        row not measured, why.
+    """
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(workload + ": "))
+    head = next(
+        i for i in range(start, len(lines)) if lines[i].startswith("  implementation")
+    )
+    rows = {}
+    for line in lines[head + 2 :]:
+        if not line.strip():
+            break
+        name, *cells = re.split(r"\s{2,}", line.strip())
+        rows[name.removesuffix(" (baseline)")] = cells
+    return rows
 
 
 def _ports(command: list[str]) -> list[int]:

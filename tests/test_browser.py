@@ -3,7 +3,7 @@ The WebSocket console in a real browser: Debian's headless chromium, driven
 by Selenium through Debian's chromedriver (no browser or driver downloads).
 
 ``.ci/run`` installs both; elsewhere the test is skipped when they are
-missing, except under CI, where that is a failure.
+missing, except under CI (``NETLAB_CI``), where that is a failure.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import tempfile
 from typing import Any
 
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from netlab.services import hello
 from netlab.testing import serve
-from tests.support import TwistedServer
+from tests.support import TwistedServer, require
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -40,13 +40,10 @@ def _need_browser() -> None:
         import selenium  # noqa: F401
     except ImportError:
         missing.append("the selenium package")
-    if missing:
-        reason = (
-            f"needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
-        )
-        if os.environ.get("CI"):
-            raise AssertionError(reason)
-        raise SkipTest(reason)
+    require(
+        not missing,
+        f"needs {', '.join(missing)} (apt-get install chromium chromium-driver)",
+    )
 
 
 def _browser():

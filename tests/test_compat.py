@@ -13,7 +13,7 @@ import socket
 
 from twisted.internet import reactor, task
 from twisted.internet.error import ProcessExitedAlready
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import netlab.compat
 from netlab import certs
@@ -24,6 +24,7 @@ from tests.support import (
     bounded,
     connect,
     python,
+    require,
     run,
     shared_certificates,
     spawn,
@@ -290,8 +291,10 @@ class ConcurrencyCapTests(TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        if not pathlib.Path(f"/proc/{os.getpid()}/task").exists():
-            raise SkipTest("needs /proc to count threads and processes")
+        require(
+            pathlib.Path(f"/proc/{os.getpid()}/task").exists(),
+            "needs /proc to count threads and processes",
+        )
 
     async def test_cap_reaping_and_stop(self) -> None:
         for twin in ("threads_echo", "processes_echo"):

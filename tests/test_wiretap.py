@@ -16,21 +16,28 @@ from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP6ClientEndpoint, serverFromString
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from netlab import certs, http, tls, websocket
 from netlab.services import echo, greeting, hello, wsecho
 from netlab.wiretap import SEGMENT_SIZE, Wiretap
-from tests.support import WAIT, TwinServer, abort, bounded, connect, run, spawn
+from tests.support import (
+    WAIT,
+    TwinServer,
+    abort,
+    bounded,
+    connect,
+    require,
+    run,
+    skip_or_fail,
+    spawn,
+)
 
 
 def _need_tshark() -> str:
     path = shutil.which("tshark")
-    if path is None:
-        reason = "needs tshark (apt-get install tshark)"
-        if os.environ.get("CI"):
-            raise AssertionError(reason)
-        raise SkipTest(reason)
+    require(path, "needs tshark (apt-get install tshark)")
+    assert path is not None
     return path
 
 
@@ -128,12 +135,11 @@ class WiretapTests(TestCase):
         self.assertEqual([port_ for _, port_ in fins if _ == "0"][1], str(port))
 
     async def test_ipv6(self) -> None:
-        if not socket.has_ipv6:
-            raise SkipTest("no IPv6 here")
+        require(socket.has_ipv6, "needs IPv6 (this Python has none)")
         try:
             port = await self.serve(echo.EchoFactory(), "tcp6:0:interface=\\:\\:1")
         except Exception as error:
-            raise SkipTest(f"cannot listen on ::1: {error}") from None
+            skip_or_fail(f"needs an IPv6 loopback: cannot listen on ::1: {error}")
         client = TCP6ClientEndpoint(reactor, "::1", port)
         reply = await echo.echo(client, b"six", timeout=WAIT)
         self.assertEqual(reply, b"six")
@@ -221,8 +227,7 @@ class WiretapTests(TestCase):
         await tshark(capture)  # still a readable file
 
     async def test_write_error_stops_with_one_event(self) -> None:
-        if not os.path.exists("/dev/full"):
-            raise SkipTest("needs /dev/full")
+        require(os.path.exists("/dev/full"), "needs /dev/full")
         tap = Wiretap("/dev/full")
         factory = echo.EchoFactory()
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
@@ -301,8 +306,11 @@ class KeyLogTests(TestCase):
         )
         self.addCleanup(self.stop, sniffer)
         seen = await bounded(sniffer.protocol.seen)
-        if b"Capturing on" not in seen.group(0):
-            raise SkipTest(f"cannot capture on loopback here: {seen.string!r}")
+        require(
+            b"Capturing on" in seen.group(0),
+            f"needs tshark to capture on lo (run as root, or be in group "
+            f"wireshark): {seen.string!r}",
+        )
         await self.until_captured(sniffer, number)
         try:
             response = await http.fetch(

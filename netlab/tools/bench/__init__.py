@@ -23,7 +23,10 @@ modules, one per concern:
   :mod:`~netlab.tools.bench.bare_ws`, :mod:`~netlab.tools.bench.bare_web_user`: the bare
   baselines;
 - :mod:`~netlab.tools.bench.userapp`: a user's own resource and WebSocket handler
-  (the http-user and ws-user workloads).
+  (the http-user and ws-user workloads);
+- :mod:`~netlab.tools.bench.fanout`, :mod:`~netlab.tools.bench.room`,
+  :mod:`~netlab.tools.bench.ws_room`: the ws-broadcast workload's generator,
+  its room on netlab, and the same room on a plain websockets server.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def run(options: Any) -> int:
         server_cpu=options["server-cpu"],
         load_cpu=options["load-cpu"],
         connections=options["connections"],
+        subscribers=options["subscribers"],
         levels=options["levels"],
         generator=options["generator"],
         wrk=not options["no-wrk"],

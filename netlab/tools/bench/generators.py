@@ -25,7 +25,7 @@ from typing import Any
 
 from netlab.tools.bench import build
 from netlab.tools.bench.processes import LOOPBACK, preexec
-from netlab.tools.bench.workloads import HTTP_BODY, Metric
+from netlab.tools.bench.workloads import BROADCAST_WINDOW, HTTP_BODY, Metric
 
 #: The Lua script that makes wrk check every response's status and body
 #: (``EXPECT``, defined before it: see :func:`lua_string`).
@@ -148,6 +148,8 @@ class Generators:
         """
         if metric.mode == "http" and self.wrk:
             return "wrk"
+        if metric.mode == "ws-broadcast":
+            return "Python fanout"
         return "C loadgen" if self.kind == "c" else "Python pyloadgen"
 
     def _options(self, metric: Metric, port: int, connections: int) -> list[str]:
@@ -176,7 +178,15 @@ class Generators:
         if metric.mode == "http" and self.wrk:
             return self._wrk(metric, port, connections, seconds, warmup)
         setup = 10.0 + connections / 200
-        argv = [*self.loadgen, metric.mode, *self._options(metric, port, connections)]
+        if metric.mode == "ws-broadcast":
+            # Python only, for now (no C generator has this mode).
+            argv = [sys.executable, "-m", "netlab.tools.bench.fanout"]
+            argv += ["--host", LOOPBACK, "--port", str(port)]
+            argv += ["--subscribers", str(connections)]
+            argv += ["--window", str(BROADCAST_WINDOW)]
+        else:
+            argv = [*self.loadgen, metric.mode]
+            argv += self._options(metric, port, connections)
         argv += ["--seconds", f"{seconds:g}", "--warmup", f"{warmup:g}"]
         argv += ["--setup-timeout", f"{setup:g}"]
         name = self.name(metric)
@@ -197,7 +207,9 @@ class Generators:
         measured = float(report.get("seconds") or 0)
         ops, count = int(report.get("ops", 0)), int(report.get("bytes", 0))
         value: float | None = None
-        if measured > 0:
+        if metric.key == "p99_ms":
+            value = report.get("p99_ms")
+        elif measured > 0:
             value = count / measured / 1e6 if metric.mode == "bulk" else ops / measured
         return Sample(
             value,

@@ -14,7 +14,8 @@ Names (``netlab bench --list`` shows them with what they serve):
 - ``netlab-http-user``, ``netlab-ws-user``: the user's application of
   :mod:`netlab.tools.bench.userapp` under ``twistd netlab-http --resource`` and
   ``twistd netlab-ws --handler``, as shipped (unavailable while the plugin
-  has no such option).
+  has no such option); netlab-http-user takes part in ``http`` too (``GET /``
+  by the user's resource, where netlab-http answers from the request head).
 - ``bare-echo``, ``bare-web``, ``bare-ws``: the bare baselines (a Twisted echo
   ``Protocol``, a twisted.web ``Resource`` with no access log, an autobahn
   echo with default settings), from :mod:`netlab.tools.bench.bare_echo` and its
@@ -23,6 +24,12 @@ Names (``netlab bench --list`` shows them with what they serve):
   with twistd web's defaults (twistd's own log observer, access log on).
 - ``c-http-user``: the C HTTP server answering the user's body, the
   ceiling of http-user (``c-ws`` is that of ws-user).
+- ``netlab-ws-room``: the ws-broadcast room (:mod:`netlab.tools.bench.room`)
+  under ``twistd netlab-ws --handler``; ``netlab-ws-room-workers2`` and
+  ``netlab-ws-room-2x`` the same room over a Redis broker (``--workers 2``,
+  and two instances), unavailable until netlab-ws has ``--broker`` and the
+  runner starts the broker; ``ws-room-websockets`` the room on a plain
+  ``websockets`` server (:mod:`netlab.tools.bench.ws_room`), its baseline.
 - ``socket_server``, ``selectors_echo``, ``asyncio_echo``, ``threads_echo``,
   ``processes_echo``, ``http_server``, ``ws_server``: the
   :mod:`netlab.compat` twins.
@@ -36,6 +43,7 @@ import importlib
 import importlib.util
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,10 +53,15 @@ ECHO, HTTP, WS, GREETING, ANY = "echo", "http", "ws", "greeting", "any"
 #: A user's application (:mod:`netlab.tools.bench.userapp`): its HTTP resource,
 #: its WebSocket handler.
 HTTP_USER, WS_USER = "http-user", "ws-user"
+#: A room that sends each member's messages to every other member (the
+#: ws-broadcast workload).
+WS_BROADCAST = "ws-broadcast"
 #: The user's application, as the plugins' options and twistd web name it.
 USER_RESOURCE = "netlab.tools.bench.userapp:root"
 USER_RESOURCE_CLASS = "netlab.tools.bench.userapp.Root"
 USER_HANDLER = "netlab.tools.bench.userapp:handler"
+#: The ws-broadcast room on netlab (:mod:`netlab.tools.bench.room`).
+ROOM_HANDLER = "netlab.tools.bench.room:Room"
 #: What the C HTTP server answers for http-user (workloads.USER_BODY).
 USER_BODY = "Hello, bench!"
 
@@ -77,12 +90,76 @@ class Context:
         (a twin with ``--max-clients`` is given that many).
     :ivar programs: the compiled C programs by name (``cserver``).
     :ivar spin: the C servers busy-poll while they have clients.
+    :ivar members: the connections a ws-broadcast room holds (0: not that
+        workload): netlab's limits are raised to let them in.
+    :ivar broker: the URL of the broker the run started for this server
+        (``redis://127.0.0.1:PORT``), for implementations that need one.
     """
 
     idle: bool = False
     connections: int = 100
     programs: dict[str, str] = field(default_factory=dict)
     spin: bool = True
+    members: int = 0
+    broker: str = ""
+
+
+@dataclass(frozen=True)
+class Runs:
+    """
+    What an implementation runs besides its service's own code: the parts
+    a ratio to the baseline compares too. netlab's plugins replace parts of
+    Twisted (the TCP transport, the log observer, the common case of the
+    HTTP and WebSocket parsers), so ``netlab-http`` at 1.75 times
+    ``bare-web`` compares two stacks, not netlab's code on stock Twisted.
+
+    :ivar transport: what carries the bytes, on which event loop.
+    :ivar logger: what it logs, and how.
+    :ivar access_log: ``on`` or ``off`` for an HTTP server, None for others.
+    :ivar fast_path: what answers the workload's common case ahead of the
+        library's own code, or ``none``.
+    """
+
+    transport: str
+    logger: str
+    access_log: str | None = None
+    fast_path: str = "none"
+
+    def as_json(self) -> dict[str, str | None]:
+        """
+        :return: each field by name.
+        """
+        return {
+            "transport": self.transport,
+            "logger": self.logger,
+            "access_log": self.access_log,
+            "fast_path": self.fast_path,
+        }
+
+    def short(self) -> str:
+        """
+        :return: the transport and the fast path in a few words (a chart's
+            label): the first clause of each.
+        """
+        fast = self.fast_path.split(" (")[0].split(":")[0]
+        path = "no fast path" if fast == "none" else f"fast path: {fast}"
+        return f"{self.transport.split(',')[0].split(' (')[0]}\n{path}"
+
+
+# What the Runs of the built-in implementations say: short, for a table
+# (the docs' implementations table says each in full). netlab's plugins
+# serve through netlab.transport's flushing listener
+# (netlab.tap.listening_service).
+FLUSHING = "netlab flushing, {reactor} reactor"
+STOCK = "stock Twisted, epoll reactor"
+NETLAB_LOG = "netlab.logs.default (text)"
+NO_LOG = "none"
+TWIN_LOG = "logging, stderr, per connection"
+#: Each netlab plugin's fast path for its workload, as shipped.
+FIXED_ANSWERS = "fixed answers (GET / and /healthz from the request head)"
+HEAD_PARSER = "none: the user's resource renders (netlab's head parser)"
+WS_FRAMES = "WebSocket frames (netlab.websocket)"
+UNKNOWN = Runs("unknown (an external command)", "unknown", "unknown", "unknown")
 
 
 @dataclass(frozen=True)
@@ -101,6 +178,11 @@ class Implementation:
     :ivar option: a twistd plugin option it needs: the plugin's tap module
         and the option's name (it is unavailable while the option is not
         there).
+    :ivar runs: what it runs besides its own code (tables say it).
+    :ivar broker: it needs a Redis broker started for it (``needs`` holds
+        ``redis-server``; its command line takes ``context.broker``).
+    :ivar instances: how many copies of it serve one room, each on its own
+        port, sharing the room through the broker.
     """
 
     name: str
@@ -112,6 +194,9 @@ class Implementation:
     skip: str | None = None
     also: tuple[str, ...] = ()
     option: tuple[str, str] | None = None
+    runs: Runs = UNKNOWN
+    broker: bool = False
+    instances: int = 1
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -128,7 +213,16 @@ class Implementation:
             why = _plugin_option(*self.option)
             if why is not None:
                 return why
+        if self.broker or self.instances > 1:
+            # The runner starts one server per row, and no broker, for now.
+            return (
+                "the bench does not yet start a broker or several instances for one row"
+            )
         for need in self.needs:
+            if need == "redis-server":
+                if shutil.which("redis-server") is None:
+                    return "redis-server not found (apt-get install redis-server)"
+                continue
             if need == "cserver":
                 from netlab.tools.bench import build
 
@@ -183,7 +277,11 @@ def _twistd(
         command += [plugin, *options, "--listen", f"tcp:{port}:interface=127.0.0.1"]
         if context.idle:
             command += NETLAB_IDLE_OPTIONS
-        return command
+        if context.members:
+            most = str(context.members + CLIENTS_SPARE)
+            command += ["--max-per-ip", most, "--max-connections", most]
+        # The broker the run started for it, where its options name one.
+        return [part.replace("{broker}", context.broker) for part in command]
 
     return argv
 
@@ -225,6 +323,8 @@ def _cserver(mode: str, *options: str) -> Callable[[int, Context], list[str]]:
 
 
 def _builtin() -> list[Implementation]:
+    c_runs = Runs("C epoll, one thread", NO_LOG)
+    c_http = Runs("C epoll, one thread", NO_LOG, "off")
     made = [
         Implementation(
             "c-echo",
@@ -233,6 +333,7 @@ def _builtin() -> list[Implementation]:
             "C epoll echo server, no log",
             _cserver("echo"),
             ("cserver",),
+            runs=c_runs,
         ),
         Implementation(
             "c-http",
@@ -241,6 +342,7 @@ def _builtin() -> list[Implementation]:
             "C epoll HTTP/1.1 server, no log",
             _cserver("http"),
             ("cserver",),
+            runs=c_http,
         ),
         Implementation(
             "c-ws",
@@ -250,6 +352,7 @@ def _builtin() -> list[Implementation]:
             _cserver("ws"),
             ("cserver",),
             also=(WS_USER,),
+            runs=c_runs,
         ),
         Implementation(
             "c-http-user",
@@ -258,6 +361,7 @@ def _builtin() -> list[Implementation]:
             f"C epoll HTTP/1.1 server answering {USER_BODY}, no log",
             _cserver("http", "--body", USER_BODY),
             ("cserver",),
+            runs=c_http,
         ),
     ]
     # What each netlab plugin logs, as shipped (no --logger).
@@ -266,28 +370,39 @@ def _builtin() -> list[Implementation]:
         "netlab-http": "no --logger: netlab.logs.default, access log on",
         "netlab-ws": "no --logger: netlab.logs.default",
     }
+    # What each runs through, on each reactor.
+    access = {"netlab-http": "on"}
+    fast = {"netlab-http": FIXED_ANSWERS, "netlab-ws": WS_FRAMES}
     plugins = ((ECHO, "netlab-echo"), (HTTP, "netlab-http"), (WS, "netlab-ws"))
     for kind, plugin in plugins:
-        made.append(
-            Implementation(
-                plugin,
-                kind,
-                "netlab",
-                f"twistd {plugin} as shipped (default reactor, {logs[plugin]})",
-                _twistd(plugin, None),
-                ("twisted",),
+        for reactor in (None, "asyncio"):
+            runs = Runs(
+                FLUSHING.format(reactor=reactor or "epoll"),
+                NETLAB_LOG,
+                access.get(plugin),
+                fast.get(plugin, "none"),
             )
-        )
-        made.append(
-            Implementation(
-                f"{plugin}-asyncio",
-                kind,
-                "netlab",
-                f"twistd --reactor=asyncio {plugin} as shipped ({logs[plugin]})",
-                _twistd(plugin, "asyncio"),
-                ("twisted",),
+            if reactor is None:
+                name = plugin
+                summary = (
+                    f"twistd {plugin} as shipped (default reactor, {logs[plugin]})"
+                )
+            else:
+                name = f"{plugin}-{reactor}"
+                summary = (
+                    f"twistd --reactor={reactor} {plugin} as shipped ({logs[plugin]})"
+                )
+            made.append(
+                Implementation(
+                    name,
+                    kind,
+                    "netlab",
+                    summary,
+                    _twistd(plugin, reactor),
+                    ("twisted",),
+                    runs=runs,
+                )
             )
-        )
     made += [
         Implementation(
             "netlab-http-user",
@@ -297,7 +412,11 @@ def _builtin() -> list[Implementation]:
             f"(default reactor, {logs['netlab-http']})",
             _twistd("netlab-http", None, ("--resource", USER_RESOURCE)),
             ("twisted",),
+            # In http too: GET / by the user's resource, beside the service's
+            # fixed answer to the same request.
+            also=(HTTP,),
             option=("netlab.tap.http", "resource"),
+            runs=Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, "on", HEAD_PARSER),
         ),
         Implementation(
             "netlab-ws-user",
@@ -308,8 +427,72 @@ def _builtin() -> list[Implementation]:
             _twistd("netlab-ws", None, ("--handler", USER_HANDLER)),
             ("twisted", "autobahn"),
             option=("netlab.tap.ws", "handler"),
+            runs=Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES),
         ),
     ]
+    # ws-broadcast: one room, its messages to every other member.
+    room = Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES)
+    made += [
+        Implementation(
+            "netlab-ws-room",
+            WS_BROADCAST,
+            "netlab",
+            f"twistd netlab-ws --handler {ROOM_HANDLER} as shipped, one process "
+            f"(default reactor, {logs['netlab-ws']})",
+            _twistd("netlab-ws", None, ("--handler", ROOM_HANDLER)),
+            ("twisted", "autobahn"),
+            runs=room,
+        ),
+        Implementation(
+            "netlab-ws-room-workers2",
+            WS_BROADCAST,
+            "netlab",
+            f"twistd netlab-ws --workers 2 --broker redis://... --handler "
+            f"{ROOM_HANDLER} as shipped ({logs['netlab-ws']}): two processes "
+            "on one port, the room shared through Redis",
+            _twistd(
+                "netlab-ws",
+                None,
+                ("--workers", "2", "--broker", "{broker}", "--handler", ROOM_HANDLER),
+            ),
+            ("twisted", "autobahn", "redis-server"),
+            option=("netlab.tap.ws", "broker"),
+            runs=room,
+            broker=True,
+        ),
+        Implementation(
+            "netlab-ws-room-2x",
+            WS_BROADCAST,
+            "netlab",
+            f"two twistd netlab-ws --broker redis://... --handler {ROOM_HANDLER} "
+            f"as shipped ({logs['netlab-ws']}) on two ports, the subscribers "
+            "spread over both, the room shared through Redis",
+            _twistd(
+                "netlab-ws", None, ("--broker", "{broker}", "--handler", ROOM_HANDLER)
+            ),
+            ("twisted", "autobahn", "redis-server"),
+            option=("netlab.tap.ws", "broker"),
+            runs=room,
+            broker=True,
+            instances=2,
+        ),
+        Implementation(
+            "ws-room-websockets",
+            WS_BROADCAST,
+            "bare",
+            "the same room on a plain websockets server (asyncio), "
+            "websockets.broadcast",
+            _module("netlab.tools.bench.ws_room", False),
+            ("websockets",),
+            runs=Runs(
+                "websockets on asyncio, default event loop",
+                "logging, warnings only",
+                None,
+                "none (websockets' own)",
+            ),
+        ),
+    ]
+    bare_web = Runs(STOCK, NO_LOG, "off", "none (twisted.web's parser)")
     made += [
         Implementation(
             "bare-echo",
@@ -318,6 +501,7 @@ def _builtin() -> list[Implementation]:
             "bare Twisted echo Protocol, no log",
             _module("netlab.tools.bench.bare_echo", False),
             ("twisted",),
+            runs=Runs(STOCK, NO_LOG),
         ),
         Implementation(
             "bare-web",
@@ -326,6 +510,7 @@ def _builtin() -> list[Implementation]:
             "bare twisted.web Resource, no access log",
             _module("netlab.tools.bench.bare_web", False),
             ("twisted",),
+            runs=bare_web,
         ),
         Implementation(
             "bare-ws",
@@ -335,6 +520,7 @@ def _builtin() -> list[Implementation]:
             _module("netlab.tools.bench.bare_ws", False),
             ("autobahn",),
             also=(WS_USER,),
+            runs=Runs(STOCK, NO_LOG, None, "none (autobahn's parser)"),
         ),
         Implementation(
             "bare-web-user",
@@ -343,6 +529,7 @@ def _builtin() -> list[Implementation]:
             "the user's resource in a bare twisted.web Site, no access log",
             _module("netlab.tools.bench.bare_web_user", False),
             ("twisted",),
+            runs=bare_web,
         ),
         Implementation(
             "twistd-web-user",
@@ -352,6 +539,12 @@ def _builtin() -> list[Implementation]:
             "twistd's own log observer, access log on)",
             _twistd_web,
             ("twisted",),
+            runs=Runs(
+                STOCK,
+                "twistd's own text observer",
+                "on",
+                "none (twisted.web's parser)",
+            ),
         ),
         Implementation(
             "socket_server",
@@ -362,13 +555,34 @@ def _builtin() -> list[Implementation]:
             ("netlab.compat.socket_server",),
             skip="a greeting server (one client at a time, answers once and "
             "closes): it has no echo to measure",
+            runs=Runs("blocking sockets, one client at a time", TWIN_LOG),
         ),
     ]
-    for module, summary, clients in (
-        ("selectors_echo", "compat twin: selectors, one thread", False),
-        ("asyncio_echo", "compat twin: asyncio streams", False),
-        ("threads_echo", "compat twin: a thread per client", True),
-        ("processes_echo", "compat twin: a process per client (fork)", True),
+    for module, summary, clients, transport in (
+        (
+            "selectors_echo",
+            "compat twin: selectors, one thread",
+            False,
+            "selectors, non-blocking sockets, one thread",
+        ),
+        (
+            "asyncio_echo",
+            "compat twin: asyncio streams",
+            False,
+            "asyncio streams, default event loop",
+        ),
+        (
+            "threads_echo",
+            "compat twin: a thread per client",
+            True,
+            "blocking sockets, a thread per client",
+        ),
+        (
+            "processes_echo",
+            "compat twin: a process per client (fork)",
+            True,
+            "blocking sockets, a process per client",
+        ),
     ):
         # The twins log with the logging module, to standard error.
         summary += ", logs each connection"
@@ -380,6 +594,7 @@ def _builtin() -> list[Implementation]:
                 summary,
                 _module(f"netlab.compat.{module}", True, clients),
                 (f"netlab.compat.{module}",),
+                runs=Runs(transport, TWIN_LOG),
             )
         )
     made += [
@@ -390,6 +605,12 @@ def _builtin() -> list[Implementation]:
             "compat twin: http.server, threads, an access-log line per request",
             _module("netlab.compat.http_server", True),
             ("netlab.compat.http_server",),
+            runs=Runs(
+                "http.server, blocking sockets, a thread per client",
+                "logging, stderr, per request",
+                "on",
+                "none (http.server's parser)",
+            ),
         ),
         Implementation(
             "ws_server",
@@ -398,6 +619,12 @@ def _builtin() -> list[Implementation]:
             "compat twin: websockets, logs each connection",
             _module("netlab.compat.ws_server", True),
             ("netlab.compat.ws_server", "websockets"),
+            runs=Runs(
+                "websockets on asyncio, default event loop",
+                TWIN_LOG,
+                None,
+                "none (websockets' parser)",
+            ),
         ),
     ]
     return made

@@ -52,6 +52,7 @@ NUMBERS = {
     "seconds": (float, False),
     "warmup": (float, True),
     "connections": (int, False),
+    "subscribers": (int, False),
     "startup-timeout": (float, False),
 }
 
@@ -130,6 +131,12 @@ class BenchOptions(CommandOptions):
             "c",
             100,
             "Connections for the many-connection figures (tcp-echo, http, ws).",
+        ],
+        [
+            "subscribers",
+            None,
+            1000,
+            "The subscribers of the ws-broadcast room.",
         ],
         [
             "idle-levels",

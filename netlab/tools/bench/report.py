@@ -108,6 +108,10 @@ def _generators(run: Run, g: dict[str, Any], idle_only: bool) -> str:
             f" ({g['why_not_c'] or 'asked for'}): GENERATOR-BOUND LIKELY, a "
             "Python generator cannot keep a Python server busy"
         ),
+        "Python fanout": (
+            " (asyncio, one process: against a fast room it measures itself "
+            "too; no C generator has this mode yet)"
+        ),
     }
     return "; ".join(
         name + (f" for {', '.join(names)}" if names else "") + about.get(name, "")
@@ -143,6 +147,17 @@ def server_options(result: Result, run: Run) -> list[str]:
             )
         if "compat" in families:
             lines.append("the twins run with " + " ".join(TWIN_IDLE_OPTIONS))
+    rooms = sorted(
+        row.name
+        for row in result.rows
+        if row.measured and row.impl.kind == "ws-broadcast"
+    )
+    if "netlab" in families and rooms:
+        most = run.settings.subscribers + 1 + CLIENTS_SPARE
+        lines.append(
+            f"netlab's rooms run with --max-per-ip {most} --max-connections {most} "
+            "(every subscriber comes from 127.0.0.1)"
+        )
     clients = sorted(names & {"threads_echo", "processes_echo"})
     if clients:
         most = (
@@ -209,6 +224,12 @@ def table(result: Result, run: Run) -> list[str]:
                 "generator's ceiling"
             )
         lines.append(f"  ratio: {rule}")
+        if any(row.impl.family == "netlab" for row in result.rows):
+            lines.append(
+                "  netlab's rows run netlab's own transport and fast paths, not "
+                "stock Twisted's (see what each runs, below): a ratio compares "
+                "whole servers"
+            )
 
     lines += [f"  {line}" for line in server_options(result, run)]
 
@@ -257,10 +278,35 @@ def table(result: Result, run: Run) -> list[str]:
         else:
             text = cells[0].ljust(widths[0]) + "  " + cells[1]
         lines.append(("  " + text).rstrip())
+    lines += runs_table(result)
     notes += result.notes
     if notes:
         lines.append("")
         lines += [f"  note: {note}" for note in dict.fromkeys(notes)]
+    return lines
+
+
+def runs_table(result: Result) -> list[str]:
+    """
+    :return: the lines that say what each implementation of ``result``
+        runs: its transport, logger, access log (HTTP) and fast path.
+    """
+    http = any(row.impl.runs.access_log is not None for row in result.rows)
+    head = ["what each runs", "transport", "logger"]
+    head += ["access log"] if http else []
+    head.append("fast path")
+    body = []
+    for row in result.rows:
+        runs = row.impl.runs
+        cells = [row.name, runs.transport, runs.logger]
+        cells += [runs.access_log or "-"] if http else []
+        cells.append(runs.fast_path)
+        body.append(cells)
+    widths = [max(len(cells[i]) for cells in [head, *body]) for i in range(len(head))]
+    lines = [""]
+    for cells in [head, ["-" * w for w in widths], *body]:
+        text = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+        lines.append(("  " + text).rstrip())
     return lines
 
 
@@ -295,6 +341,7 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
                 "connections": metric.connections,
                 "higher_is_better": metric.higher_is_better,
                 "compared": metric.compare,
+                "bounded": metric.bounded,
                 "generator": result.generator.get(metric.key),
                 "ceiling": {"value": top, "by": by},
             }
@@ -311,6 +358,7 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
                 "role": row.role,
                 "family": row.impl.family,
                 "summary": row.impl.summary,
+                "runs": row.impl.runs.as_json(),
                 "status": row.status,
                 "reason": row.reason,
                 "command": row.command,
@@ -363,6 +411,7 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
             "server_cpu": s.server_cpu,
             "load_cpu": s.load_cpu,
             "connections": s.connections,
+            "subscribers": s.subscribers,
             "idle_levels": list(s.levels),
             "wrk": s.wrk,
         },
@@ -420,7 +469,7 @@ def figure(run: Run) -> Any:
             if names:
                 panels.append((result, metric, names, summaries))
     drawn, axes = plt.subplots(
-        max(len(panels), 1), 1, figsize=(10, 3.2 * max(len(panels), 1)), squeeze=False
+        max(len(panels), 1), 1, figsize=(12, 4 * max(len(panels), 1)), squeeze=False
     )
     for axis, (result, metric, names, summaries) in zip(
         axes[:, 0], panels, strict=False
@@ -429,13 +478,15 @@ def figure(run: Run) -> Any:
         below = [summaries[n].median - summaries[n].low for n in names]
         above = [summaries[n].high - summaries[n].median for n in names]
         colours = [_colour(n, result, summaries[n]) for n in names]
-        axis.bar(names, medians, yerr=[below, above], capsize=4, color=colours)
+        runs = {row.name: row.impl.runs for row in result.rows}
+        labels = [f"{n}\n{runs[n].short()}" for n in names]
+        axis.bar(labels, medians, yerr=[below, above], capsize=4, color=colours)
         better = "higher" if metric.higher_is_better else "lower"
         axis.set_title(
             f"{result.workload.name}: {metric.label} "
             f"({metric.unit}, {better} is better)"
         )
-        axis.tick_params(axis="x", labelrotation=30)
+        axis.tick_params(axis="x", labelsize="small")
         handles: list[Any] = [
             Patch(color=colour, label=label)
             for colour, label in BAR_COLOURS.items()

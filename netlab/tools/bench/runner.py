@@ -23,6 +23,7 @@ from netlab.tools.bench.implementations import (
     BUILTIN,
     ECHO,
     GREETING,
+    WS_BROADCAST,
     Context,
     Implementation,
 )
@@ -57,6 +58,7 @@ class Settings:
     server_cpu: int = 0
     load_cpu: int = 1
     connections: int = 100
+    subscribers: int = 1000
     levels: tuple[int, ...] = (1000, 5000, 10000)
     generator: str = "auto"
     wrk: bool = True
@@ -303,7 +305,7 @@ class Run:
             if workload.idle:
                 total += live * s.rounds * len(s.levels)
             else:
-                metrics = len(workload.metrics(s.connections, s.levels))
+                metrics = len(workload.metrics(s.connections, s.levels, s.subscribers))
                 total += live * metrics * (s.rounds + (1 if s.warmup > 0 else 0))
         return total
 
@@ -348,18 +350,20 @@ class Run:
         with contextlib.suppress(OSError):
             log_dir.rmdir()
 
-    def context(self, idle: bool) -> Context:
+    def context(self, idle: bool, members: int = 0) -> Context:
         s = self.settings
         connections = max(s.levels) if idle else s.connections
         # Spinning over idle connections would only burn the server's CPU.
-        return Context(idle, connections, self.programs, s.spin and not idle)
+        return Context(idle, connections, self.programs, s.spin and not idle, members)
 
     def start(self, row: Row, idle: bool) -> Server | None:
         """
         Start ``row``'s server on a free port (not waiting for it).
         """
         port = free_port()
-        row.command = row.impl.argv(port, self.context(idle))
+        # A ws-broadcast room holds every subscriber and the publisher.
+        members = self.settings.subscribers + 1 if row.impl.kind == WS_BROADCAST else 0
+        row.command = row.impl.argv(port, self.context(idle, members))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
             row.server = self.servers.start(row.name, row.command, port, env)
@@ -403,7 +407,7 @@ class Run:
             if row.status == "ok" and "cserver" in row.impl.needs:
                 if "cserver" not in self.programs:
                     row.status, row.reason = "unavailable", self.build_error
-        metrics = workload.metrics(s.connections, s.levels)
+        metrics = workload.metrics(s.connections, s.levels, s.subscribers)
         result = Result(workload, metrics, rows, baseline)
         self.results.append(result)
         assert self.generators is not None

@@ -3,7 +3,10 @@ A user's own small services, written as a user would write them: what the
 ``http-user`` and ``ws-user`` workloads of ``netlab bench`` serve.
 
 The HTTP part is a plain twisted.web resource tree, written against
-twisted.web alone: ``GET /hello?name=bench`` answers ``Hello, bench!``.
+twisted.web alone: ``GET /hello?name=bench`` answers ``Hello, bench!``, and
+``GET /`` ``Hello, world!`` (what the ``http`` workload asks every server, so
+netlab serving it through the user's resource stands beside netlab's own
+service answering it from the request head).
 Serve it with either of::
 
     twistd -n netlab-http --resource netlab.tools.bench.userapp:root
@@ -40,13 +43,14 @@ class Hello(Resource):
 
 class Root(Resource):
     """
-    The application's root: ``/hello``. Made with no arguments, as
-    ``twistd web --class`` needs.
+    The application's root: ``/hello``, and ``/`` (``Hello, world!``).
+    Made with no arguments, as ``twistd web --class`` needs.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.putChild(b"hello", Hello())
+        self.putChild(b"", Hello())
 
 
 #: The resource tree ``--resource netlab.tools.bench.userapp:root`` serves.

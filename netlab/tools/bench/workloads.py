@@ -19,6 +19,9 @@ the load generator is told.
   answer ``Hello, bench!``.
 - ``ws-user``: like ``ws``, for a user's own WebSocket handler
   (:mod:`netlab.tools.bench.userapp`), which answers ``Echo: m``.
+- ``ws-broadcast``: ``--subscribers`` (1,000) WebSocket connections in one
+  room and a publisher (:mod:`netlab.tools.bench.fanout`): messages delivered
+  per second, and the 99th percentile of publish-to-receive latency.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from netlab.tools.bench.implementations import (
     HTTP_USER,
     USER_BODY,
     WS,
+    WS_BROADCAST,
     WS_USER,
 )
 
@@ -38,6 +42,9 @@ ECHO_SIZE = 64
 BULK_SIZE = 65536
 BULK_WINDOW = 4
 WS_SIZE = 32
+#: ws-broadcast: messages the publisher keeps in flight (the generator's
+#: --window).
+BROADCAST_WINDOW = 8
 #: What the http workload asks for, and the body each answer must have.
 HTTP_PATH = "/"
 HTTP_BODY = "Hello, world!"
@@ -98,11 +105,34 @@ class Workload:
         """
         return self.name in ("idle", "ws-idle")
 
-    def metrics(self, connections: int, levels: tuple[int, ...]) -> list[Metric]:
+    def metrics(
+        self, connections: int, levels: tuple[int, ...], subscribers: int = 1000
+    ) -> list[Metric]:
         """
-        :return: the workload's figures for ``--connections`` and
-            ``--idle-levels``.
+        :return: the workload's figures for ``--connections``,
+            ``--idle-levels`` and ``--subscribers``.
         """
+        if self.name == "ws-broadcast":
+            # No C server broadcasts: nothing gives the generator a ceiling.
+            return [
+                Metric(
+                    "delivered",
+                    f"delivered/s, {subscribers:,} subs",
+                    "messages delivered/s",
+                    "ws-broadcast",
+                    subscribers,
+                    bounded=False,
+                ),
+                Metric(
+                    "p99_ms",
+                    "p99 ms",
+                    "ms, publish to receive",
+                    "ws-broadcast",
+                    subscribers,
+                    higher_is_better=False,
+                    bounded=False,
+                ),
+            ]
         if self.name == "tcp-echo":
             return [
                 Metric("rt_1", "1 conn", "round trips/s", "echo", 1),
@@ -216,6 +246,15 @@ WORKLOADS: dict[str, Workload] = {
             "messages/s, one in flight per connection",
             "c-ws",
             "bare-ws",
+        ),
+        Workload(
+            "ws-broadcast",
+            WS_BROADCAST,
+            "WebSocket fan-out: one publisher, --subscribers in one room; "
+            "messages delivered/s and p99 publish-to-receive latency, at most "
+            f"{BROADCAST_WINDOW} messages not yet delivered to every subscriber",
+            "",
+            "ws-room-websockets",
         ),
         Workload(
             "idle",
