@@ -5,7 +5,6 @@ ports with the configuration ``docs/deployment.rst`` shows, stopped by PID.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import socket
@@ -15,9 +14,8 @@ from typing import Any
 
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-from twisted.trial.unittest import SkipTest
 
-from tests.support import WAIT, Peer, bounded, spawn
+from tests.support import WAIT, Peer, bounded, require, spawn
 
 #: The haproxy binary, if this machine has one.
 HAPROXY = shutil.which("haproxy") or (
@@ -27,15 +25,10 @@ HAPROXY = shutil.which("haproxy") or (
 
 def need_haproxy() -> str:
     """
-    :return: the haproxy binary.
-    :raise SkipTest: without one, locally; in CI (``$CI`` set), which
-        installs it, fail instead.
+    :return: the haproxy binary; without one, the test is skipped (failed
+        under CI, which installs it: see :func:`tests.support.require`).
     """
-    if HAPROXY is None:
-        reason = "needs haproxy (apt-get install haproxy)"
-        if os.environ.get("CI"):
-            raise AssertionError(reason)
-        raise SkipTest(reason)
+    require(HAPROXY, "needs haproxy (apt-get install haproxy)")
     return HAPROXY
 
 

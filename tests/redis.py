@@ -15,9 +15,9 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessExitedAlready
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.support import WAIT, Child, bounded, spawn
+from tests.support import WAIT, Child, bounded, require, spawn
 
 READY = rb"Ready to accept connections"
 
@@ -51,8 +51,7 @@ class RedisServer:
 
     def __init__(self, case: TestCase, port: int | None = None) -> None:
         why = missing()
-        if why is not None:
-            raise SkipTest(why)
+        require(why is None, why or "")
         self.case = case
         self.port = free_port() if port is None else port
         self.child: Child | None = None
