@@ -2,12 +2,18 @@
 The load generator of the ``ws-broadcast`` workload: ``--subscribers``
 WebSocket connections in one room, and one publisher.
 
-The publisher sends text messages ``SEQ NANOSECONDS`` (its monotonic clock,
-which the subscribers share: one process) with at most ``--window`` of them
-not yet received by every subscriber; the server sends each to every other
-member of the room. Each subscriber checks that it receives every message,
-in order; a message that some subscriber has not received within
-``--deliver-timeout`` seconds ends the run with an error.
+First the publisher sends ``sync`` messages (one every
+:data:`SYNC_INTERVAL` seconds) until every subscriber has received one: in
+a room shared through a broker, a subscriber's process may join the room's
+channel a moment after the subscriber connects, and no message of the run
+must be published before. Then it sends text messages ``SEQ NANOSECONDS``
+(its monotonic clock, which the subscribers share: one process) with at
+most ``--window`` of them not yet received by every subscriber; the server
+sends each to every member of the room (the publisher reads and drops its
+own copies, if it gets them). Each subscriber checks that it receives every
+message exactly once, in order; a message that some subscriber has not
+received within ``--deliver-timeout`` seconds (the first ``sync`` too) ends
+the run with an error.
 
 After ``--warmup`` seconds, for ``--seconds``: every delivery counts (one
 message received by one subscriber), and its latency (received minus
@@ -43,6 +49,9 @@ MAX_LATENCIES = 2_000_000
 #: A frame the server sends larger than this is an error (the messages are
 #: a few dozen bytes).
 MAX_FRAME = 65536
+#: Seconds between two ``sync`` messages, while some subscriber has none.
+SYNC_INTERVAL = 0.1
+SYNC = b"sync"
 
 
 class Failed(Exception):
@@ -93,6 +102,9 @@ class Run:
         #: How many subscribers have each message still in flight.
         self.missing: dict[int, int] = {}
         self.window = asyncio.Semaphore(args.window)
+        #: How many subscribers have received a ``sync`` message.
+        self.joined = 0
+        self.all_joined = asyncio.Event()
         self.errors = 0
         self.error = ""
 
@@ -125,6 +137,7 @@ class Run:
         buffer = b""
         # Every subscriber is in the room before the first message.
         expect = 0
+        synced = False
         while True:
             data = await reader.read(READ_SIZE)
             if not data:
@@ -156,6 +169,15 @@ class Run:
                     continue
                 if opcode != 0x1 or not first & 0x80:
                     raise Failed(f"an unexpected frame (opcode {opcode})")
+                if payload == SYNC:
+                    # Not counted, and harmless again: a broker may hand
+                    # one back late.
+                    if not synced:
+                        synced = True
+                        self.joined += 1
+                        if self.joined == self.args.subscribers:
+                            self.all_joined.set()
+                    continue
                 try:
                     seq_text, stamp = payload.split()
                     seq, published = int(seq_text), int(stamp)
@@ -166,6 +188,34 @@ class Run:
                 expect = seq + 1
                 self.delivered(seq, published)
             buffer = buffer[start:]
+
+    async def sync(self, writer: asyncio.StreamWriter) -> None:
+        """
+        Publish ``sync`` until every subscriber has received one.
+        """
+        deadline = time.monotonic() + self.args.deliver_timeout
+        while not self.all_joined.is_set():
+            if time.monotonic() >= deadline:
+                raise Failed(
+                    f"the room's first message was not delivered to every "
+                    f"subscriber within {self.args.deliver_timeout:g} s "
+                    f"({self.joined} of {self.args.subscribers} got one)"
+                )
+            writer.write(frame(0x1, SYNC))
+            await writer.drain()
+            try:
+                await asyncio.wait_for(self.all_joined.wait(), SYNC_INTERVAL)
+            except TimeoutError:
+                pass
+
+    @staticmethod
+    async def drain(reader: asyncio.StreamReader) -> None:
+        """
+        Read and drop what the publisher gets (its own messages, from a
+        room that sends them to every member), until the connection ends.
+        """
+        while await reader.read(READ_SIZE):
+            pass
 
     async def publish(self, writer: asyncio.StreamWriter, stop: float) -> int:
         """
@@ -215,6 +265,18 @@ class Run:
                 asyncio.ensure_future(self.subscribe(reader, writer))
                 for reader, writer in connections[:-1]
             ]
+            subscribers = list(tasks)
+            syncing = asyncio.ensure_future(self.sync(publisher[1]))
+            # Cancelled at the end, whatever happens (not waited for: it
+            # ends only when the server closes the connection).
+            tasks += [syncing, asyncio.ensure_future(self.drain(publisher[0]))]
+            # Until every subscriber is in, or one of them fails.
+            done, _ = await asyncio.wait(
+                {syncing, *subscribers}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
             started = time.monotonic()
             begin = started + args.warmup
             end = begin + args.seconds
@@ -230,7 +292,7 @@ class Run:
             counting = asyncio.ensure_future(count())
             # Until the publisher and the count are done; a subscriber's
             # task ends only by failing.
-            waiting = {publishing, counting, *tasks}
+            waiting = {publishing, counting, *subscribers}
             while not (publishing.done() and counting.done()):
                 done, waiting = await asyncio.wait(
                     waiting, return_when=asyncio.FIRST_COMPLETED

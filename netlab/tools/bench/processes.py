@@ -51,14 +51,18 @@ def nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def preexec(cpu: int, nofile: int, *, die_with_parent: bool) -> Callable[[], None]:
+def preexec(
+    cpu: int | frozenset[int], nofile: int, *, die_with_parent: bool
+) -> Callable[[], None]:
     """
-    :return: what a child runs before ``exec``: pin it to ``cpu``, raise its
-        descriptor limit to ``nofile``, and ask for SIGTERM when the bench dies.
+    :return: what a child runs before ``exec``: pin it to ``cpu`` (or a set
+        of CPUs), raise its descriptor limit to ``nofile``, and ask for
+        SIGTERM when the bench dies.
     """
+    cpus = {cpu} if isinstance(cpu, int) else set(cpu)
 
     def setup() -> None:
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, cpus)
         raise_nofile(nofile)
         if die_with_parent:
             with contextlib.suppress(OSError, AttributeError):
@@ -204,10 +208,16 @@ class Servers:
         self.running: list[Server] = []
 
     def start(
-        self, name: str, argv: Sequence[str], port: int, env: dict[str, str]
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: dict[str, str],
+        cpus: frozenset[int] | None = None,
     ) -> Server:
         """
-        Start ``argv`` pinned to the server CPU, its output in a log file.
+        Start ``argv`` pinned to the server CPU (or to ``cpus``), its output
+        in a log file.
         """
         log = self.log_dir / f"{name}-{port}.log"
         with open(log, "wb") as out:
@@ -219,7 +229,11 @@ class Servers:
                 cwd=self.log_dir,
                 env=env,
                 start_new_session=True,
-                preexec_fn=preexec(self.cpu, self.nofile, die_with_parent=True),
+                preexec_fn=preexec(
+                    self.cpu if cpus is None else cpus,
+                    self.nofile,
+                    die_with_parent=True,
+                ),
             )
         server = Server(name, argv, port, log, process)
         self.running.append(server)

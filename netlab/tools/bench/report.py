@@ -362,6 +362,15 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
                 "status": row.status,
                 "reason": row.reason,
                 "command": row.command,
+                "processes": [
+                    {
+                        "name": server.name,
+                        "pid": server.pid,
+                        "port": server.port,
+                        "command": list(server.argv),
+                    }
+                    for server in row.started
+                ],
                 "samples": {
                     key: [sample.as_json() for sample in samples]
                     for key, samples in row.samples.items()
