@@ -551,8 +551,15 @@ class BenchRunTests(FigureChecks, TestCase):
             self.assertEqual(len(servers), 2 if name.endswith("-2x") else 1)
         workers = self.row(data, "ws-broadcast", names[0])["command"]
         self.assertEqual(workers[workers.index("--workers") + 1], "2")
-        first, second = self.row(data, "ws-broadcast", names[1])["processes"][1:]
+        spread = self.row(data, "ws-broadcast", names[1])
+        first, second = spread["processes"][1:]
         self.assertNotEqual(first["port"], second["port"])
+        # The publisher is on the first; the subscribers half on each.
+        for sample in spread["samples"]["delivered"]:
+            self.assertEqual(
+                sample["extra"]["subscribers"],
+                {str(first["port"]): 25, str(second["port"]): 25},
+            )
         self.assert_ratios(table, data, "ws-broadcast")
 
     def test_ws_broadcast_broken_broker(self) -> None:

@@ -18,7 +18,8 @@ the run with an error.
 After ``--warmup`` seconds, for ``--seconds``: every delivery counts (one
 message received by one subscriber), and its latency (received minus
 published). The result is one JSON line: ``ops`` (deliveries), ``seconds``,
-``p50_ms``, ``p99_ms``, ``published``, ``errors`` and the first ``error``.
+``p50_ms``, ``p99_ms``, ``published``, ``subscribers`` (how many on each
+port), ``errors`` and the first ``error``.
 
 It is Python (asyncio, one process): against a fast server it measures
 itself as much as the server, as the table says.
@@ -247,11 +248,14 @@ class Run:
 
         async def one(index: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             async with opening:
-                return await open_websocket(args.host, ports[index % len(ports)])
+                return await open_websocket(args.host, spread[index])
 
         connections = []
         tasks: list[asyncio.Task[None]] = []
         report: dict[str, object] = {"ops": 0, "seconds": 0.0, "published": 0}
+        # How many subscribers each port serves.
+        spread = [ports[i % len(ports)] for i in range(args.subscribers)]
+        report["subscribers"] = {str(p): spread.count(p) for p in dict.fromkeys(ports)}
         try:
             connections = await asyncio.wait_for(
                 asyncio.gather(*(one(i) for i in range(args.subscribers))),

@@ -226,6 +226,9 @@ class Generators:
             ops,
             count,
             connections,
+            extra={"subscribers": report["subscribers"]}
+            if "subscribers" in report
+            else {},
         )
 
     def _wrk_script(self, expect: str) -> str:
