@@ -551,6 +551,11 @@ class BenchRunTests(FigureChecks, TestCase):
             self.assertEqual(len(servers), 2 if name.endswith("-2x") else 1)
         workers = self.row(data, "ws-broadcast", names[0])["command"]
         self.assertEqual(workers[workers.index("--workers") + 1], "2")
+        self.assertIn(
+            "netlab-ws-room-2x and netlab-ws-room-workers2 run several processes "
+            "(netlab's and a redis-server) on CPUs 0 and 1",
+            table,
+        )
         spread = self.row(data, "ws-broadcast", names[1])
         first, second = spread["processes"][1:]
         self.assertNotEqual(first["port"], second["port"])

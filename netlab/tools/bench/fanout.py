@@ -19,7 +19,9 @@ After ``--warmup`` seconds, for ``--seconds``: every delivery counts (one
 message received by one subscriber), and its latency (received minus
 published). The result is one JSON line: ``ops`` (deliveries), ``seconds``,
 ``p50_ms``, ``p99_ms``, ``published``, ``subscribers`` (how many on each
-port), ``errors`` and the first ``error``.
+port), ``cpu`` (the generator's CPU time over the counted seconds: near 1,
+it is the bottleneck), ``watched`` (the same for the process group of each
+``--watch PGID``: the servers), ``errors`` and the first ``error``.
 
 It is Python (asyncio, one process): against a fast server it measures
 itself as much as the server, as the table says.
@@ -40,6 +42,8 @@ import os
 import statistics
 import sys
 import time
+
+from netlab.tools.bench.processes import group_cpu
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Connections opening at once.
@@ -289,9 +293,17 @@ class Run:
             async def count() -> float:
                 await asyncio.sleep(max(0.0, begin - time.monotonic()))
                 self.counting, counted_from = True, time.monotonic()
+                cpu_from = time.process_time()
+                watched = [group_cpu(pgid) for pgid in args.watch]
                 await asyncio.sleep(max(0.0, end - time.monotonic()))
                 self.counting = False
-                return time.monotonic() - counted_from
+                counted = time.monotonic() - counted_from
+                report["cpu"] = round((time.process_time() - cpu_from) / counted, 3)
+                report["watched"] = {
+                    str(pgid): round((group_cpu(pgid) - used) / counted, 3)
+                    for pgid, used in zip(args.watch, watched, strict=True)
+                }
+                return counted
 
             counting = asyncio.ensure_future(count())
             # Until the publisher and the count are done; a subscriber's
@@ -342,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.25)
     parser.add_argument("--setup-timeout", type=float, default=15.0)
     parser.add_argument("--deliver-timeout", type=float, default=5.0)
+    parser.add_argument("--watch", type=int, action="append", default=[])
     args = parser.parse_args(argv)
     if args.subscribers < 1 or args.window < 1:
         parser.error("--subscribers and --window must be at least 1")

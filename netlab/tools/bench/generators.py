@@ -171,6 +171,7 @@ class Generators:
         seconds: float,
         warmup: float,
         others: Sequence[int] = (),
+        watch: Sequence[int] = (),
     ) -> Sample:
         """
         Measure ``metric`` against the server on ``port``: set up every
@@ -178,6 +179,8 @@ class Generators:
 
         :param others: the ports of more instances serving the same
             ws-broadcast room (its subscribers are spread over all of them).
+        :param watch: process groups whose CPU share ws-broadcast reports
+            (the servers'), as ``extra["watched"]``.
         """
         if metric.mode == "http" and self.wrk:
             return self._wrk(metric, port, connections, seconds, warmup)
@@ -190,6 +193,8 @@ class Generators:
                 argv += ["--port", str(each)]
             argv += ["--subscribers", str(connections)]
             argv += ["--window", str(BROADCAST_WINDOW)]
+            for pgid in watch:
+                argv += ["--watch", str(pgid)]
         else:
             argv = [*self.loadgen, metric.mode]
             argv += self._options(metric, port, connections)
@@ -226,9 +231,9 @@ class Generators:
             ops,
             count,
             connections,
-            extra={"subscribers": report["subscribers"]}
-            if "subscribers" in report
-            else {},
+            extra={
+                k: report[k] for k in ("subscribers", "cpu", "watched") if k in report
+            },
         )
 
     def _wrk_script(self, expect: str) -> str:

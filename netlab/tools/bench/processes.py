@@ -276,6 +276,25 @@ def group_memory(pgid: int) -> dict[str, int]:
     return {"rss": rss, "pss": pss, "processes": count}
 
 
+def group_cpu(pgid: int) -> float:
+    """
+    :return: the CPU seconds (user and system) the processes of the process
+        group ``pgid`` have used so far.
+    """
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_available() -> float:
     """
     :return: the share of the machine's memory still available (0 to 1).

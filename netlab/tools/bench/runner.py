@@ -533,9 +533,17 @@ class Run:
     ) -> Sample:
         assert self.generators is not None and row.server is not None
         port, others = row.server.port, [server.port for server in row.others]
-        return self.generators.run(
-            metric, port, metric.connections, seconds, warmup, others
+        # What each of the row's processes used of a CPU while counted: what
+        # limits the figure (1.0 is a whole core).
+        watch = [server.pid for server in row.processes]
+        sample = self.generators.run(
+            metric, port, metric.connections, seconds, warmup, others, watch
         )
+        watched = sample.extra.get("watched")
+        if watched is not None:
+            names = {str(server.pid): server.name for server in row.processes}
+            sample.extra["watched"] = {names[k]: v for k, v in watched.items()}
+        return sample
 
     def idle(self, result: Result, live: list[Row]) -> None:
         s = self.settings
