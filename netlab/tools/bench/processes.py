@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,26 +249,37 @@ class Servers:
             self.stop(server)
 
 
+def _group(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """
+    :return: the ``/proc`` folder of each process of the process group
+        ``pgid``, with the fields of its ``stat`` after the command name
+        (which may hold spaces).
+    """
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid:
+                yield entry.path, fields
+        except (OSError, ValueError, IndexError):
+            continue
+
+
 def group_memory(pgid: int) -> dict[str, int]:
     """
     :return: ``rss`` and ``pss`` (bytes) summed over the processes of the
         process group ``pgid``, and ``processes``, how many there are.
     """
     rss = pss = count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for path, _ in _group(pgid):
+        count += 1
         try:
-            stat = Path(entry.path, "stat").read_text()
-            # The fields after the command name, which may hold spaces.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:
-                continue
-            count += 1
-            for line in Path(entry.path, "status").read_text().splitlines():
+            for line in Path(path, "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     rss += int(line.split()[1]) * 1024
-            for line in Path(entry.path, "smaps_rollup").read_text().splitlines():
+            for line in Path(path, "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss += int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
@@ -281,17 +292,7 @@ def group_cpu(pgid: int) -> float:
     :return: the CPU seconds (user and system) the processes of the process
         group ``pgid`` have used so far.
     """
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid:
-                ticks += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group(pgid))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
