@@ -491,7 +491,12 @@ class Run:
     def throughput(self, result: Result, live: list[Row]) -> None:
         s = self.settings
         name = result.workload.name
-        self.progress.say(f"{name}: starting {len(live)} servers on CPU {s.server_cpu}")
+        where = f"on CPU {s.server_cpu}"
+        if any(row.impl.processes for row in live):
+            where += (
+                f" (rows of several processes on CPUs {s.server_cpu} and {s.load_cpu})"
+            )
+        self.progress.say(f"{name}: starting {len(live)} servers {where}")
         for row in live:
             self.start(row, idle=False)
         started = [row for row in live if row.server is not None and self.ready(row)]
