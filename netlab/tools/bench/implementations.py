@@ -434,7 +434,7 @@ def _builtin() -> list[Implementation]:
             runs=Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES),
         ),
     ]
-    # ws-broadcast: one room, its messages to every other member.
+    # ws-broadcast: one room, its messages to every member.
     room = Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES)
     made += [
         Implementation(
