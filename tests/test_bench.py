@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netlab.tools.bench import build, implementations, stats
+from netlab.tools.bench import build, implementations, runner, stats
 from netlab.tools.bench.options import BenchOptions
 from netlab.tools.bench.runner import format_value
 from netlab.tools.bench.workloads import HTTP_BODY
@@ -54,6 +54,8 @@ HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 NEEDS_CC = "needs a C compiler (apt-get install gcc)"
 NEEDS_WRK = "needs wrk (apt-get install wrk)"
 NEEDS_MATPLOTLIB = "needs matplotlib (pip install '.[plot]')"
+HAVE_REDIS = shutil.which("redis-server") is not None
+NEEDS_REDIS = "needs redis-server (apt-get install redis-server)"
 PYTHON = shlex.quote(sys.executable)
 
 #: Small and quick: one round of a fraction of a second, no warm-up.
@@ -245,7 +247,25 @@ class BenchRunTests(FigureChecks, TestCase):
             for impl in row["implementations"]:
                 for port in _ports(impl["command"]):
                     self.assertFalse(accepting(port), f"{impl['name']} left running")
+                for process in impl["processes"]:
+                    self.assert_gone(process)
         return result.out.decode(), json.loads(report.read_text())
+
+    def assert_gone(self, process: dict[str, Any]) -> None:
+        """
+        A process the run started (as its report names it) is no more: its
+        PID is free, or taken by another program, and its port is closed.
+        """
+        try:
+            command = Path(f"/proc/{process['pid']}/cmdline").read_bytes()
+        except OSError:
+            command = b""
+        self.assertNotEqual(
+            command.split(b"\0")[:-1],
+            [word.encode() for word in process["command"]],
+            f"{process['name']} (PID {process['pid']}) left running",
+        )
+        self.assertFalse(accepting(process["port"]), f"{process['name']} left running")
 
     def assert_rows(self, table: str, *names: str) -> None:
         rows = {line.split()[0] for line in table.splitlines() if line.startswith("  ")}
@@ -479,10 +499,12 @@ class BenchRunTests(FigureChecks, TestCase):
         """
         ws-broadcast: deliveries per second and p99 latency for the netlab
         room and the websockets peer, every message checked at every
-        subscriber; the rows over a broker are listed, and say why they
-        cannot run yet.
+        subscriber; the room is a user's pub/sub room, served by one
+        process pinned to the server CPU, with no broker.
         """
-        table, data = await self.bench(*"ws-broadcast --subscribers 20".split(), *QUICK)
+        table, data = await self.bench(
+            *"ws-broadcast --subscribers 20 --impl netlab-ws-room".split(), *QUICK
+        )
         section = data["workloads"]["ws-broadcast"]
         self.assertEqual(section["baseline"], "ws-room-websockets")
         self.assertIn("delivered/s, 20 subs", table)
@@ -493,13 +515,101 @@ class BenchRunTests(FigureChecks, TestCase):
             self.assertEqual(sample["connections"], 20)
             self.assertGreater(sample["ops"], 0)
             self.assertGreater(row["median"]["p99_ms"], 0)
-        command = self.row(data, "ws-broadcast", "netlab-ws-room")["command"]
+        room = self.row(data, "ws-broadcast", "netlab-ws-room")
+        command = room["command"]
         self.assertIn("netlab.tools.bench.room:Room", command)
+        self.assertNotIn("--broker", command)
         self.assertEqual(command[command.index("--max-per-ip") + 1], "37")
-        for name in ("netlab-ws-room-workers2", "netlab-ws-room-2x"):
-            row = self.row(data, "ws-broadcast", name)
-            self.assertEqual(row["status"], "unavailable", row)
+        self.assertEqual([p["command"] for p in room["processes"]], [command])
         self.assert_ratios(table, data, "ws-broadcast")
+
+    async def test_ws_broadcast_over_redis(self) -> None:
+        """
+        The rows over a broker run, each with a redis-server the run started
+        and stopped: ``--workers 2`` on one port, and two instances on two
+        ports with the subscribers spread over both; every message reaches
+        every subscriber, once, in order, and each row has a figure and a
+        ratio to the websockets peer.
+        """
+        require(HAVE_REDIS, NEEDS_REDIS)
+        names = ("netlab-ws-room-workers2", "netlab-ws-room-2x")
+        table, data = await self.bench(
+            *f"ws-broadcast --subscribers 50 --impl {','.join(names)}".split(),
+            *("--rounds", "1", "--seconds", "1", "--warmup", "0", "--quiet"),
+        )
+        for name in names:
+            row = self.assert_clean_samples(data, "ws-broadcast", name, rounds=1)
+            self.assertGreater(row["samples"]["delivered"][0]["ops"], 0)
+            self.assertIsInstance(row["ratio"]["delivered"], float)
+            redis, *servers = row["processes"]
+            self.assertEqual(
+                redis["command"][:3], ["redis-server", "--port", str(redis["port"])]
+            )
+            for server in servers:
+                broker = server["command"][server["command"].index("--broker") + 1]
+                self.assertEqual(broker, f"redis://127.0.0.1:{redis['port']}/0")
+            self.assertEqual(len(servers), 2 if name.endswith("-2x") else 1)
+        workers = self.row(data, "ws-broadcast", names[0])["command"]
+        self.assertEqual(workers[workers.index("--workers") + 1], "2")
+        self.assertIn(
+            "netlab-ws-room-2x and netlab-ws-room-workers2 run several processes "
+            "(netlab's and a redis-server) on CPUs 0 and 1",
+            table,
+        )
+        spread = self.row(data, "ws-broadcast", names[1])
+        first, second = spread["processes"][1:]
+        self.assertNotEqual(first["port"], second["port"])
+        # The publisher is on the first; the subscribers half on each.
+        for sample in spread["samples"]["delivered"]:
+            self.assertEqual(
+                sample["extra"]["subscribers"],
+                {str(first["port"]): 25, str(second["port"]): 25},
+            )
+        self.assert_ratios(table, data, "ws-broadcast")
+
+    def test_ws_broadcast_broken_broker(self) -> None:
+        """
+        Two instances that do not share the room (started without
+        ``--broker``, though the run starts a redis-server for them) are
+        FAILED: the subscribers of the second never get a message; the
+        redis-server and both instances are stopped all the same.
+        """
+        require(HAVE_REDIS, NEEDS_REDIS)
+        alone = dataclasses.replace(
+            implementations.BUILTIN["netlab-ws-room-2x"],
+            name="alone-2x",
+            family="external",
+            argv=implementations._twistd(
+                "netlab-ws", None, ("--handler", implementations.ROOM_HANDLER)
+            ),
+        )
+        settings = runner.Settings(
+            ["ws-broadcast"],
+            implementations=["alone-2x"],
+            externals=[alone],
+            rounds=1,
+            seconds=0.2,
+            warmup=0,
+            subscribers=20,
+            quiet=True,
+        )
+        run = runner.Run(settings)
+        self.assertEqual(run.run(), 1)
+        (result,) = run.results
+        (row,) = (row for row in result.rows if row.name == "alone-2x")
+        (sample,) = row.samples["delivered"]
+        self.assertIsNone(sample.value)
+        self.assertEqual(
+            sample.error,
+            "the room's first message was not delivered to every subscriber "
+            "within 5 s (10 of 20 got one)",
+        )
+        self.assertTrue(result.failed)
+        names = [server.name for server in row.started]
+        self.assertEqual(names, ["alone-2x-redis", "alone-2x", "alone-2x-2"])
+        for server in row.started:
+            self.assertIsNotNone(server.process.poll(), server.name)
+            self.assertFalse(Path(f"/proc/{server.pid}").exists(), server.name)
 
     async def test_ws_broadcast_checks_delivery(self) -> None:
         """
@@ -901,23 +1011,35 @@ class UserWorkloadTests(SynchronousTestCase):
         broken = implementations._plugin_option("netlab.tap.no_such_plugin", "x")
         self.assertIn("cannot be imported", broken)
 
-    def test_broker_rows_wait(self) -> None:
+    def test_broker_rows(self) -> None:
         """
-        A row that needs a broker, or several instances, is unavailable
-        (saying why) while the runner cannot start them, even once the
-        plugin has the option.
+        The rows over a broker take the URL of the redis-server the run
+        starts, and are unavailable, naming the package, without one; their
+        processes share both CPUs, where a one-process row has the server
+        CPU to itself.
         """
         room = implementations.BUILTIN["netlab-ws-room"]
         self.assertIsNone(room.unavailable())
-        for change in ({"broker": True}, {"instances": 2}):
-            impl = dataclasses.replace(room, **change)
-            self.assertIn("does not yet start a broker", impl.unavailable())
+        self.assertFalse(room.processes)
+        run = runner.Run(runner.Settings(["ws-broadcast"], server_cpu=0, load_cpu=1))
+        self.assertIsNone(run.cpus(room))
         for name in ("netlab-ws-room-workers2", "netlab-ws-room-2x"):
             impl = implementations.BUILTIN[name]
             self.assertTrue(impl.broker)
+            self.assertTrue(impl.processes)
+            self.assertEqual(run.cpus(impl), {0, 1})
             self.assertIn("redis-server", impl.needs)
             argv = impl.argv(8000, implementations.Context(broker="redis://x:1"))
             self.assertIn("redis://x:1", argv)
+            if HAVE_REDIS:
+                self.assertIsNone(impl.unavailable())
+        self.patch(os, "environ", dict(os.environ, PATH="/nonexistent"))
+        for name in ("netlab-ws-room-workers2", "netlab-ws-room-2x"):
+            self.assertEqual(
+                implementations.BUILTIN[name].unavailable(),
+                "redis-server not found (apt-get install redis-server)",
+            )
+        self.assertEqual(implementations.BUILTIN["netlab-ws-room-2x"].instances, 2)
 
     def test_user_resource(self) -> None:
         """
@@ -1272,7 +1394,7 @@ class ExternalTests(SynchronousTestCase):
 #: What a row that cannot run here must name: the tool or option it lacks.
 UNAVAILABLE = (
     r"no C compiler \(gcc\)|module \S+ not found|has no --\S+ option"
-    r"|redis-server not found|does not yet start a broker"
+    r"|redis-server not found"
 )
 
 

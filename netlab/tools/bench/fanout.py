@@ -2,17 +2,26 @@
 The load generator of the ``ws-broadcast`` workload: ``--subscribers``
 WebSocket connections in one room, and one publisher.
 
-The publisher sends text messages ``SEQ NANOSECONDS`` (its monotonic clock,
-which the subscribers share: one process) with at most ``--window`` of them
-not yet received by every subscriber; the server sends each to every other
-member of the room. Each subscriber checks that it receives every message,
-in order; a message that some subscriber has not received within
-``--deliver-timeout`` seconds ends the run with an error.
+First the publisher sends ``sync`` messages (one every
+:data:`SYNC_INTERVAL` seconds) until every subscriber has received one: in
+a room shared through a broker, a subscriber's process may join the room's
+channel a moment after the subscriber connects, and no message of the run
+must be published before. Then it sends text messages ``SEQ NANOSECONDS``
+(its monotonic clock, which the subscribers share: one process) with at
+most ``--window`` of them not yet received by every subscriber; the server
+sends each to every member of the room (the publisher reads and drops its
+own copies, if it gets them). Each subscriber checks that it receives every
+message exactly once, in order; a message that some subscriber has not
+received within ``--deliver-timeout`` seconds (the first ``sync`` too) ends
+the run with an error.
 
 After ``--warmup`` seconds, for ``--seconds``: every delivery counts (one
 message received by one subscriber), and its latency (received minus
 published). The result is one JSON line: ``ops`` (deliveries), ``seconds``,
-``p50_ms``, ``p99_ms``, ``published``, ``errors`` and the first ``error``.
+``p50_ms``, ``p99_ms``, ``published``, ``subscribers`` (how many on each
+port), ``cpu`` (the generator's CPU time over the counted seconds: near 1,
+it is the bottleneck), ``watched`` (the same for the process group of each
+``--watch PGID``: the servers), ``errors`` and the first ``error``.
 
 It is Python (asyncio, one process): against a fast server it measures
 itself as much as the server, as the table says.
@@ -34,6 +43,8 @@ import statistics
 import sys
 import time
 
+from netlab.tools.bench.processes import group_cpu
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Connections opening at once.
 OPENING = 64
@@ -43,6 +54,9 @@ MAX_LATENCIES = 2_000_000
 #: A frame the server sends larger than this is an error (the messages are
 #: a few dozen bytes).
 MAX_FRAME = 65536
+#: Seconds between two ``sync`` messages, while some subscriber has none.
+SYNC_INTERVAL = 0.1
+SYNC = b"sync"
 
 
 class Failed(Exception):
@@ -93,6 +107,9 @@ class Run:
         #: How many subscribers have each message still in flight.
         self.missing: dict[int, int] = {}
         self.window = asyncio.Semaphore(args.window)
+        #: How many subscribers have received a ``sync`` message.
+        self.joined = 0
+        self.all_joined = asyncio.Event()
         self.errors = 0
         self.error = ""
 
@@ -125,6 +142,7 @@ class Run:
         buffer = b""
         # Every subscriber is in the room before the first message.
         expect = 0
+        synced = False
         while True:
             data = await reader.read(READ_SIZE)
             if not data:
@@ -156,6 +174,15 @@ class Run:
                     continue
                 if opcode != 0x1 or not first & 0x80:
                     raise Failed(f"an unexpected frame (opcode {opcode})")
+                if payload == SYNC:
+                    # Not counted, and harmless again: a broker may hand
+                    # one back late.
+                    if not synced:
+                        synced = True
+                        self.joined += 1
+                        if self.joined == self.args.subscribers:
+                            self.all_joined.set()
+                    continue
                 try:
                     seq_text, stamp = payload.split()
                     seq, published = int(seq_text), int(stamp)
@@ -166,6 +193,34 @@ class Run:
                 expect = seq + 1
                 self.delivered(seq, published)
             buffer = buffer[start:]
+
+    async def sync(self, writer: asyncio.StreamWriter) -> None:
+        """
+        Publish ``sync`` until every subscriber has received one.
+        """
+        deadline = time.monotonic() + self.args.deliver_timeout
+        while not self.all_joined.is_set():
+            if time.monotonic() >= deadline:
+                raise Failed(
+                    f"the room's first message was not delivered to every "
+                    f"subscriber within {self.args.deliver_timeout:g} s "
+                    f"({self.joined} of {self.args.subscribers} got one)"
+                )
+            writer.write(frame(0x1, SYNC))
+            await writer.drain()
+            try:
+                await asyncio.wait_for(self.all_joined.wait(), SYNC_INTERVAL)
+            except TimeoutError:
+                pass
+
+    @staticmethod
+    async def drain(reader: asyncio.StreamReader) -> None:
+        """
+        Read and drop what the publisher gets (its own messages, from a
+        room that sends them to every member), until the connection ends.
+        """
+        while await reader.read(READ_SIZE):
+            pass
 
     async def publish(self, writer: asyncio.StreamWriter, stop: float) -> int:
         """
@@ -197,11 +252,14 @@ class Run:
 
         async def one(index: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             async with opening:
-                return await open_websocket(args.host, ports[index % len(ports)])
+                return await open_websocket(args.host, spread[index])
 
         connections = []
         tasks: list[asyncio.Task[None]] = []
         report: dict[str, object] = {"ops": 0, "seconds": 0.0, "published": 0}
+        # How many subscribers each port serves.
+        spread = [ports[i % len(ports)] for i in range(args.subscribers)]
+        report["subscribers"] = {str(p): spread.count(p) for p in dict.fromkeys(ports)}
         try:
             connections = await asyncio.wait_for(
                 asyncio.gather(*(one(i) for i in range(args.subscribers))),
@@ -215,6 +273,18 @@ class Run:
                 asyncio.ensure_future(self.subscribe(reader, writer))
                 for reader, writer in connections[:-1]
             ]
+            subscribers = list(tasks)
+            syncing = asyncio.ensure_future(self.sync(publisher[1]))
+            # Cancelled at the end, whatever happens (not waited for: it
+            # ends only when the server closes the connection).
+            tasks += [syncing, asyncio.ensure_future(self.drain(publisher[0]))]
+            # Until every subscriber is in, or one of them fails.
+            done, _ = await asyncio.wait(
+                {syncing, *subscribers}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
             started = time.monotonic()
             begin = started + args.warmup
             end = begin + args.seconds
@@ -223,14 +293,22 @@ class Run:
             async def count() -> float:
                 await asyncio.sleep(max(0.0, begin - time.monotonic()))
                 self.counting, counted_from = True, time.monotonic()
+                cpu_from = time.process_time()
+                watched = [group_cpu(pgid) for pgid in args.watch]
                 await asyncio.sleep(max(0.0, end - time.monotonic()))
                 self.counting = False
-                return time.monotonic() - counted_from
+                counted = time.monotonic() - counted_from
+                report["cpu"] = round((time.process_time() - cpu_from) / counted, 3)
+                report["watched"] = {
+                    str(pgid): round((group_cpu(pgid) - used) / counted, 3)
+                    for pgid, used in zip(args.watch, watched, strict=True)
+                }
+                return counted
 
             counting = asyncio.ensure_future(count())
             # Until the publisher and the count are done; a subscriber's
             # task ends only by failing.
-            waiting = {publishing, counting, *tasks}
+            waiting = {publishing, counting, *subscribers}
             while not (publishing.done() and counting.done()):
                 done, waiting = await asyncio.wait(
                     waiting, return_when=asyncio.FIRST_COMPLETED
@@ -276,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.25)
     parser.add_argument("--setup-timeout", type=float, default=15.0)
     parser.add_argument("--deliver-timeout", type=float, default=5.0)
+    parser.add_argument("--watch", type=int, action="append", default=[])
     args = parser.parse_args(argv)
     if args.subscribers < 1 or args.window < 1:
         parser.error("--subscribers and --window must be at least 1")

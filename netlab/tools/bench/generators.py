@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -170,10 +170,17 @@ class Generators:
         connections: int,
         seconds: float,
         warmup: float,
+        others: Sequence[int] = (),
+        watch: Sequence[int] = (),
     ) -> Sample:
         """
         Measure ``metric`` against the server on ``port``: set up every
         connection, ``warmup`` seconds not counted, ``seconds`` counted.
+
+        :param others: the ports of more instances serving the same
+            ws-broadcast room (its subscribers are spread over all of them).
+        :param watch: process groups whose CPU share ws-broadcast reports
+            (the servers'), as ``extra["watched"]``.
         """
         if metric.mode == "http" and self.wrk:
             return self._wrk(metric, port, connections, seconds, warmup)
@@ -181,9 +188,13 @@ class Generators:
         if metric.mode == "ws-broadcast":
             # Python only, for now (no C generator has this mode).
             argv = [sys.executable, "-m", "netlab.tools.bench.fanout"]
-            argv += ["--host", LOOPBACK, "--port", str(port)]
+            argv += ["--host", LOOPBACK]
+            for each in (port, *others):
+                argv += ["--port", str(each)]
             argv += ["--subscribers", str(connections)]
             argv += ["--window", str(BROADCAST_WINDOW)]
+            for pgid in watch:
+                argv += ["--watch", str(pgid)]
         else:
             argv = [*self.loadgen, metric.mode]
             argv += self._options(metric, port, connections)
@@ -220,6 +231,9 @@ class Generators:
             ops,
             count,
             connections,
+            extra={
+                k: report[k] for k in ("subscribers", "cpu", "watched") if k in report
+            },
         )
 
     def _wrk_script(self, expect: str) -> str:

@@ -27,8 +27,8 @@ Names (``netlab bench --list`` shows them with what they serve):
 - ``netlab-ws-room``: the ws-broadcast room (:mod:`netlab.tools.bench.room`)
   under ``twistd netlab-ws --handler``; ``netlab-ws-room-workers2`` and
   ``netlab-ws-room-2x`` the same room over a Redis broker (``--workers 2``,
-  and two instances), unavailable until netlab-ws has ``--broker`` and the
-  runner starts the broker; ``ws-room-websockets`` the room on a plain
+  and two instances; the run starts a ``redis-server`` for each);
+  ``ws-room-websockets`` the room on a plain
   ``websockets`` server (:mod:`netlab.tools.bench.ws_room`), its baseline.
 - ``socket_server``, ``selectors_echo``, ``asyncio_echo``, ``threads_echo``,
   ``processes_echo``, ``http_server``, ``ws_server``: the
@@ -199,6 +199,15 @@ class Implementation:
     instances: int = 1
 
     @property
+    def processes(self) -> bool:
+        """
+        Whether it runs more than one process of its own (``--workers``,
+        several instances, a broker): such a row's processes share both
+        CPUs, not just the server CPU.
+        """
+        return self.broker or self.instances > 1
+
+    @property
     def kinds(self) -> tuple[str, ...]:
         """
         :return: every kind of workload it serves.
@@ -213,11 +222,6 @@ class Implementation:
             why = _plugin_option(*self.option)
             if why is not None:
                 return why
-        if self.broker or self.instances > 1:
-            # The runner starts one server per row, and no broker, for now.
-            return (
-                "the bench does not yet start a broker or several instances for one row"
-            )
         for need in self.needs:
             if need == "redis-server":
                 if shutil.which("redis-server") is None:
@@ -430,7 +434,7 @@ def _builtin() -> list[Implementation]:
             runs=Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES),
         ),
     ]
-    # ws-broadcast: one room, its messages to every other member.
+    # ws-broadcast: one room, its messages to every member.
     room = Runs(FLUSHING.format(reactor="epoll"), NETLAB_LOG, None, WS_FRAMES)
     made += [
         Implementation(

@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,14 +51,18 @@ def nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def preexec(cpu: int, nofile: int, *, die_with_parent: bool) -> Callable[[], None]:
+def preexec(
+    cpu: int | frozenset[int], nofile: int, *, die_with_parent: bool
+) -> Callable[[], None]:
     """
-    :return: what a child runs before ``exec``: pin it to ``cpu``, raise its
-        descriptor limit to ``nofile``, and ask for SIGTERM when the bench dies.
+    :return: what a child runs before ``exec``: pin it to ``cpu`` (or a set
+        of CPUs), raise its descriptor limit to ``nofile``, and ask for
+        SIGTERM when the bench dies.
     """
+    cpus = {cpu} if isinstance(cpu, int) else set(cpu)
 
     def setup() -> None:
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, cpus)
         raise_nofile(nofile)
         if die_with_parent:
             with contextlib.suppress(OSError, AttributeError):
@@ -204,10 +208,16 @@ class Servers:
         self.running: list[Server] = []
 
     def start(
-        self, name: str, argv: Sequence[str], port: int, env: dict[str, str]
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: dict[str, str],
+        cpus: frozenset[int] | None = None,
     ) -> Server:
         """
-        Start ``argv`` pinned to the server CPU, its output in a log file.
+        Start ``argv`` pinned to the server CPU (or to ``cpus``), its output
+        in a log file.
         """
         log = self.log_dir / f"{name}-{port}.log"
         with open(log, "wb") as out:
@@ -219,7 +229,11 @@ class Servers:
                 cwd=self.log_dir,
                 env=env,
                 start_new_session=True,
-                preexec_fn=preexec(self.cpu, self.nofile, die_with_parent=True),
+                preexec_fn=preexec(
+                    self.cpu if cpus is None else cpus,
+                    self.nofile,
+                    die_with_parent=True,
+                ),
             )
         server = Server(name, argv, port, log, process)
         self.running.append(server)
@@ -235,31 +249,51 @@ class Servers:
             self.stop(server)
 
 
+def _group(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """
+    :return: the ``/proc`` folder of each process of the process group
+        ``pgid``, with the fields of its ``stat`` after the command name
+        (which may hold spaces).
+    """
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid:
+                yield entry.path, fields
+        except (OSError, ValueError, IndexError):
+            continue
+
+
 def group_memory(pgid: int) -> dict[str, int]:
     """
     :return: ``rss`` and ``pss`` (bytes) summed over the processes of the
         process group ``pgid``, and ``processes``, how many there are.
     """
     rss = pss = count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for path, _ in _group(pgid):
+        count += 1
         try:
-            stat = Path(entry.path, "stat").read_text()
-            # The fields after the command name, which may hold spaces.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:
-                continue
-            count += 1
-            for line in Path(entry.path, "status").read_text().splitlines():
+            for line in Path(path, "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     rss += int(line.split()[1]) * 1024
-            for line in Path(entry.path, "smaps_rollup").read_text().splitlines():
+            for line in Path(path, "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss += int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             continue
     return {"rss": rss, "pss": pss, "processes": count}
+
+
+def group_cpu(pgid: int) -> float:
+    """
+    :return: the CPU seconds (user and system) the processes of the process
+        group ``pgid`` have used so far.
+    """
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def memory_available() -> float:

@@ -158,6 +158,17 @@ def server_options(result: Result, run: Run) -> list[str]:
             f"netlab's rooms run with --max-per-ip {most} --max-connections {most} "
             "(every subscriber comes from 127.0.0.1)"
         )
+    spread = sorted(
+        row.name for row in result.rows if row.measured and row.impl.processes
+    )
+    if spread:
+        s = run.settings
+        lines.append(
+            f"{' and '.join(spread)} run several processes (netlab's and a "
+            f"redis-server) on CPUs {s.server_cpu} and {s.load_cpu}, sharing CPU "
+            f"{s.load_cpu} with the load generator; the others run on CPU "
+            f"{s.server_cpu} alone"
+        )
     clients = sorted(names & {"threads_echo", "processes_echo"})
     if clients:
         most = (
@@ -362,6 +373,15 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
                 "status": row.status,
                 "reason": row.reason,
                 "command": row.command,
+                "processes": [
+                    {
+                        "name": server.name,
+                        "pid": server.pid,
+                        "port": server.port,
+                        "command": list(server.argv),
+                    }
+                    for server in row.started
+                ],
                 "samples": {
                     key: [sample.as_json() for sample in samples]
                     for key, samples in row.samples.items()

@@ -1,34 +1,36 @@
 """
-The ``ws-broadcast`` workload's room, on netlab: every message a member
-sends goes to every other member, through :func:`netlab.websocket.broadcast`
-(encoded once; a member that does not read gets its handler's overflow
-policy, not the power to hold up the others)::
+The ``ws-broadcast`` workload's room, on netlab, as a user writes one with
+:mod:`netlab.pubsub`: each member subscribes to the room's channel, and
+every message a member sends is published to it, so it reaches every
+member, the sender too (the generator's publisher reads and drops its own
+copies)::
 
     twistd -n netlab-ws --handler netlab.tools.bench.room:Room
 
-One room per process: the members are a class attribute.
+Without ``--broker`` the process-wide hub delivers in the process, each
+message encoded once and written to each member's connection (its queue
+and overflow policy apply: a member that does not read cannot hold up the
+others); with ``--broker redis://...`` it also reaches the members of every
+other process sharing that Redis (``--workers``, other instances).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from netlab import pubsub
+from netlab.websocket import Handler
 
-from netlab.websocket import Handler, broadcast
+#: The room's channel.
+CHANNEL = "room"
 
 
 class Room(Handler):
     """
-    A member of the one room: its messages go to every other member.
+    A member of the room: it gets every message published to it, and
+    publishes every message it sends.
     """
 
-    #: The members, in the order they joined (a dict as an ordered set).
-    members: ClassVar[dict[Room, None]] = {}
-
     def on_open(self) -> None:
-        self.members[self] = None
+        self.subscribe(CHANNEL)
 
     def on_message(self, message: str | bytes) -> None:
-        broadcast((member for member in self.members if member is not self), message)
-
-    def on_close(self, code: int | None, reason: str | None) -> None:
-        self.members.pop(self, None)
+        pubsub.publish(CHANNEL, message)

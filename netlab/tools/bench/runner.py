@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from netlab.tools.bench.implementations import (
     Implementation,
 )
 from netlab.tools.bench.processes import (
+    LOOPBACK,
     Server,
     Servers,
     StartError,
@@ -94,6 +95,21 @@ class Row:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     warmup: dict[str, Sample] = field(default_factory=dict)
     server: Server | None = None
+    #: The other instances serving the same room, on ports of their own.
+    others: list[Server] = field(default_factory=list)
+    #: The redis-server started for the row, if it needs a broker.
+    broker: Server | None = None
+    #: Every process started for the row, still running or not (the
+    #: report names them: their PIDs, ports and commands).
+    started: list[Server] = field(default_factory=list)
+
+    @property
+    def processes(self) -> list[Server]:
+        """
+        :return: every process started for the row: its broker first.
+        """
+        first = [] if self.broker is None else [self.broker]
+        return first + ([] if self.server is None else [self.server]) + self.others
 
     @property
     def name(self) -> str:
@@ -356,46 +372,93 @@ class Run:
         # Spinning over idle connections would only burn the server's CPU.
         return Context(idle, connections, self.programs, s.spin and not idle, members)
 
+    def cpus(self, impl: Implementation) -> frozenset[int] | None:
+        """
+        :return: where ``impl``'s processes run: None for the server CPU
+            alone; both CPUs for a row of several processes (workers,
+            instances, their broker), which one CPU would hold to the figure
+            of one process.
+        """
+        s = self.settings
+        return frozenset((s.server_cpu, s.load_cpu)) if impl.processes else None
+
     def start(self, row: Row, idle: bool) -> Server | None:
         """
-        Start ``row``'s server on a free port (not waiting for it).
+        Start ``row``'s server on a free port (not waiting for it): after
+        its broker (waited for) and with its other instances, if any.
         """
-        port = free_port()
-        # A ws-broadcast room holds every subscriber and the publisher.
-        members = self.settings.subscribers + 1 if row.impl.kind == WS_BROADCAST else 0
-        row.command = row.impl.argv(port, self.context(idle, members))
+        s, impl = self.settings, row.impl
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        cpus = self.cpus(impl)
+        # A ws-broadcast room holds every subscriber and the publisher.
+        members = s.subscribers + 1 if impl.kind == WS_BROADCAST else 0
+        context = self.context(idle, members)
         try:
-            row.server = self.servers.start(row.name, row.command, port, env)
+            if impl.broker:
+                port = free_port()
+                row.broker = self.servers.start(
+                    f"{row.name}-redis", redis_argv(port), port, env, cpus
+                )
+                row.started.append(row.broker)
+                row.broker.wait_ready(s.startup_timeout)
+                context = replace(context, broker=f"redis://{LOOPBACK}:{port}/0")
+            for index in range(impl.instances):
+                port = free_port()
+                argv = impl.argv(port, context)
+                name = row.name if index == 0 else f"{row.name}-{index + 1}"
+                server = self.servers.start(name, argv, port, env, cpus)
+                row.started.append(server)
+                if index == 0:
+                    row.command, row.server = argv, server
+                else:
+                    row.others.append(server)
+        except StartError as error:
+            row.status, row.reason = "did not start", f"redis-server {error}"
+            self.stop(row)
+            return None
         except OSError as error:
             row.status, row.reason = "did not start", str(error)
+            self.stop(row)
             return None
         return row.server
 
     def ready(self, row: Row) -> bool:
         """
-        Wait for ``row``'s server; if it does not come up, stop it and say why.
+        Wait for ``row``'s servers; if one does not come up, stop them all
+        and say why.
         """
         assert row.server is not None
         try:
-            row.server.wait_ready(self.settings.startup_timeout)
+            for server in [row.server, *row.others]:
+                server.wait_ready(self.settings.startup_timeout)
         except StartError as error:
             row.status, row.reason = "did not start", str(error)
-            self.servers.stop(row.server)
-            row.server = None
+            self.stop(row)
             return False
         return True
 
+    def stop(self, row: Row) -> None:
+        """
+        Stop every process started for ``row``, its broker last.
+        """
+        for server in reversed(row.processes):
+            self.servers.stop(server)
+        row.server, row.others, row.broker = None, [], None
+
     def alive(self, row: Row) -> bool:
         """
-        :return: whether ``row``'s server still runs (if not, it is marked).
+        :return: whether ``row``'s processes all still run (if not, it is
+            marked).
         """
-        if row.server is not None and row.server.process.poll() is None:
+        processes = row.processes
+        gone = [p for p in processes if p.process.poll() is not None]
+        if row.server is not None and not gone:
             return True
         if row.status == "ok":
-            words = row.server.last_words() if row.server else ""
+            words = gone[0].last_words() if gone else ""
+            which = "the server" if not gone or gone[0] is row.server else gone[0].name
             row.status = "died"
-            row.reason = "the server exited during the run" + (
+            row.reason = f"{which} exited during the run" + (
                 f": {words}" if words else ""
             )
         return False
@@ -428,7 +491,12 @@ class Run:
     def throughput(self, result: Result, live: list[Row]) -> None:
         s = self.settings
         name = result.workload.name
-        self.progress.say(f"{name}: starting {len(live)} servers on CPU {s.server_cpu}")
+        where = f"on CPU {s.server_cpu}"
+        if any(row.impl.processes for row in live):
+            where += (
+                f" (rows of several processes on CPUs {s.server_cpu} and {s.load_cpu})"
+            )
+        self.progress.say(f"{name}: starting {len(live)} servers {where}")
         for row in live:
             self.start(row, idle=False)
         started = [row for row in live if row.server is not None and self.ready(row)]
@@ -463,15 +531,24 @@ class Run:
                         )
         finally:
             for row in live:
-                if row.server is not None:
-                    self.servers.stop(row.server)
+                self.stop(row)
 
     def measure(
         self, row: Row, metric: Metric, seconds: float, warmup: float
     ) -> Sample:
         assert self.generators is not None and row.server is not None
-        port = row.server.port
-        return self.generators.run(metric, port, metric.connections, seconds, warmup)
+        port, others = row.server.port, [server.port for server in row.others]
+        # What each of the row's processes used of a CPU while counted: what
+        # limits the figure (1.0 is a whole core).
+        watch = [server.pid for server in row.processes]
+        sample = self.generators.run(
+            metric, port, metric.connections, seconds, warmup, others, watch
+        )
+        watched = sample.extra.get("watched")
+        if watched is not None:
+            names = {str(server.pid): server.name for server in row.processes}
+            sample.extra["watched"] = {names[k]: v for k, v in watched.items()}
+        return sample
 
     def idle(self, result: Result, live: list[Row]) -> None:
         s = self.settings
@@ -563,6 +640,26 @@ class Run:
         finally:
             self.servers.stop(server)
             row.server = None
+
+
+def redis_argv(port: int) -> list[str]:
+    """
+    :return: a ``redis-server`` on the loopback ``port``, in the foreground,
+        keeping nothing on disk.
+    """
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        LOOPBACK,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]
 
 
 def describe(sample: Sample, metric: Metric) -> str:

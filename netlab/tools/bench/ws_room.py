@@ -1,7 +1,8 @@
 """
 The ``ws-broadcast`` workload's peer: the same room on a plain
 ``websockets`` server (asyncio), as the library's documentation writes one:
-every message a member sends goes to every other member through
+every message a member sends goes to every member, the sender too (as in
+netlab's room, :mod:`netlab.tools.bench.room`), through
 ``websockets.broadcast``. No log but warnings.
 
 ``python -m netlab.tools.bench.ws_room --port PORT``
@@ -29,7 +30,7 @@ async def member(connection: ServerConnection) -> None:
     MEMBERS.add(connection)
     try:
         async for message in connection:
-            broadcast(MEMBERS - {connection}, message)
+            broadcast(MEMBERS, message)
     except ConnectionClosed:
         pass  # a member that left without a closing handshake: it left
     finally:
