@@ -13,7 +13,7 @@ import shutil
 import socket
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.error import ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
@@ -112,25 +112,3 @@ class RedisServer:
         )
         self.case.addCleanup(lambda: bounded(connection.disconnect()))
         return connection
-
-
-async def until(check: Any, seconds: float = WAIT, step: float = 0.05) -> Any:
-    """
-    Call ``check`` (which may return a Deferred or coroutine) until it
-    returns something true, every ``step`` seconds for at most ``seconds``.
-
-    :return: what it returned.
-    :raise AssertionError: if it never did.
-    """
-    from twisted.internet import task
-
-    deadline = reactor.seconds() + seconds
-    while True:
-        result = check()
-        if hasattr(result, "__await__") or isinstance(result, defer.Deferred):
-            result = await result
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{check} not true within {seconds} s")
-        await task.deferLater(reactor, step, lambda: None)

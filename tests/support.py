@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     connectProtocol,
@@ -98,6 +98,26 @@ def skip_or_fail(reason: str) -> NoReturn:
     """
     missing(reason)
     raise SkipTest(reason)
+
+
+async def until(check: Any, seconds: float = WAIT, step: float = 0.05) -> Any:
+    """
+    Call ``check`` (which may return a Deferred or coroutine) until it
+    returns something true, every ``step`` seconds for at most ``seconds``.
+
+    :return: what it returned.
+    :raise AssertionError: if it never did.
+    """
+    deadline = reactor.seconds() + seconds
+    while True:
+        result = check()
+        if hasattr(result, "__await__") or isinstance(result, defer.Deferred):
+            result = await result
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{check} not true within {seconds} s")
+        await task.deferLater(reactor, step, lambda: None)
 
 
 def bounded(d: defer.Deferred[Any], seconds: float = WAIT) -> defer.Deferred[Any]:

@@ -21,8 +21,8 @@ from twisted.trial.unittest import TestCase
 
 from examples.chat import chat
 from netlab import auth, http, websocket
-from tests.redis import RedisServer, until
-from tests.support import WAIT, bounded
+from tests.redis import RedisServer
+from tests.support import WAIT, bounded, until
 from tests.test_twistd import LOOPBACK_ANY_PORT, TwistdCase
 
 CHAT = pathlib.Path(chat.__file__).parent

@@ -23,7 +23,7 @@ from twisted.trial.unittest import TestCase
 from netlab import http, tls, websocket
 from tests.haproxy import HAProxy, configuration, need_haproxy, tls_configuration
 from tests.redis import RedisServer
-from tests.support import WAIT, abort, bounded, connect, shared_certificates
+from tests.support import WAIT, abort, bounded, connect, shared_certificates, until
 from tests.test_pubsub import numsub
 from tests.test_twistd import TwistdCase
 
@@ -199,7 +199,7 @@ class BehindHAProxyTests(TwistdCase):
                 codes.append((await http.fetch(f"{url}/", timeout=WAIT)).code)
 
         streams = [defer.Deferred.fromCoroutine(stream()) for _ in range(4)]
-        await until(lambda: len(codes) >= 20)
+        await until(lambda: len(codes) >= 20, step=0.01)
         instances.children[drained].signal("TERM")
 
         # Each WebSocket on the drained instance closes with 1001, and its
@@ -224,23 +224,11 @@ class BehindHAProxyTests(TwistdCase):
         await instances.haproxy.until(lambda states: states["s1"] != "UP")
 
         # The stream went on through the drain and after it.
-        await until(lambda: len(codes) >= at_end + 20)
+        await until(lambda: len(codes) >= at_end + 20, step=0.01)
         stop_stream = True
         await bounded(defer.gatherResults(streams))
         self.assertGreater(instances.served(drained, "GET / 200"), 0)
         self.assertEqual({code for code in codes}, {200}, codes)
-
-
-async def until(condition: Any, seconds: float = WAIT) -> None:
-    """
-    Wait until ``condition()`` holds, checking every 10 ms for at most
-    ``seconds``.
-    """
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.01)
-    raise AssertionError(f"still not {condition}")
 
 
 class BroadcastBehindHAProxyTests(TwistdCase):
@@ -270,26 +258,19 @@ class BroadcastBehindHAProxyTests(TwistdCase):
             clients.append(connection)
         where = [await instances.until_logged(_local_port(c)) for c in clients]
         self.assertEqual(sorted(set(where)), [0, 1], where)
+
         # Each instance subscribes to Redis once for the room, however many
         # of its clients are in it; publish only once both have.
-        await until_true(lambda: numsub(peek, "room"), 2)
+        async def both_subscribed() -> bool:
+            return await numsub(peek, "room") == 2
+
+        await until(both_subscribed, step=0.01)
 
         for sender in (clients[where.index(0)], clients[where.index(1)]):
             text = f"from instance {where[clients.index(sender)]}"
             sender.send(text)
             for connection in clients:
                 self.assertEqual(await bounded(connection.receive()), text)
-
-
-async def until_true(check: Any, expected: Any) -> None:
-    """
-    Wait (bounded) until ``await check()`` returns ``expected``.
-    """
-    for _ in range(int(WAIT / 0.05)):
-        if await check() == expected:
-            return
-        await task.deferLater(reactor, 0.05)
-    raise AssertionError(f"{check} never returned {expected!r}")
 
 
 class TLSBehindHAProxyTests(TwistdCase):

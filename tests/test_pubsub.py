@@ -28,8 +28,8 @@ from netlab import http, metrics, pubsub, websocket
 from netlab.tap import http as http_tap
 from netlab.tap import ws as ws_tap
 from tests import ws_pubsub
-from tests.redis import RedisServer, until
-from tests.support import WAIT, bounded, run
+from tests.redis import RedisServer
+from tests.support import WAIT, bounded, run, until
 from tests.test_twistd import LOOPBACK_ANY_PORT, TwistdCase, twistd
 
 
