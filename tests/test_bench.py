@@ -635,19 +635,7 @@ class BenchRunTests(FigureChecks, TestCase):
                 "(message 10: 3 of 3 subscribers still miss it)",
             ),
         ):
-            liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
-            table, data = await self.bench(
-                *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
-                *QUICK,
-                *("--generator", "c", "--vs", liar),
-                status=1,
-            )
-            row = self.row(data, "ws-broadcast", mode)
-            self.assertEqual(row["note"]["delivered"], "failed")
-            (sample,) = row["samples"]["delivered"]
-            self.assertEqual(sample["generator"], "C fanout")
-            self.assertEqual(sample["error"], error)
-            self.assertIn("FAILED", table)
+            await self.assert_liar_failed(script, mode, "c", error)
 
     def test_ws_broadcast_broken_broker(self) -> None:
         """
@@ -727,20 +715,29 @@ class BenchRunTests(FigureChecks, TestCase):
                 ("twice", "message 0 arrived where 1 was due"),
                 ("swap", "message 1 arrived where 0 was due"),
             ):
-                liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
-                table, data = await self.bench(
-                    *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
-                    *QUICK,
-                    *("--vs", liar, "--generator", generator),
-                    status=1,
-                )
-                row = self.row(data, "ws-broadcast", mode)
-                self.assertEqual(row["note"]["delivered"], "failed")
-                (sample,) = row["samples"]["delivered"]
-                self.assertEqual(sample["error"], error, generator)
-                self.assertEqual(
-                    sample["generator"], f"{generator.capitalize()} fanout"
-                )
+                await self.assert_liar_failed(script, mode, generator, error)
+
+    async def assert_liar_failed(
+        self, script: Path, mode: str, generator: str, error: str
+    ) -> None:
+        """
+        Measure the room ``LIAR_ROOM`` (in ``script``) makes in ``mode``
+        with ``generator``: the run exits 1, the row is FAILED with
+        ``error``.
+        """
+        liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
+        table, data = await self.bench(
+            *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
+            *QUICK,
+            *("--vs", liar, "--generator", generator),
+            status=1,
+        )
+        row = self.row(data, "ws-broadcast", mode)
+        self.assertEqual(row["note"]["delivered"], "failed")
+        (sample,) = row["samples"]["delivered"]
+        self.assertEqual(sample["error"], error, generator)
+        self.assertEqual(sample["generator"], f"{generator.capitalize()} fanout")
+        self.assertIn("FAILED", table)
 
     async def test_bare_baselines_backlog(self) -> None:
         """

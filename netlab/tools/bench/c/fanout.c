@@ -337,16 +337,10 @@ static void connected(struct conn *c)
     if (err)
         fail("connection: %s", strerror(err));
     unsigned char raw[16];
-    char key[32], request[512];
+    char request[512];
     for (int i = 0; i < 16; i++)
         raw[i] = (unsigned char)rand64();
-    base64(raw, 16, key);
-    ws_accept(key, strlen(key), c->accept);
-    int n = snprintf(request, sizeof request,
-                     "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     host, c->port, key);
+    int n = ws_request(request, sizeof request, "/", host, c->port, raw, c->accept);
     c->state = HANDSHAKE;
     queue_bytes(c, request, (size_t)n);
     flush_out(c);
