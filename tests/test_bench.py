@@ -63,19 +63,27 @@ QUICK = ["--rounds", "1", "--seconds", "0.2", "--warmup", "0", "--quiet"]
 
 
 #: A room that gets it wrong: ``twice`` sends each message twice, ``swap``
-#: sends them in pairs, the second first (``python liar.py MODE PORT``).
+#: sends them in pairs, the second first, ``drop`` drops the fifth message
+#: (counting after the ``sync`` ones), ``stop`` passes on the first ten
+#: and then none (``python liar.py MODE PORT``).
 LIAR_ROOM = """\
 import asyncio, sys
 from websockets.asyncio.server import broadcast, serve
 
-members, held = set(), []
+members, held, seen = set(), [], [0]
 
 async def member(connection):
     members.add(connection)
     try:
         async for message in connection:
             others = members - {connection}
-            if sys.argv[1] == "twice":
+            if sys.argv[1] in ("drop", "stop"):
+                if message != "sync":
+                    seen[0] += 1
+                    if seen[0] == 5 if sys.argv[1] == "drop" else seen[0] > 10:
+                        continue
+                broadcast(others, message)
+            elif sys.argv[1] == "twice":
                 broadcast(others, message)
                 broadcast(others, message)
             elif held:
@@ -508,7 +516,9 @@ class BenchRunTests(FigureChecks, TestCase):
         section = data["workloads"]["ws-broadcast"]
         self.assertEqual(section["baseline"], "ws-room-websockets")
         self.assertIn("delivered/s, 20 subs", table)
-        self.assertIn("generator: Python fanout", table)
+        self.assertIn(
+            f"generator: {'C' if HAVE_CC else 'Python'} fanout for ws-broadcast", table
+        )
         for name in ("ws-room-websockets", "netlab-ws-room"):
             row = self.assert_clean_samples(data, "ws-broadcast", name, rounds=1)
             sample = row["samples"]["delivered"][0]
@@ -566,6 +576,66 @@ class BenchRunTests(FigureChecks, TestCase):
                 {str(first["port"]): 25, str(second["port"]): 25},
             )
         self.assert_ratios(table, data, "ws-broadcast")
+
+    async def test_ws_broadcast_c(self) -> None:
+        """
+        The C fan-out generator (``--generator c``) measures the one-process
+        room and a room over Redis: figures, its window, and the CPU shares
+        of itself and of the servers.
+        """
+        require(HAVE_CC, NEEDS_CC)
+        require(HAVE_REDIS, NEEDS_REDIS)
+        names = ("netlab-ws-room", "netlab-ws-room-2x")
+        table, data = await self.bench(
+            *f"ws-broadcast --subscribers 50 --impl {','.join(names)}".split(),
+            *("--rounds", "1", "--seconds", "1", "--warmup", "0", "--quiet"),
+            *("--generator", "c"),
+        )
+        self.assertIn(
+            "generator: C fanout for ws-broadcast (epoll, one process, 64 "
+            "messages in flight, no busy-polling)",
+            table,
+        )
+        for name in names:
+            row = self.assert_clean_samples(data, "ws-broadcast", name, rounds=1)
+            (sample,) = row["samples"]["delivered"]
+            self.assertEqual(sample["generator"], "C fanout")
+            self.assertEqual(sample["connections"], 50)
+            # 50 subscribers each get every message: a multiple of 50 but
+            # for the messages in flight at the counted span's two ends.
+            self.assertGreater(sample["ops"], 50)
+            self.assertGreater(sample["value"], 0)
+            extra = sample["extra"]
+            self.assertEqual(extra["window"], 64)
+            self.assertGreater(extra["cpu"], 0)
+            self.assertEqual(len(extra["watched"]), len(row["processes"]))
+            self.assertGreater(sum(extra["watched"].values()), 0)
+            self.assertEqual(sum(extra["subscribers"].values()), 50)
+            self.assertGreater(row["median"]["p99_ms"], 0)
+        spread = self.row(data, "ws-broadcast", names[1])
+        first, second = spread["processes"][1:]
+        self.assertEqual(
+            spread["samples"]["delivered"][0]["extra"]["subscribers"],
+            {str(first["port"]): 25, str(second["port"]): 25},
+        )
+
+    async def test_ws_broadcast_c_checks(self) -> None:
+        """
+        The C fan-out generator FAILS a room that drops a message, or stops
+        passing them on (a stall), each with its one-line reason.
+        """
+        require(HAVE_CC, NEEDS_CC)
+        script = self.scratch / "liar.py"
+        script.write_text(LIAR_ROOM)
+        for mode, error in (
+            ("drop", "message 5 arrived where 4 was due"),
+            (
+                "stop",
+                "a message was not delivered to every subscriber within 5 s "
+                "(message 10: 3 of 3 subscribers still miss it)",
+            ),
+        ):
+            await self.assert_liar_failed(script, mode, "c", error)
 
     def test_ws_broadcast_broken_broker(self) -> None:
         """
@@ -634,24 +704,40 @@ class BenchRunTests(FigureChecks, TestCase):
     async def test_ws_broadcast_checks_each_message(self) -> None:
         """
         A room that sends each message twice, or swaps them in pairs, is
-        FAILED: every subscriber must get each message once, in order.
+        FAILED by either generator: every subscriber must get each message
+        once, in order.
         """
         script = self.scratch / "liar.py"
         script.write_text(LIAR_ROOM)
-        for mode, error in (
-            ("twice", "message 0 arrived where 1 was due"),
-            ("swap", "message 1 arrived where 0 was due"),
-        ):
-            liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
-            table, data = await self.bench(
-                *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
-                *QUICK,
-                *("--vs", liar),
-                status=1,
-            )
-            row = self.row(data, "ws-broadcast", mode)
-            self.assertEqual(row["note"]["delivered"], "failed")
-            self.assertEqual(row["samples"]["delivered"][0]["error"], error)
+        # Both generators: the Python one is what runs without gcc.
+        for generator in ("c", "python") if HAVE_CC else ("python",):
+            for mode, error in (
+                ("twice", "message 0 arrived where 1 was due"),
+                ("swap", "message 1 arrived where 0 was due"),
+            ):
+                await self.assert_liar_failed(script, mode, generator, error)
+
+    async def assert_liar_failed(
+        self, script: Path, mode: str, generator: str, error: str
+    ) -> None:
+        """
+        Measure the room ``LIAR_ROOM`` (in ``script``) makes in ``mode``
+        with ``generator``: the run exits 1, the row is FAILED with
+        ``error``.
+        """
+        liar = f"{mode}={PYTHON} {script} {mode} {{port}}"
+        table, data = await self.bench(
+            *f"ws-broadcast --subscribers 3 --impl {mode}".split(),
+            *QUICK,
+            *("--vs", liar, "--generator", generator),
+            status=1,
+        )
+        row = self.row(data, "ws-broadcast", mode)
+        self.assertEqual(row["note"]["delivered"], "failed")
+        (sample,) = row["samples"]["delivered"]
+        self.assertEqual(sample["error"], error, generator)
+        self.assertEqual(sample["generator"], f"{generator.capitalize()} fanout")
+        self.assertIn("FAILED", table)
 
     async def test_bare_baselines_backlog(self) -> None:
         """

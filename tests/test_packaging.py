@@ -60,6 +60,7 @@ class WheelTests(TestCase):
             # netlab bench compiles its load generator and C servers from these.
             "netlab/tools/bench/c/loadgen.c",
             "netlab/tools/bench/c/cserver.c",
+            "netlab/tools/bench/c/fanout.c",
             "netlab/tools/bench/c/common.h",
         ):
             self.assertIn(expected, names)

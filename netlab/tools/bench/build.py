@@ -20,7 +20,7 @@ SOURCES = Path(__file__).resolve().parent / "c"
 FLAGS = ["-O2", "-Wall", "-std=gnu11"]
 
 #: The programs there are, each from its .c file (plus common.h).
-PROGRAMS = ("loadgen", "cserver")
+PROGRAMS = ("loadgen", "cserver", "fanout")
 
 
 class BuildError(Exception):

@@ -1,6 +1,8 @@
 """
 Running the load generators: the C one (``c/loadgen.c``), its Python
-stand-in (:mod:`netlab.tools.bench.pyloadgen`) and, for HTTP, ``wrk``.
+stand-in (:mod:`netlab.tools.bench.pyloadgen`), for HTTP ``wrk``, and for
+ws-broadcast the C fan-out generator (``c/fanout.c``) or its Python
+stand-in (:mod:`netlab.tools.bench.fanout`).
 
 Each run is pinned to the load CPU and bounded in time; its result is a
 :class:`Sample`. A generator that fails, hangs or prints nothing usable
@@ -25,7 +27,12 @@ from typing import Any
 
 from netlab.tools.bench import build
 from netlab.tools.bench.processes import LOOPBACK, preexec
-from netlab.tools.bench.workloads import BROADCAST_WINDOW, HTTP_BODY, Metric
+from netlab.tools.bench.workloads import (
+    BROADCAST_WINDOW,
+    C_BROADCAST_WINDOW,
+    HTTP_BODY,
+    Metric,
+)
 
 #: The Lua script that makes wrk check every response's status and body
 #: (``EXPECT``, defined before it: see :func:`lua_string`).
@@ -107,6 +114,8 @@ class Generators:
     :ivar wrk: wrk's path, when HTTP is measured with it.
     :ivar cpu: the load CPU.
     :ivar spin: the C generator busy-polls once set up.
+    :ivar fanout: the command line of the ws-broadcast generator, and the
+        window it is given.
     """
 
     kind: str
@@ -115,6 +124,10 @@ class Generators:
     cpu: int
     nofile: int
     spin: bool = True
+    fanout: tuple[list[str], int] = (
+        [sys.executable, "-m", "netlab.tools.bench.fanout"],
+        BROADCAST_WINDOW,
+    )
     #: wrk's Lua scripts, by the body they expect.
     _scripts: dict[str, str] = field(default_factory=dict)
 
@@ -129,9 +142,11 @@ class Generators:
         """
         why = None
         loadgen: list[str] | None = None
+        fanout: list[str] | None = None
         if preference in ("auto", "c"):
             try:
                 loadgen = [str(build.program("loadgen"))]
+                fanout = [str(build.program("fanout"))]
             except build.BuildError as error:
                 if preference == "c":
                     raise
@@ -140,7 +155,10 @@ class Generators:
             loadgen = [sys.executable, "-m", "netlab.tools.bench.pyloadgen"]
         wrk = shutil.which("wrk") if use_wrk else None
         kind = "c" if loadgen[0] != sys.executable else "python"
-        return cls(kind, loadgen, wrk, cpu, nofile, spin), why
+        generators = cls(kind, loadgen, wrk, cpu, nofile, spin)
+        if fanout is not None:
+            generators.fanout = (fanout, C_BROADCAST_WINDOW)
+        return generators, why
 
     def name(self, metric: Metric) -> str:
         """
@@ -149,7 +167,8 @@ class Generators:
         if metric.mode == "http" and self.wrk:
             return "wrk"
         if metric.mode == "ws-broadcast":
-            return "Python fanout"
+            python = self.fanout[0][0] == sys.executable
+            return "Python fanout" if python else "C fanout"
         return "C loadgen" if self.kind == "c" else "Python pyloadgen"
 
     def _options(self, metric: Metric, port: int, connections: int) -> list[str]:
@@ -186,13 +205,12 @@ class Generators:
             return self._wrk(metric, port, connections, seconds, warmup)
         setup = 10.0 + connections / 200
         if metric.mode == "ws-broadcast":
-            # Python only, for now (no C generator has this mode).
-            argv = [sys.executable, "-m", "netlab.tools.bench.fanout"]
-            argv += ["--host", LOOPBACK]
+            command, window = self.fanout
+            argv = [*command, "--host", LOOPBACK]
             for each in (port, *others):
                 argv += ["--port", str(each)]
             argv += ["--subscribers", str(connections)]
-            argv += ["--window", str(BROADCAST_WINDOW)]
+            argv += ["--window", str(window)]
             for pgid in watch:
                 argv += ["--watch", str(pgid)]
         else:
@@ -232,7 +250,9 @@ class Generators:
             count,
             connections,
             extra={
-                k: report[k] for k in ("subscribers", "cpu", "watched") if k in report
+                k: report[k]
+                for k in ("subscribers", "cpu", "watched", "window")
+                if k in report
             },
         )
 

@@ -19,7 +19,12 @@ from netlab.tools.bench.implementations import (
 )
 from netlab.tools.bench.runner import Result, Row, Run, format_value
 from netlab.tools.bench.stats import GENERATOR_BOUND
-from netlab.tools.bench.workloads import WORKLOADS, Metric
+from netlab.tools.bench.workloads import (
+    BROADCAST_WINDOW,
+    C_BROADCAST_WINDOW,
+    WORKLOADS,
+    Metric,
+)
 
 
 def environment(run: Run) -> dict[str, Any]:
@@ -108,9 +113,15 @@ def _generators(run: Run, g: dict[str, Any], idle_only: bool) -> str:
             f" ({g['why_not_c'] or 'asked for'}): GENERATOR-BOUND LIKELY, a "
             "Python generator cannot keep a Python server busy"
         ),
+        "C fanout": (
+            f" (epoll, one process, {C_BROADCAST_WINDOW} messages in flight, "
+            "no busy-polling)"
+        ),
         "Python fanout": (
-            " (asyncio, one process: against a fast room it measures itself "
-            "too; no C generator has this mode yet)"
+            f" (asyncio, one process, {BROADCAST_WINDOW} messages in flight: "
+            "against a fast room it measures itself too"
+            + ("" if g["kind"] == "c" else f"; {g['why_not_c'] or 'asked for'}")
+            + ")"
         ),
     }
     return "; ".join(

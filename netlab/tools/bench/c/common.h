@@ -172,4 +172,21 @@ static inline void ws_accept(const char *key, size_t key_len, char out[32])
     base64(digest, 20, out);
 }
 
+/* A WebSocket client's opening handshake for `path` on host:port, with a
+ * key made of the 16 bytes `raw`, into `out`; `accept` gets the
+ * Sec-WebSocket-Accept value its answer must hold.
+ * Returns the request's length. */
+static inline int ws_request(char *out, size_t size, const char *path, const char *host,
+                             int port, const unsigned char raw[16], char accept[32])
+{
+    char key[32];
+    base64(raw, 16, key);
+    ws_accept(key, strlen(key), accept);
+    return snprintf(out, size,
+                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                    path, host, port, key);
+}
+
 #endif

@@ -267,16 +267,10 @@ static void start(struct conn *c)
         pump(c);
     } else if (WS_MODE) {
         unsigned char raw[16];
-        char key[32], req[512];
+        char req[512];
         for (int i = 0; i < 16; i++)
             raw[i] = (unsigned char)rand64();
-        base64(raw, 16, key);
-        ws_accept(key, strlen(key), c->accept);
-        int n = snprintf(req, sizeof req,
-                         "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
-                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                         opt.path, opt.host, opt.port, key);
+        int n = ws_request(req, sizeof req, opt.path, opt.host, opt.port, raw, c->accept);
         c->state = S_HANDSHAKE;
         send_bytes(c, req, (size_t)n);
     } else {
