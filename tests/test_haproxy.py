@@ -130,13 +130,19 @@ def _local_port(connection: websocket.Connection) -> int:
     return connection._protocol.transport.getHost().port
 
 
-class BehindHAProxyTests(TwistdCase):
+class HAProxyCase(TwistdCase):
+    """
+    A test that runs a real HAProxy (skipped without one, failed under CI).
+    """
+
     timeout = 180
 
     def setUp(self) -> None:
         need_haproxy()
         super().setUp()
 
+
+class BehindHAProxyTests(HAProxyCase):
     async def test_client_address_reaches_the_logs(self) -> None:
         """
         Through HAProxy (``send-proxy-v2``), an instance's access log and
@@ -231,13 +237,7 @@ class BehindHAProxyTests(TwistdCase):
         self.assertEqual({code for code in codes}, {200}, codes)
 
 
-class BroadcastBehindHAProxyTests(TwistdCase):
-    timeout = 180
-
-    def setUp(self) -> None:
-        need_haproxy()
-        super().setUp()
-
+class BroadcastBehindHAProxyTests(HAProxyCase):
     async def test_broadcast_through_redis(self) -> None:
         """
         Two instances sharing one real Redis (``--broker``) behind HAProxy:
@@ -273,12 +273,8 @@ class BroadcastBehindHAProxyTests(TwistdCase):
                 self.assertEqual(await bounded(connection.receive()), text)
 
 
-class TLSBehindHAProxyTests(TwistdCase):
+class TLSBehindHAProxyTests(HAProxyCase):
     timeout = 120
-
-    def setUp(self) -> None:
-        need_haproxy()
-        super().setUp()
 
     async def test_tls_at_netlab(self) -> None:
         """
