@@ -50,6 +50,7 @@ from zope.interface import implementer
 from netlab import metrics
 from netlab.deadline import with_deadline
 from netlab.tls import ClientTLS
+from netlab.transport import prompt
 from netlab.websocket import Handler, ServerConnection
 
 #: The largest message :meth:`Hub.publish` takes (its payload, in bytes).
@@ -76,6 +77,9 @@ _MAGIC = b"netlab\x01"
 _ORIGIN_SIZE = 8
 _HEAD = len(_MAGIC) + _ORIGIN_SIZE + 1
 _TEXT, _BINARY = b"t", b"b"
+# What a message's reply from Redis holds besides its payload (its framing
+# and channel name), and what the parser may keep of replies already read.
+_REPLY_OVERHEAD = 1024 + MAX_CHANNEL + 1024
 
 _log = Logger()
 
@@ -219,9 +223,9 @@ class Hub:
 
     def publish(self, channel: str, message: str | bytes) -> int:
         """
-        Deliver ``message`` (text for ``str``, binary for ``bytes``) to each
-        subscriber of ``channel`` here, now, without waiting for any, and
-        send it to the broker, if there is one, for the other processes.
+        Send ``message`` (text for ``str``, binary for ``bytes``) to the
+        broker, if there is one, for the other processes, and deliver it to
+        each subscriber of ``channel`` here, now, without waiting for any.
 
         :return: to how many subscribers here it was delivered.
         :raise TypeError: for a message that is neither ``str`` nor ``bytes``.
@@ -237,14 +241,15 @@ class Hub:
         _PUBSUB[_PUBLISHED] += 1
         if binary:
             message = payload
-        delivered = self._deliver(channel, message, payload, binary)
         broker = self.broker
         if broker is not None:
+            # First, and at once (see Broker.endpoint): the other processes
+            # deliver it while this one does.
             broker.send(
                 channel,
                 b"".join((_MAGIC, self.origin, _BINARY if binary else _TEXT, payload)),
             )
-        return delivered
+        return self._deliver(channel, message, payload, binary)
 
     def _deliver(
         self, channel: str, message: str | bytes, payload: bytes, binary: bool
@@ -489,6 +494,20 @@ class _LinkFactory(Factory):
 _PROTOCOLS: dict[str, type] = {}
 
 
+def check_client() -> None:
+    """
+    :raise ValueError: with a one-line reason if the broker's client cannot
+        run here: txredisapi parses with hiredis when it is installed (as
+        netlab's requirements have it), and netlab needs that parser.
+    """
+    try:
+        import hiredis  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "the Redis broker needs hiredis, which netlab requires: pip install hiredis"
+        ) from None
+
+
 def _protocols() -> dict[str, type]:
     """
     :return: the txredisapi protocols netlab uses, made on first use:
@@ -497,14 +516,20 @@ def _protocols() -> dict[str, type]:
     """
     if _PROTOCOLS:
         return _PROTOCOLS
+    check_client()
     import txredisapi
 
     @implementer(IHandshakeListener)
     class Bounded:
         """
         Readiness (and over TLS, the handshake) as a Deferred, the link told
-        of the loss, and no bulk reply larger than the hub takes (txredisapi
-        would buffer any size).
+        of the loss, and no reply larger than the hub takes buffered
+        (txredisapi would buffer any size).
+
+        On hiredis's parser (txredisapi's ``HiredisProtocol``): each read's
+        messages are delivered in that read, so a subscriber's share of
+        them leaves in one ``send()``. txredisapi's own parser takes a
+        reactor turn for each bulk string, three for each message.
         """
 
         link: _Link
@@ -522,19 +547,20 @@ def _protocols() -> dict[str, type]:
             if not self.ready.called:
                 self.ready.callback(self)
 
-        def lineReceived(self, line: str) -> Any:
-            if line[:1] == "$" and line[1:].isdigit():
-                if int(line[1:]) > self.link.broker.max_bulk:
-                    _DROPPED[_TOO_LARGE] += 1
-                    self.link.broker._log.warn(
-                        "broker {broker} sent {size} bytes at once: over the "
-                        "limit, so the connection is dropped",
-                        broker=str(self.link.broker.address),
-                        size=int(line[1:]),
-                    )
-                    self.transport.abortConnection()
-                    return "too large"
-            return super().lineReceived(line)
+        def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+            super().dataReceived(data)
+            # What hiredis holds is the reply it has not had whole yet (and
+            # under 1 KiB of read ones, which it drops in 1 KiB steps).
+            held = self._reader.len()
+            if held > self.link.broker.max_bulk + _REPLY_OVERHEAD and self.connected:
+                _DROPPED[_TOO_LARGE] += 1
+                self.link.broker._log.warn(
+                    "broker {broker} sent a reply of over {size} bytes: over "
+                    "the limit, so the connection is dropped",
+                    broker=str(self.link.broker.address),
+                    size=held,
+                )
+                self.transport.abortConnection()
 
         def connectionLost(self, reason: Failure) -> None:
             super().connectionLost(reason)
@@ -733,6 +759,7 @@ class Broker:
     ) -> None:
         if isinstance(address, str):
             address = BrokerAddress.parse(address)
+        check_client()
         if reactor is None:
             from twisted.internet import reactor
         #: Where Redis is.
@@ -770,8 +797,10 @@ class Broker:
         from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
         address = self.address
+        # Each publish leaves at once: other processes deliver it while
+        # this one delivers it to its own subscribers.
         endpoint: Any = HostnameEndpoint(
-            self.reactor, address.host, address.port, timeout=self.timeout
+            prompt(self.reactor), address.host, address.port, timeout=self.timeout
         )
         if address.tls:
             endpoint = wrapClientTLS(

@@ -13,7 +13,10 @@ is handled, that is most of the cost of a small exchange. A
 one ``send()`` when the read is done, so replies to one read still leave
 together; whatever the socket does not take goes through Twisted's own
 buffering, producers and close handling, unchanged. Writes made outside a
-read (timers, other connections, Deferreds) take Twisted's path as before.
+read (a broadcast from another connection's read, timers, Deferreds) wait
+for the end of the reactor's turn, and each connection sends what it got in
+one ``send()``, without the two ``epoll_ctl`` (under the asyncio reactor they
+take Twisted's path).
 
 netlab's plugins listen through :func:`flushing`; so can any Twisted
 program::
@@ -22,6 +25,11 @@ program::
     from netlab.transport import flushing
 
     endpoints.serverFromString(flushing(reactor), "tcp:8007").listen(factory)
+
+A client connection whose every write is awaited elsewhere (netlab's link
+that publishes to Redis, whose messages other processes wait for while this
+one is busy) connects through :func:`prompt`: each write leaves at once, in
+its own ``send()``.
 """
 
 from __future__ import annotations
@@ -31,10 +39,50 @@ from typing import Any
 from twisted.internet import main, tcp
 from twisted.internet.abstract import _dataMustBeBytes
 from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import directlyProvides, providedBy
 
 
-class FlushingServer(tcp.Server):
+class _SendsAtOnce:
+    """
+    What :class:`FlushingServer` and :class:`PromptClient` share: sending
+    bytes that nothing else waits before, in one ``send()``.
+    """
+
+    def _send_at_once(self: Any, data: bytes) -> None:
+        """
+        Send ``data`` now; hand what the socket does not take (or an error)
+        to Twisted's writer.
+        """
+        if len(data) > self.SEND_LIMIT:
+            sent = self.writeSomeData(data)
+        else:
+            # Connection.writeSomeData without the memoryview slice it makes
+            # to cap a send at SEND_LIMIT; Python retries EINTR (PEP 475).
+            try:
+                sent = self.socket.send(data)
+            except OSError as e:
+                if e.args[0] in (tcp.EWOULDBLOCK, tcp.ENOBUFS):
+                    sent = 0
+                else:
+                    sent = main.CONNECTION_LOST
+        if isinstance(sent, int) and sent == len(data):
+            if self.producer is not None and (
+                not self.streamingProducer or self.producerPaused
+            ):
+                # The buffer is empty: doWrite tells the producer, as usual.
+                self.startWriting()
+            return
+        # A full socket buffer, or an error that doWrite will report through
+        # the usual connectionLost.
+        self.dataBuffer = data
+        self.offset = sent if isinstance(sent, int) and sent > 0 else 0
+        if not self.producerPaused:
+            self._maybePauseProducer()
+        self.startWriting()
+
+
+class FlushingServer(_SendsAtOnce, tcp.Server):
     """
     A server-side TCP connection that sends what it is given during a read
     once that read is handled.
@@ -86,12 +134,21 @@ class FlushingServer(tcp.Server):
 
     def _holding(self) -> bool:
         """
-        :return: whether a write now waits for the end of the read; not
-            outside a read, nor with a send already under way (Twisted's
-            buffering keeps the order then), nor after ``startTLS`` (whose
-            writes must go through the TLS layer).
+        :return: whether a write now waits: for the end of the read during
+            one, else for the end of the reactor's turn (if the port sends
+            then: see :meth:`FlushingPort.flush_at_turn_end`); not with a
+            send already under way (Twisted's buffering keeps the order
+            then), nor after ``startTLS`` (whose writes must go through the
+            TLS layer).
         """
-        return self._reading and not self.dataBuffer and not self.TLS
+        if self.dataBuffer or self.TLS:
+            return False
+        # Bytes already held are sent with these: by the read's end, the
+        # turn's end, or Twisted's writer, which sends all it holds.
+        if self._reading or self._tempDataLen:
+            return True
+        at_turn_end = getattr(self.server, "flush_at_turn_end", None)
+        return at_turn_end is not None and bool(at_turn_end(self))
 
     def write(self, data: bytes) -> None:
         if not self._holding():
@@ -127,30 +184,7 @@ class FlushingServer(tcp.Server):
         data = b"".join(self._tempDataBuffer)
         self._tempDataBuffer = []
         self._tempDataLen = 0
-        if len(data) > self.SEND_LIMIT:
-            sent = self.writeSomeData(data)
-        else:
-            # Connection.writeSomeData without the memoryview slice it makes
-            # to cap a send at SEND_LIMIT; Python retries EINTR (PEP 475).
-            try:
-                sent = self.socket.send(data)
-            except OSError as e:
-                if e.args[0] in (tcp.EWOULDBLOCK, tcp.ENOBUFS):
-                    sent = 0
-                else:
-                    sent = main.CONNECTION_LOST
-        if isinstance(sent, int) and sent == len(data):
-            if self.producer is not None and (
-                not self.streamingProducer or self.producerPaused
-            ):
-                # The buffer is empty: doWrite tells the producer, as usual.
-                self.startWriting()
-            return
-        # A full socket buffer, or an error that doWrite will report through
-        # the usual connectionLost.
-        self.dataBuffer = data
-        self.offset = sent if isinstance(sent, int) and sent > 0 else 0
-        self.startWriting()
+        self._send_at_once(data)
 
 
 class FlushingPort(tcp.Port):
@@ -188,15 +222,28 @@ class FlushingPort(tcp.Port):
         :return: whether what ``connection``'s read wrote is sent at the end
             of the reactor's turn, rather than now, by the caller.
         """
-        due = self._due
-        if due is not None:
-            due.append(connection)
-            return True
-        if self._quiet or self._asyncio:
+        if self._due is None and (self._quiet or self._asyncio):
             self._quiet -= bool(self._quiet)
             return False
-        self._due = [connection]
-        self.reactor.callLater(0, self._flush_due)
+        return self.flush_at_turn_end(connection)
+
+    def flush_at_turn_end(self, connection: FlushingServer) -> bool:
+        """
+        Send what ``connection`` is given outside its reads at the end of
+        the reactor's turn, with what the turn's other writes gave it and
+        the others (a broadcast): one ``send()`` each, and no watch for
+        writability. Not under the asyncio reactor (see above).
+
+        :return: whether it will be sent then (else the caller writes it
+            the usual way).
+        """
+        if self._asyncio:
+            return False
+        due = self._due
+        if due is None:
+            due = self._due = []
+            self.reactor.callLater(0, self._flush_due)
+        due.append(connection)
         return True
 
     def _flush_due(self) -> None:
@@ -207,15 +254,70 @@ class FlushingPort(tcp.Port):
             connection._flush()
 
 
-class _FlushingReactor:
+class PromptClient(_SendsAtOnce, tcp.Client):
     """
-    A reactor whose ``listenTCP`` listens with a :class:`FlushingPort`;
-    everything else is the wrapped reactor's.
+    A client-side TCP connection that sends each write at once, in its own
+    ``send()``, rather than on the reactor's next turn: for a connection
+    whose bytes others wait for while this process stays busy (many writes
+    in one turn cost a ``send()`` each). While Twisted's buffer holds
+    anything (the socket was full), writes queue behind it, as usual.
+    """
+
+    def _at_once(self) -> bool:
+        """
+        :return: whether a write may go out now: nothing waits before it,
+            and the transport is neither closed, aborted, nor TLS (whose
+            writes go through its own layer).
+        """
+        return (
+            self.connected
+            and not self.dataBuffer
+            and not self._tempDataLen
+            and not self.TLS
+            and not self._writeDisconnected
+            and not getattr(self, "_aborting", False)
+        )
+
+    def write(self, data: bytes) -> None:
+        if not self._at_once():
+            super().write(data)
+            return
+        _dataMustBeBytes(data)
+        if data:
+            self._send_at_once(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        if not self._at_once():
+            super().writeSequence(iovec)
+            return
+        for data in iovec:
+            _dataMustBeBytes(data)
+        self.write(b"".join(iovec))
+
+
+class _PromptConnector(tcp.Connector):
+    def _makeTransport(self) -> PromptClient:
+        return PromptClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+class _Wrapped:
+    """
+    A reactor that is the wrapped one, but for what a subclass overrides.
     """
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         directlyProvides(self, *providedBy(reactor))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+class _FlushingReactor(_Wrapped):
+    """
+    A reactor whose ``listenTCP`` listens with a :class:`FlushingPort`;
+    everything else is the wrapped reactor's.
+    """
 
     def listenTCP(
         self, port: int, factory: Any, backlog: int = 50, interface: str = ""
@@ -224,20 +326,36 @@ class _FlushingReactor:
         listening.startListening()
         return listening
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
 
-
-def flush_port(port: Any) -> Any:
+class _PromptReactor(_Wrapped):
     """
-    Make the connections ``port`` accepts from now on
-    :class:`FlushingServer`\\ s, if it is a Twisted TCP port (an adopted one,
-    say); any other port is left as it is.
-
-    :return: ``port``
+    A reactor whose ``connectTCP`` connects with a :class:`PromptClient`;
+    everything else is the wrapped reactor's.
     """
-    if isinstance(port, tcp.Port):
-        port.transport = FlushingServer
+
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: Any,
+        timeout: float = 30.0,
+        bindAddress: Any = None,
+    ) -> _PromptConnector:
+        connector = _PromptConnector(
+            host, port, factory, timeout, bindAddress, self._reactor
+        )
+        connector.connect()
+        return connector
+
+
+def adopt(reactor: Any, fd: int, family: int, factory: Any) -> FlushingPort:
+    """
+    ``reactor.adoptStreamPort(fd, family, factory)``, listening with a
+    :class:`FlushingPort`: for a listening socket opened elsewhere (a
+    ``--workers`` supervisor's). ``fd`` stays the caller's to close.
+    """
+    port = FlushingPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.startListening()
     return port
 
 
@@ -250,3 +368,16 @@ def flushing(reactor: Any) -> Any:
     if not IReactorTCP.providedBy(reactor) or isinstance(reactor, _FlushingReactor):
         return reactor
     return _FlushingReactor(reactor)
+
+
+def prompt(reactor: Any) -> Any:
+    """
+    :return: ``reactor``, except that its TCP client connections (and so
+        every client endpoint made with it: ``HostnameEndpoint``,
+        ``TCP4ClientEndpoint``, their TLS wrappings) are
+        :class:`PromptClient`\\ s. Any other reactor (a test's
+        ``MemoryReactor``, say) is returned as it is.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor
+    return _PromptReactor(reactor)

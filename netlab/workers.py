@@ -69,7 +69,7 @@ from netlab.logs import Lines, source_fields
 from netlab.tcp import log_prefix
 from netlab.tls import PREFIX as TLS_PREFIX
 from netlab.tls import hardened
-from netlab.transport import flush_port
+from netlab.transport import adopt
 
 #: The most worker processes ``--workers`` allows.
 MAX_WORKERS = 64
@@ -379,9 +379,7 @@ class _AdoptingReactor(_Proxy):
                     f"the supervisor's socket for {spec['interface']}:{spec['port']}"
                     f" is not the one this worker listens on ({interface}:{port})"
                 )
-            return flush_port(
-                self._reactor.adoptStreamPort(spec["fd"], spec["family"], factory)
-            )
+            return adopt(self._reactor, spec["fd"], spec["family"], factory)
         finally:
             # Twisted keeps a copy of the descriptor; this one is closed.
             os.close(spec["fd"])

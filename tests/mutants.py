@@ -687,8 +687,8 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "flush-bypasses-tls",
         "netlab/transport.py",
-        "return self._reading and not self.dataBuffer and not self.TLS",
-        "return self._reading and not self.dataBuffer",
+        "        if self.dataBuffer or self.TLS:\n",
+        "        if self.dataBuffer:\n",
         "tests.test_transport",
         "after startTLS, writes go through the TLS layer",
     ),
@@ -703,10 +703,60 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "flush-due-never-scheduled",
         "netlab/transport.py",
-        "        self.reactor.callLater(0, self._flush_due)\n",
+        "            self.reactor.callLater(0, self._flush_due)\n",
         "",
         "tests.test_transport",
         "replies held for the end of the turn are sent",
+    ),
+    m(
+        "turn-end-never",
+        "netlab/transport.py",
+        "        if self._asyncio:\n            return False\n",
+        "        if True:\n            return False\n",
+        "tests.test_transport",
+        "writes made outside a read leave at the turn's end, unwatched",
+    ),
+    m(
+        "prompt-buffers",
+        "netlab/transport.py",
+        "    def write(self, data: bytes) -> None:\n        if not self._at_once():\n",
+        "    def write(self, data: bytes) -> None:\n        if True:\n",
+        "tests.test_transport",
+        "a prompt client's write is on the wire when it returns",
+    ),
+    m(
+        "prompt-overtakes",
+        "netlab/transport.py",
+        "            and not self.dataBuffer\n            and not self._tempDataLen\n",
+        "            and not self._tempDataLen\n",
+        "tests.test_transport",
+        "a prompt client's writes never overtake what Twisted still holds",
+    ),
+    # Publish/subscribe across processes (netlab.pubsub).
+    m(
+        "publish-local-first",
+        "netlab/pubsub.py",
+        "        broker = self.broker\n        if broker is not None:\n",
+        "        delivered = self._deliver(channel, message, payload, binary)\n"
+        "        broker = self.broker\n        if broker is not None:\n",
+        "tests.test_pubsub",
+        "a publish reaches the broker before local delivery",
+    ),
+    m(
+        "broker-link-buffers",
+        "netlab/pubsub.py",
+        "            prompt(self.reactor), address.host",
+        "            self.reactor, address.host",
+        "tests.test_pubsub",
+        "a publish leaves for the broker at once, not on the next turn",
+    ),
+    m(
+        "broker-reply-unbounded",
+        "netlab/pubsub.py",
+        "if held > self.link.broker.max_bulk + _REPLY_OVERHEAD and self.connected:",
+        "if False:",
+        "tests.test_pubsub",
+        "a reply from Redis too large to hold drops the connection",
     ),
     # The contracts hold what the plugins serve.
     m(

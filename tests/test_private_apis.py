@@ -91,10 +91,11 @@ class PrivateAPITestCase(SynchronousTestCase):
 class TwistedTests(PrivateAPITestCase):
     def test_transport(self) -> None:
         """
-        netlab.transport.FlushingServer: Twisted's TCP write buffer, and its
-        read loop inlined.
+        netlab.transport (FlushingServer, PromptClient, adopt): Twisted's
+        TCP write buffer, its read loop inlined, an adopted listening
+        socket, and a connector's transport.
         """
-        user = "netlab.transport.FlushingServer"
+        user = "netlab.transport"
         abstract = self.load("twisted.internet.abstract", user)
         self.load("twisted.internet.abstract:_dataMustBeBytes", user)
         tcp = self.load("twisted.internet.tcp", user)
@@ -127,8 +128,11 @@ class TwistedTests(PrivateAPITestCase):
             self.fail(
                 f"{_release('twisted')}: twisted.internet.tcp.Port no longer makes "
                 "its connections from its transport attribute, which "
-                "netlab.transport.FlushingPort and flush_port set"
+                "netlab.transport.FlushingPort sets"
             )
+        # adopt() (for --workers) and prompt()'s connector.
+        self.assert_has(tcp.Port, ("_fromListeningDescriptor",), user)
+        self.assert_has(tcp.Connector, ("_makeTransport",), user)
 
     def test_tls(self) -> None:
         """
@@ -394,9 +398,9 @@ class TxRedisAPITests(PrivateAPITestCase):
     def test_pubsub(self) -> None:
         """
         netlab.pubsub builds txredisapi's protocols itself (not through
-        its factories), bounds the bulk replies in ``lineReceived``, and
-        stands in for the factory that ``connectionMade`` calls when
-        ``AUTH`` fails.
+        its factories), on its hiredis parser, whose ``_reader`` it asks
+        how much is held, and stands in for the factory that
+        ``connectionMade`` calls when ``AUTH`` fails.
         """
         user = "netlab.pubsub"
         base = self.load("txredisapi:BaseRedisProtocol", user)
@@ -414,7 +418,21 @@ class TxRedisAPITests(PrivateAPITestCase):
                     f"{_release('txredisapi')}: BaseRedisProtocol takes no "
                     f"{name}=, which {user} passes"
                 )
-        self.assert_has(base, ("lineReceived", "whenConnected"), user)
+        self.assert_has(base, ("whenConnected",), user)
+        hiredis_protocol = self.load("txredisapi:HiredisProtocol", user)
+        for name in ("RedisProtocol", "SubscriberProtocol"):
+            if not issubclass(self.load(f"txredisapi:{name}", user), hiredis_protocol):
+                self.fail(
+                    f"{_release('txredisapi')}: {name} is not on HiredisProtocol "
+                    f"with hiredis installed, which {user} relies on"
+                )
+        reader = getattr(hiredis_protocol(), "_reader", None)
+        if not callable(getattr(reader, "len", None)):
+            self.fail(
+                f"{_release('txredisapi')}, {_release('hiredis')}: "
+                f"HiredisProtocol()._reader.len() is gone, which {user} "
+                "calls to bound what it buffers"
+            )
         self.assert_has(
             self.load("txredisapi:SubscriberProtocol", user),
             ("messageReceived", "subscribe", "unsubscribe"),

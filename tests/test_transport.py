@@ -15,7 +15,12 @@ from typing import Any
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+    wrapClientTLS,
+)
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
@@ -27,7 +32,13 @@ from netlab.certs import make_certificates
 from netlab.services.echo import echo
 from netlab.testing import _escaped
 from netlab.tls import ClientTLS
-from netlab.transport import FlushingPort, FlushingServer, flushing
+from netlab.transport import (
+    FlushingPort,
+    FlushingServer,
+    PromptClient,
+    flushing,
+    prompt,
+)
 from tests.support import Peer, bounded, connect
 
 
@@ -113,6 +124,53 @@ class FlushingTests(TestCase):
             # so only the default reactor shows the plain transport waiting.
             self.assertTrue(plain)
         self.assertFalse(await self.watched_after_read(flushing(reactor)))
+
+    async def watched_after_broadcast(self, listening_reactor: Any) -> bool:
+        """
+        :return: whether a connection that another connection's read wrote
+            to (a broadcast) is still waiting to write on the reactor turn
+            after that read.
+        """
+        seen: defer.Deferred[bool] = defer.Deferred()
+
+        def on_read(server: Scripted, data: bytes) -> None:
+            if not data.endswith(b"broadcast"):
+                return
+            for other in factory.connections:
+                if other is not server:
+                    other.transport.write(b"one ")
+                    other.transport.writeSequence([b"two ", b"three"])
+            target = factory.connections[1].transport
+            reactor.callLater(0, lambda: seen.callback(target in reactor.getWriters()))
+
+        factory, sender = await self.listen(on_read, reactor=listening_reactor)
+        sender.transport.write(b"hello")
+        while not factory.connections:
+            await _turn()
+        port = factory.connections[0].transport.getHost().port
+        listener = await connect("127.0.0.1", port)
+        self.addCleanup(self.close, listener)
+        listener.transport.write(b"hello")
+        while len(factory.connections) < 2:
+            await _turn()
+        sender.transport.write(b"broadcast")
+        watched = await bounded(seen)
+        self.assertEqual(await listener.received_at_least(13), b"one two three")
+        return watched
+
+    async def test_broadcast_leaves_at_the_turns_end(self) -> None:
+        """
+        What a read writes to other connections is on the wire by the end
+        of the reactor's turn, without the watch for writability Twisted's
+        own transport sets.
+        """
+        watched = await self.watched_after_broadcast(flushing(reactor))
+        if not isinstance(reactor, AsyncioSelectorReactor):
+            # asyncio runs a turn's writers before its timers, so only the
+            # default reactor shows the plain transport waiting, and only
+            # there do such writes wait for the turn's end.
+            self.assertTrue(await self.watched_after_broadcast(reactor))
+            self.assertFalse(watched)
 
     async def test_connections_are_flushing(self) -> None:
         factory, peer = await self.listen(lambda server, data: None)
@@ -398,6 +456,100 @@ class FlushingTests(TestCase):
     def test_flushing_twice_is_once(self) -> None:
         once = flushing(reactor)
         self.assertIs(flushing(once), once)
+
+
+class PromptTests(TestCase):
+    timeout = 60
+
+    async def connected(self) -> tuple[Peer, socket.socket]:
+        """
+        :return: a client connection made through :func:`prompt`, and the
+            plain blocking socket it reached.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        endpoint = TCP4ClientEndpoint(
+            prompt(reactor), "127.0.0.1", listener.getsockname()[1], timeout=10
+        )
+        client = await bounded(connectProtocol(endpoint, Peer()))
+        self.addCleanup(self.close, client)
+        listener.settimeout(10)
+        accepted, _ = listener.accept()
+        self.addCleanup(accepted.close)
+        accepted.settimeout(10)
+        return client, accepted
+
+    async def close(self, client: Peer) -> None:
+        if client.reason is None:
+            client.transport.abortConnection()
+            await bounded(client.closed)
+
+    async def test_writes_leave_at_once(self) -> None:
+        """
+        Each write is on the wire when it returns: the peer reads it with no
+        turn of the reactor in between.
+        """
+        client, accepted = await self.connected()
+        self.assertIsInstance(client.transport, PromptClient)
+        client.transport.write(b"ab")
+        self.assertEqual(accepted.recv(100), b"ab")
+        client.transport.writeSequence([b"c", b"d"])
+        self.assertEqual(accepted.recv(100), b"cd")
+
+    async def test_writes_after_a_full_socket_queue_behind(self) -> None:
+        """
+        A write the socket does not take whole is kept by Twisted's writer,
+        and the writes after it wait behind it: all arrive, in order.
+        """
+        client, accepted = await self.connected()
+        accepted.setblocking(False)
+        written = bytearray()
+        for size in (1, 3_000_000, 5, 70_000, 1):
+            chunk = bytes([len(written) % 251]) * size
+            written += chunk
+            client.transport.write(chunk)
+        self.assertTrue(client.transport.dataBuffer, "the socket took it all")
+        received = bytearray()
+        for _ in range(100_000):
+            if len(received) >= len(written):
+                break
+            try:
+                received += accepted.recv(1 << 20)
+            except BlockingIOError:
+                await _turn()
+        self.assertEqual(bytes(received), bytes(written))
+
+    async def test_tls_over_it(self) -> None:
+        """
+        A TLS client endpoint over it handshakes and carries data.
+        """
+        certificates = make_certificates(pathlib.Path(self.mktemp()))
+        factory = ScriptedFactory(lambda server, data: server.transport.write(data))
+        description = (
+            f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
+            f":certKey={_escaped(certificates.server)}"
+        )
+        port = await serverFromString(flushing(reactor), description).listen(factory)
+        self.addCleanup(port.stopListening)
+        trust = Certificate.loadPEM(certificates.ca.read_text())
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trust),
+            TCP4ClientEndpoint(prompt(reactor), "127.0.0.1", port.getHost().port),
+        )
+        client = await bounded(connectProtocol(endpoint, Peer()))
+        self.addCleanup(self.close, client)
+        self.assertIsInstance(client.transport.transport, PromptClient)
+        client.transport.write(b"over TLS")
+        self.assertEqual(await client.received_at_least(8), b"over TLS")
+
+    def test_only_real_reactors_and_once(self) -> None:
+        clock = task.Clock()
+        self.assertIs(prompt(clock), clock)
+        once = prompt(reactor)
+        self.assertIsNot(once, reactor)
+        self.assertIs(prompt(once), once)
 
 
 class _Flushed:

@@ -48,7 +48,7 @@ from netlab.tap import echo as echo_tap
 from netlab.tap import http as http_tap
 from netlab.tap import lab, listening_service
 from netlab.tls import ClientTLS
-from netlab.transport import FlushingServer
+from netlab.transport import FlushingPort, FlushingServer
 from tests.support import WAIT, abort, bounded, connect
 from tests.test_twistd import twistd
 
@@ -406,9 +406,10 @@ class AdoptionTests(TestCase):
             f"tls:localhost:{port}", b"x" * 50_000, tls=client, timeout=WAIT
         )
         self.assertEqual(reply, b"x" * 50_000)
-        # The adopted port's connections flush replies (netlab.transport).
+        # The adopted port flushes replies and broadcasts (netlab.transport).
         [listening] = [s for s in _walk(worker) if hasattr(s, "endpoint")]
         adopted = await listening._waitingForPort
+        self.assertIsInstance(adopted, FlushingPort)
         self.assertIs(adopted.transport, FlushingServer)
         with self.assertRaises(Exception) as caught:
             await echo.echo(
