@@ -9,8 +9,14 @@ processes on other hosts.
     from netlab import pubsub
 
     subscription = pubsub.subscribe("news", print)  # any callable
-    pubsub.publish("news", "hello")                 # print("hello") runs now
+    pubsub.publish("news", "hello")  # print("hello") runs at this turn's end
     subscription.cancel()
+
+:func:`publish` returns at once: the message leaves for the broker then,
+and this process's subscribers get it at the end of the reactor's turn,
+with everything else published in that turn. So the other processes
+deliver it while this one does, and a subscriber that publishes as it is
+told does not re-enter the hub.
 
 A WebSocket connection subscribes itself, and gets each message through its
 own ``send``: its bounded queue and its handler's ``overflow`` policy apply,
@@ -57,6 +63,11 @@ from netlab.websocket import Handler, ServerConnection
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 #: The longest channel name, in bytes of UTF-8.
 MAX_CHANNEL = 200
+#: The most bytes of publishes that may wait for the end of the reactor's
+#: turn to be delivered here; past it, they are delivered at once.
+DEFAULT_MAX_WAITING = 4 * 1024 * 1024
+#: What a waiting publish counts for besides its payload, and per subscriber.
+_WAITING_COST, _WAITING_SUBSCRIBER_COST = 200, 8
 #: The most bytes of publishes that may wait for the broker's answers; past
 #: it, publishes are not sent to the broker (they are still delivered here).
 DEFAULT_MAX_PENDING = 4 * 1024 * 1024
@@ -143,12 +154,28 @@ class Hub:
 
     :param max_message: the largest payload :meth:`publish` takes, and
         that is taken from the broker.
+    :param max_waiting: the most bytes of publishes that wait for the end
+        of the reactor's turn (see :meth:`publish`).
+    :param reactor: what schedules that (the global reactor by default).
     """
 
     _log = Logger()
 
-    def __init__(self, *, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(
+        self,
+        *,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        reactor: Any = None,
+    ) -> None:
         self.max_message = max_message
+        self.max_waiting = max_waiting
+        self._reactor = reactor
+        # Publishes of this turn, for delivery here at its end: who was
+        # subscribed, and what.
+        self._waiting: list[tuple[tuple[Subscription, ...], str, Any, bytes, bool]] = []
+        self._waiting_size = 0
+        self._delivery: Any = None
         #: The broker messages also go through, if any (see :meth:`use`).
         self.broker: Broker | None = None
         #: What marks this hub's own messages when the broker hands them back.
@@ -223,11 +250,15 @@ class Hub:
 
     def publish(self, channel: str, message: str | bytes) -> int:
         """
-        Send ``message`` (text for ``str``, binary for ``bytes``) to the
-        broker, if there is one, for the other processes, and deliver it to
-        each subscriber of ``channel`` here, now, without waiting for any.
+        Publish ``message`` (text for ``str``, binary for ``bytes``) to
+        ``channel``: send it to the broker, if there is one, now, and at the
+        end of the reactor's turn deliver it to this process's subscribers
+        of ``channel`` as they are now (those still subscribed then), in
+        the order of publishing, without waiting for any. Once over
+        ``max_waiting`` bytes of publishes wait so, they are delivered at
+        once.
 
-        :return: to how many subscribers here it was delivered.
+        :return: to how many subscribers here it goes.
         :raise TypeError: for a message that is neither ``str`` nor ``bytes``.
         :raise ValueError: for a bad channel name, or a message over
             ``max_message`` bytes.
@@ -243,23 +274,49 @@ class Hub:
             message = payload
         broker = self.broker
         if broker is not None:
-            # First, and at once (see Broker.endpoint): the other processes
-            # deliver it while this one does.
+            # At once (see Broker.endpoint), and before the deliveries
+            # here: the other processes deliver it while this one does.
             broker.send(
                 channel,
                 b"".join((_MAGIC, self.origin, _BINARY if binary else _TEXT, payload)),
             )
-        return self._deliver(channel, message, payload, binary)
-
-    def _deliver(
-        self, channel: str, message: str | bytes, payload: bytes, binary: bool
-    ) -> int:
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
+        here = tuple(subscribers)
+        self._waiting.append((here, channel, message, payload, binary))
+        self._waiting_size += (
+            len(payload) + _WAITING_COST + _WAITING_SUBSCRIBER_COST * len(here)
+        )
+        if self._waiting_size > self.max_waiting:
+            self._deliver_waiting()
+        elif self._delivery is None:
+            clock = self._reactor
+            if clock is None:
+                from twisted.internet import reactor as clock
+            self._delivery = clock.callLater(0, self._deliver_waiting)
+        return len(here)
+
+    def _deliver_waiting(self) -> None:
+        # Deliver what this turn published (or what is over max_waiting).
+        delivery, self._delivery = self._delivery, None
+        if delivery is not None and delivery.active():
+            delivery.cancel()
+        waiting, self._waiting = self._waiting, []
+        self._waiting_size = 0
+        for subscribers, channel, message, payload, binary in waiting:
+            self._deliver(subscribers, channel, message, payload, binary)
+
+    def _deliver(
+        self,
+        subscribers: tuple[Subscription, ...],
+        channel: str,
+        message: str | bytes,
+        payload: bytes,
+        binary: bool,
+    ) -> int:
         delivered = 0
-        # A copy: a subscriber may subscribe or leave as it is told.
-        for subscription in tuple(subscribers):
+        for subscription in subscribers:
             if not subscription.active:
                 continue
             protocol = subscription._protocol
@@ -302,7 +359,10 @@ class Hub:
             except UnicodeDecodeError:
                 binary = True
         _PUBSUB[_BROKER_IN] += 1
-        self._deliver(channel, message, payload, binary)
+        subscribers = self._channels.get(channel)
+        if subscribers:
+            # A copy: a subscriber may subscribe or leave as it is told.
+            self._deliver(tuple(subscribers), channel, message, payload, binary)
 
     def use(self, broker: Broker | None) -> None:
         """

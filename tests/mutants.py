@@ -734,13 +734,20 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # Publish/subscribe across processes (netlab.pubsub).
     m(
-        "publish-local-first",
+        "publish-delivers-at-once",
         "netlab/pubsub.py",
-        "        broker = self.broker\n        if broker is not None:\n",
-        "        delivered = self._deliver(channel, message, payload, binary)\n"
-        "        broker = self.broker\n        if broker is not None:\n",
+        "        if self._waiting_size > self.max_waiting:\n",
+        "        if True:\n",
         "tests.test_pubsub",
-        "a publish reaches the broker before local delivery",
+        "a publish is delivered here at the end of the reactor's turn",
+    ),
+    m(
+        "publish-waiting-unbounded",
+        "netlab/pubsub.py",
+        "        if self._waiting_size > self.max_waiting:\n",
+        "        if False:\n",
+        "tests.test_pubsub",
+        "past max_waiting bytes, waiting publishes are delivered at once",
     ),
     m(
         "broker-link-buffers",

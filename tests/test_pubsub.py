@@ -17,10 +17,12 @@ import re
 import signal
 import socket
 from string import ascii_letters
+from typing import Any
 
 from twisted.internet import reactor, task
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -58,8 +60,12 @@ class _Recorder:
 
 
 class HubTests(SynchronousTestCase):
+    def hub(self, **options: Any) -> tuple[pubsub.Hub, task.Clock]:
+        clock = task.Clock()
+        return pubsub.Hub(reactor=clock, **options), clock
+
     def test_subscribers_get_each_message_until_cancelled(self) -> None:
-        hub = pubsub.Hub()
+        hub, clock = self.hub()
         first: list = []
         second: list = []
         one = hub.subscribe("news", first.append)
@@ -67,17 +73,74 @@ class HubTests(SynchronousTestCase):
         hub.subscribe("other", self.fail)
         self.assertEqual(hub.publish("news", "a"), 2)
         self.assertEqual(hub.publish("news", b"\x00b"), 2)
+        clock.advance(0)
         one.cancel()
         one.cancel()  # again is harmless
         self.assertFalse(one.active)
         self.assertEqual(hub.publish("news", "c"), 1)
+        clock.advance(0)
         self.assertEqual(first, ["a", b"\x00b"])
         self.assertEqual(second, ["a", b"\x00b", "c"])
         self.assertEqual(hub.publish("nobody", "x"), 0)
         self.assertEqual(sorted(hub.channels()), ["news", "other"])
 
+    def test_delivered_at_the_end_of_the_turn(self) -> None:
+        """
+        A publish is delivered here at the end of the reactor's turn, with
+        the turn's others, in order; to the subscribers of the moment of
+        publishing that are still subscribed then.
+        """
+        hub, clock = self.hub()
+        got: list = []
+        leaving: list = []
+        hub.subscribe("c", got.append)
+        gone = hub.subscribe("c", leaving.append)
+        self.assertEqual(hub.publish("c", "one"), 2)
+        self.assertEqual(hub.publish("c", "two"), 2)
+        late: list = []
+        hub.subscribe("c", late.append)
+        gone.cancel()
+        self.assertEqual(got, [])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual(got, ["one", "two"])
+        self.assertEqual((leaving, late), ([], []))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_subscriber_that_publishes_waits_for_the_next_turn(self) -> None:
+        hub, clock = self.hub()
+        got: list = []
+
+        def answer(message: str) -> None:
+            got.append(message)
+            if message == "ping":
+                self.assertEqual(hub.publish("c", "pong"), 1)
+                # Not told again before this returns.
+                self.assertEqual(got, ["ping"])
+
+        hub.subscribe("c", answer)
+        hub.publish("c", "ping")
+        clock.advance(0)
+        self.assertEqual(got, ["ping", "pong"])
+
+    def test_past_max_waiting_delivered_at_once(self) -> None:
+        """
+        What waits for the turn's end is bounded: once over
+        ``max_waiting`` bytes, the waiting publishes are delivered at once.
+        """
+        hub, clock = self.hub(max_waiting=1200)
+        got: list = []
+        hub.subscribe("c", got.append)
+        hub.publish("c", "x" * 300)
+        hub.publish("c", "y" * 300)
+        self.assertEqual(got, [])
+        hub.publish("c", "z" * 300)
+        self.assertEqual(got, ["x" * 300, "y" * 300, "z" * 300])
+        clock.advance(0)
+        self.assertEqual(len(got), 3)
+
     def test_a_failing_subscriber_stops_nobody(self) -> None:
-        hub = pubsub.Hub()
+        hub, clock = self.hub()
         got: list = []
 
         def fails(message: object) -> None:
@@ -86,18 +149,21 @@ class HubTests(SynchronousTestCase):
         hub.subscribe("c", fails)
         hub.subscribe("c", got.append)
         with capturedLogs() as events:
-            self.assertEqual(hub.publish("c", "m"), 1)
+            self.assertEqual(hub.publish("c", "m"), 2)
+            clock.advance(0)
         self.assertEqual(got, ["m"])
         self.assertEqual([e["channel"] for e in events if "failure" in e], ["c"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_a_subscriber_may_leave_while_told(self) -> None:
-        hub = pubsub.Hub()
+        hub, clock = self.hub()
         got: list = []
         subscription = hub.subscribe("c", lambda m: subscription.cancel())
         hub.subscribe("c", got.append)
         hub.publish("c", "m")
+        clock.advance(0)
         hub.publish("c", "n")
+        clock.advance(0)
         self.assertEqual(got, ["m", "n"])
         self.assertEqual(hub.subscribers("c"), 1)
 
@@ -119,7 +185,8 @@ class HubTests(SynchronousTestCase):
         it was published (text or binary), and the sender's own messages,
         handed back by Redis, are not delivered twice.
         """
-        here, there = pubsub.Hub(), pubsub.Hub()
+        clock = task.Clock()
+        here, there = pubsub.Hub(reactor=clock), pubsub.Hub(reactor=clock)
         recorder = _Recorder()
         here.use(recorder)
         got_here: list = []
@@ -129,6 +196,10 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(recorder.listening, ["c"])
         here.publish("c", "text é")
         here.publish("c", b"\xff\x00")
+        # Sent at once, before the deliveries here.
+        self.assertEqual(len(recorder.sent), 2)
+        self.assertEqual(got_here, [])
+        clock.advance(0)
         for channel, data in recorder.sent:
             here.received(channel, data)  # Redis hands it back
             there.received(channel, data)
@@ -393,10 +464,11 @@ class BrokerTests(TestCase):
 
     async def test_other_processes_have_it_before_local_delivery(self) -> None:
         """
-        A publish leaves for the broker before this process delivers it to
-        its own subscribers (at once: not on the reactor's next turn), so
-        the other processes deliver it meanwhile: a plain Redis subscriber
-        has it while a local subscriber is still being called.
+        A publish made in a read (as a WebSocket handler's is) leaves for
+        the broker before this process delivers it to its own subscribers
+        (at once: not on the reactor's next turn, after them), so the other
+        processes deliver it meanwhile: a plain Redis subscriber has it
+        while a local subscriber is still being called.
         """
         redis = await RedisServer(self).start()
         here, here_broker = await self.bridge(redis.url)
@@ -417,8 +489,19 @@ class BrokerTests(TestCase):
             seen_there.append(data)
 
         here.subscribe("c", local)
-        self.assertEqual(here.publish("c", "first"), 1)
-        self.assertEqual(len(seen_there), 1)
+
+        class Publisher(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                here.publish("c", "first")
+
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            Factory.forProtocol(Publisher)
+        )
+        self.addCleanup(port.stopListening)
+        trigger = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(trigger.close)
+        trigger.sendall(b"publish")
+        await until(lambda: seen_there)
 
     async def test_delivery_and_a_message_too_large_to_read(self) -> None:
         """
@@ -474,7 +557,7 @@ class BrokerTests(TestCase):
             hub.publish("c", f"{n:04}" + "x" * 996)
             self.assertLessEqual(broker._pending, 20_000)
         # Every one delivered here; 19 or 20 sent, the rest dropped.
-        self.assertEqual(len(got), 100)
+        await until(lambda: len(got) == 100)
         self.assertGreaterEqual(
             metrics.PUBSUB_DROPPED.values[("broker_busy",)] - busy, 80
         )
