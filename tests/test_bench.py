@@ -216,6 +216,46 @@ class FigureChecks:
                 # The table prints the same: two decimals, or the note.
                 cell = printed[name][value_column + 1]
                 self.assertEqual(cell, note if ratio is None else f"{ratio:.2f}")
+        self.assert_scaling(table, section, rows)
+
+    def assert_scaling(
+        self, table: str, section: dict[str, Any], rows: dict[str, Any]
+    ) -> None:
+        """
+        A workload's scaling (rows of several processes over the one-process
+        row, first figure) is what their medians make, in the JSON and on
+        its line of the table.
+        """
+        if not section["scaling"]:
+            self.assertNotIn("  scaling: ", _section(table, section["summary"]))
+            return
+        ((key, scaling),) = section["scaling"].items()
+        self.assertEqual(key, section["metrics"][0]["key"])
+        over = rows.get(scaling["over"])
+        base = over["median"].get(key) if over else None
+        line = next(
+            line
+            for line in _section(table, section["summary"]).splitlines()
+            if line.startswith("  scaling: ")
+        )
+        self.assertEqual(
+            set(scaling["rows"]),
+            {
+                name
+                for name, impl in rows.items()
+                if len(impl["processes"]) > 1 and impl["samples"].get(key)
+            },
+        )
+        for name, entry in scaling["rows"].items():
+            mine = rows[name]["median"][key]
+            if base is None:
+                self.assertEqual(
+                    (entry["ratio"], entry["note"]), (None, "n/a: no baseline")
+                )
+                self.assertIn(f"{name} n/a (n/a: no baseline)", line)
+            else:
+                self.assertAlmostEqual(entry["ratio"], mine / base, msg=name)
+                self.assertIn(f"{name} {mine / base:.2f}", line)
 
 
 class BenchRunTests(FigureChecks, TestCase):
@@ -618,6 +658,12 @@ class BenchRunTests(FigureChecks, TestCase):
             spread["samples"]["delivered"][0]["extra"]["subscribers"],
             {str(first["port"]): 25, str(second["port"]): 25},
         )
+        self.assertIn(
+            "  scaling: delivered/s, 50 subs, median / netlab-ws-room's median, "
+            "same run: netlab-ws-room-2x ",
+            table,
+        )
+        self.assert_ratios(table, data, "ws-broadcast")
 
     async def test_ws_broadcast_c_checks(self) -> None:
         """
@@ -1495,6 +1541,16 @@ def section_of(table: str, workload: str) -> str:
     while end < len(lines) and (not lines[end] or lines[end].startswith("  ")):
         end += 1
     return "\n".join(lines[start:end])
+
+
+def _section(table: str, summary: str) -> str:
+    """
+    :return: the part of ``table`` from the workload whose summary is
+        ``summary`` to the next workload's title.
+    """
+    start = table.index(summary)
+    end = table.find("\n\n", table.index("  implementation", start))
+    return table[start : end if end >= 0 else len(table)]
 
 
 def printed_table(table: str, workload: str) -> dict[str, list[str]]:

@@ -164,6 +164,23 @@ class Result:
         summaries = self.summaries(metric)
         return stats.ratio(row.name, summaries, self.baseline, top, metric.bounded)
 
+    def scaling(self, metric: Metric) -> dict[str, tuple[float | None, str]]:
+        """
+        :return: for the first figure of a workload with a ``scaling`` row,
+            each measured row of several processes' ratio to that row (and
+            a note), as :meth:`ratio` gives it; else nothing.
+        """
+        base = self.workload.scaling
+        if not base or metric is not self.metrics[0]:
+            return {}
+        top, _ = self.ceiling(metric)
+        summaries = self.summaries(metric)
+        return {
+            row.name: stats.ratio(row.name, summaries, base, top, metric.bounded)
+            for row in self.rows
+            if row.impl.processes and row.name in summaries
+        }
+
     @property
     def failed(self) -> bool:
         for row in self.rows:

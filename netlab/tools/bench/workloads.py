@@ -96,6 +96,8 @@ class Workload:
     :ivar kind: the service a server must offer to take part.
     :ivar ceiling: the C server that gives the generator its ceiling.
     :ivar baseline: the default ``--baseline``.
+    :ivar scaling: the one-process row that rows of several processes are
+        also compared to (their *scaling*), if any.
     """
 
     name: str
@@ -103,6 +105,7 @@ class Workload:
     summary: str
     ceiling: str
     baseline: str
+    scaling: str = ""
 
     @property
     def idle(self) -> bool:
@@ -263,6 +266,7 @@ WORKLOADS: dict[str, Workload] = {
             "size on the generator line)",
             "",
             "ws-room-websockets",
+            scaling="netlab-ws-room",
         ),
         Workload(
             "idle",
