@@ -43,46 +43,42 @@ from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import directlyProvides, providedBy
 
 
-class _SendsAtOnce:
+def _send_at_once(self: Any, data: bytes) -> None:
     """
-    What :class:`FlushingServer` and :class:`PromptClient` share: sending
-    bytes that nothing else waits before, in one ``send()``.
+    Send ``data``, which nothing else waits before, on the connection
+    ``self`` now; hand what the socket does not take (or an error) to
+    Twisted's writer. What :class:`FlushingServer` and
+    :class:`PromptClient` share.
     """
-
-    def _send_at_once(self: Any, data: bytes) -> None:
-        """
-        Send ``data`` now; hand what the socket does not take (or an error)
-        to Twisted's writer.
-        """
-        if len(data) > self.SEND_LIMIT:
-            sent = self.writeSomeData(data)
-        else:
-            # Connection.writeSomeData without the memoryview slice it makes
-            # to cap a send at SEND_LIMIT; Python retries EINTR (PEP 475).
-            try:
-                sent = self.socket.send(data)
-            except OSError as e:
-                if e.args[0] in (tcp.EWOULDBLOCK, tcp.ENOBUFS):
-                    sent = 0
-                else:
-                    sent = main.CONNECTION_LOST
-        if isinstance(sent, int) and sent == len(data):
-            if self.producer is not None and (
-                not self.streamingProducer or self.producerPaused
-            ):
-                # The buffer is empty: doWrite tells the producer, as usual.
-                self.startWriting()
-            return
-        # A full socket buffer, or an error that doWrite will report through
-        # the usual connectionLost.
-        self.dataBuffer = data
-        self.offset = sent if isinstance(sent, int) and sent > 0 else 0
-        if not self.producerPaused:
-            self._maybePauseProducer()
-        self.startWriting()
+    if len(data) > self.SEND_LIMIT:
+        sent = self.writeSomeData(data)
+    else:
+        # Connection.writeSomeData without the memoryview slice it makes
+        # to cap a send at SEND_LIMIT; Python retries EINTR (PEP 475).
+        try:
+            sent = self.socket.send(data)
+        except OSError as e:
+            if e.args[0] in (tcp.EWOULDBLOCK, tcp.ENOBUFS):
+                sent = 0
+            else:
+                sent = main.CONNECTION_LOST
+    if isinstance(sent, int) and sent == len(data):
+        if self.producer is not None and (
+            not self.streamingProducer or self.producerPaused
+        ):
+            # The buffer is empty: doWrite tells the producer, as usual.
+            self.startWriting()
+        return
+    # A full socket buffer, or an error that doWrite will report through
+    # the usual connectionLost.
+    self.dataBuffer = data
+    self.offset = sent if isinstance(sent, int) and sent > 0 else 0
+    if not self.producerPaused:
+        self._maybePauseProducer()
+    self.startWriting()
 
 
-class FlushingServer(_SendsAtOnce, tcp.Server):
+class FlushingServer(tcp.Server):
     """
     A server-side TCP connection that sends what it is given during a read
     once that read is handled.
@@ -184,7 +180,7 @@ class FlushingServer(_SendsAtOnce, tcp.Server):
         data = b"".join(self._tempDataBuffer)
         self._tempDataBuffer = []
         self._tempDataLen = 0
-        self._send_at_once(data)
+        _send_at_once(self, data)
 
 
 class FlushingPort(tcp.Port):
@@ -254,7 +250,7 @@ class FlushingPort(tcp.Port):
             connection._flush()
 
 
-class PromptClient(_SendsAtOnce, tcp.Client):
+class PromptClient(tcp.Client):
     """
     A client-side TCP connection that sends each write at once, in its own
     ``send()``, rather than on the reactor's next turn: for a connection
@@ -284,7 +280,7 @@ class PromptClient(_SendsAtOnce, tcp.Client):
             return
         _dataMustBeBytes(data)
         if data:
-            self._send_at_once(data)
+            _send_at_once(self, data)
 
     def writeSequence(self, iovec: Any) -> None:
         if not self._at_once():
