@@ -42,6 +42,22 @@ from netlab.transport import (
 from tests.support import Peer, bounded, connect
 
 
+async def tls_echo_listener(case: TestCase) -> tuple[Any, Any, ScriptedFactory]:
+    """
+    :return: a ``netlab-ssl:`` echo listener made with the flushing reactor
+        (stopped as ``case`` ends), its certificates, and its factory.
+    """
+    certificates = make_certificates(pathlib.Path(case.mktemp()))
+    factory = ScriptedFactory(lambda server, data: server.transport.write(data))
+    description = (
+        f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
+        f":certKey={_escaped(certificates.server)}"
+    )
+    port = await serverFromString(flushing(reactor), description).listen(factory)
+    case.addCleanup(port.stopListening)
+    return port, certificates, factory
+
+
 class Scripted(protocol.Protocol):
     """
     Answers each read by calling ``factory.on_read(self, data)``; ``lost``
@@ -313,14 +329,7 @@ class FlushingTests(TestCase):
         ``netlab-ssl:`` endpoints made with the flushing reactor listen with
         it too: the TLS handshake and records leave with each read.
         """
-        certificates = make_certificates(pathlib.Path(self.mktemp()))
-        factory = ScriptedFactory(lambda server, data: server.transport.write(data))
-        description = (
-            f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
-            f":certKey={_escaped(certificates.server)}"
-        )
-        port = await serverFromString(flushing(reactor), description).listen(factory)
-        self.addCleanup(port.stopListening)
+        port, certificates, factory = await tls_echo_listener(self)
         reply = await echo(
             f"tls:127.0.0.1:{port.getHost().port}",
             b"over TLS",
@@ -525,14 +534,7 @@ class PromptTests(TestCase):
         """
         A TLS client endpoint over it handshakes and carries data.
         """
-        certificates = make_certificates(pathlib.Path(self.mktemp()))
-        factory = ScriptedFactory(lambda server, data: server.transport.write(data))
-        description = (
-            f"netlab-ssl:0:privateKey={_escaped(certificates.server_key)}"
-            f":certKey={_escaped(certificates.server)}"
-        )
-        port = await serverFromString(flushing(reactor), description).listen(factory)
-        self.addCleanup(port.stopListening)
+        port, certificates, factory = await tls_echo_listener(self)
         trust = Certificate.loadPEM(certificates.ca.read_text())
         endpoint = wrapClientTLS(
             optionsForClientTLS("localhost", trust),
