@@ -9,6 +9,7 @@ stopping and starting again under load.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ import random
 import re
 import signal
 import socket
+import sys
 from string import ascii_letters
 from typing import Any
 
@@ -323,6 +325,25 @@ class OptionTests(SynchronousTestCase):
                 http_tap.Options().parseOptions(args)
             self.assertIn(said, str(raised.exception), args)
             self.assertNotIn("\n", str(raised.exception))
+
+    def test_without_hiredis_one_line(self) -> None:
+        """
+        Without hiredis (which netlab requires, and txredisapi parses with
+        when it is there), ``--broker`` and a Broker are refused with one
+        line that says so.
+        """
+        # What an import finds where the package is not installed.
+        hiredis = importlib.import_module("hiredis")
+        self.addCleanup(sys.modules.__setitem__, "hiredis", hiredis)
+        sys.modules["hiredis"] = None  # type: ignore[assignment]
+        with self.assertRaises(usage.UsageError) as raised:
+            ws_tap.Options().parseOptions(["--broker", "redis://127.0.0.1:7/2"])
+        self.assertEqual(
+            str(raised.exception),
+            "--broker: the Redis broker needs hiredis, which netlab requires: "
+            "pip install hiredis",
+        )
+        self.assertRaises(ValueError, pubsub.Broker, "redis://127.0.0.1:7/2")
 
 
 class Served:

@@ -470,6 +470,7 @@ class BrokerOptions(usage.Options):
             return
         try:
             address = pubsub.BrokerAddress.parse(url)
+            pubsub.check_client()
             password = None
             if self["broker-password-file"]:
                 password = pubsub.read_password(self["broker-password-file"])
