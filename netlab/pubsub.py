@@ -1,8 +1,8 @@
 """
 Publish/subscribe: a message published to a named channel reaches every
-subscriber of that channel, in this process at once and, with a broker
-(Redis), in every netlab process that shares it: ``--workers`` processes and
-processes on other hosts.
+subscriber of that channel, in this process at the end of the reactor's
+turn and, with a broker (Redis), in every netlab process that shares it:
+``--workers`` processes and processes on other hosts.
 
 ::
 
