@@ -150,12 +150,7 @@ class FlushingServer(tcp.Server):
         if not self._holding():
             super().write(data)
             return
-        _dataMustBeBytes(data)
-        if not self.connected or self._writeDisconnected or not data:
-            return
-        self._tempDataBuffer.append(data)
-        self._tempDataLen += len(data)
-        self._maybePauseProducer()
+        self._hold(data)
 
     def writeSequence(self, iovec: Any) -> None:
         # Twisted's own would watch the socket for a send the read's end
@@ -163,7 +158,18 @@ class FlushingServer(tcp.Server):
         if not self._holding():
             super().writeSequence(iovec)
             return
-        self.write(b"".join(iovec))
+        self._hold(b"".join(iovec))
+
+    def _hold(self, data: bytes) -> None:
+        """
+        Keep ``data`` for the send that :meth:`_holding` said is coming.
+        """
+        _dataMustBeBytes(data)
+        if not self.connected or self._writeDisconnected or not data:
+            return
+        self._tempDataBuffer.append(data)
+        self._tempDataLen += len(data)
+        self._maybePauseProducer()
 
     def _flush(self) -> None:
         """
