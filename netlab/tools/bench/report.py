@@ -254,18 +254,17 @@ def table(result: Result, run: Run) -> list[str]:
             )
 
     lines += [f"  {line}" for line in server_options(result, run)]
-    for metric in result.metrics:
-        scaling = result.scaling(metric)
-        if scaling:
-            lines.append(
-                f"  scaling: {metric.label}, median / {workload.scaling}'s median, "
-                "same run: "
-                + ", ".join(
-                    f"{name} {'n/a' if value is None else f'{value:.2f}'}"
-                    + ("" if value is not None else f" ({note})")
-                    for name, (value, note) in scaling.items()
-                )
+    scaling = result.scaling()
+    if scaling:
+        lines.append(
+            f"  scaling: {result.metrics[0].label}, median / {workload.scaling}'s "
+            "median, same run: "
+            + ", ".join(
+                f"{name} {'n/a' if value is None else f'{value:.2f}'}"
+                + ("" if value is not None else f" ({note})")
+                for name, (value, note) in scaling.items()
             )
+        )
 
     head = ["implementation"]
     for metric in result.metrics:
@@ -430,17 +429,20 @@ def as_json(run: Run, env: dict[str, Any]) -> dict[str, Any]:
                     entry["ratio"][metric.key] = value
                     entry["note"][metric.key] = note
             rows.append(entry)
-        scaling = {
-            metric.key: {
-                "over": result.workload.scaling,
-                "rows": {
-                    name: {"ratio": value, "note": note}
-                    for name, (value, note) in result.scaling(metric).items()
-                },
+        scaled = result.scaling()
+        scaling = (
+            {
+                result.metrics[0].key: {
+                    "over": result.workload.scaling,
+                    "rows": {
+                        name: {"ratio": value, "note": note}
+                        for name, (value, note) in scaled.items()
+                    },
+                }
             }
-            for metric in result.metrics
-            if result.scaling(metric)
-        }
+            if scaled
+            else {}
+        )
         workloads[result.workload.name] = {
             "summary": result.workload.summary,
             "baseline": result.baseline,

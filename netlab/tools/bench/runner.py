@@ -164,15 +164,16 @@ class Result:
         summaries = self.summaries(metric)
         return stats.ratio(row.name, summaries, self.baseline, top, metric.bounded)
 
-    def scaling(self, metric: Metric) -> dict[str, tuple[float | None, str]]:
+    def scaling(self) -> dict[str, tuple[float | None, str]]:
         """
-        :return: for the first figure of a workload with a ``scaling`` row,
-            each measured row of several processes' ratio to that row (and
-            a note), as :meth:`ratio` gives it; else nothing.
+        :return: for a workload with a ``scaling`` row, each measured row of
+            several processes' ratio to that row in the first figure (and a
+            note), as :meth:`ratio` gives it; else nothing.
         """
         base = self.workload.scaling
-        if not base or metric is not self.metrics[0]:
+        if not base:
             return {}
+        metric = self.metrics[0]
         top, _ = self.ceiling(metric)
         summaries = self.summaries(metric)
         return {
